@@ -1,0 +1,116 @@
+"""Safe YAML reading and pydantic-error translation shared by the hardware and model loaders."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .errors import InputError
+
+M = TypeVar("M", bound=BaseModel)
+
+MAX_FILE_BYTES = 1_000_000
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Read ``path`` with ``yaml.safe_load`` and return its top-level mapping.
+
+    Raises :class:`InputError` naming the file for unreadable, non-UTF-8, malformed,
+    hostile (python tags) or non-mapping content.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read file ({exc.strerror or exc})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise InputError(f"{path}: file is {len(raw)} bytes; expected at most {MAX_FILE_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: expected UTF-8 text, found a bad byte at offset {exc.start}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"{path}: malformed YAML{where}: {problem}") from None
+    except RecursionError:
+        raise InputError(f"{path}: malformed YAML: nesting too deep") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
+    return data
+
+
+def _fmt_found(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validate(model: type[M], data: dict[str, Any], where: str) -> M:
+    """Validate ``data`` against ``model``; turn the first pydantic error into an InputError."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        kind = err["type"]
+        if kind == "missing":
+            raise InputError(f"{where}: {field}: required field is missing") from None
+        if kind == "extra_forbidden":
+            raise InputError(f"{where}: {field}: unknown field (check the spelling)") from None
+        msg = err["msg"]
+        msg = msg[0].lower() + msg[1:] if msg else "a valid value"
+        msg = msg.removeprefix("value error, ")
+        raise InputError(
+            f"{where}: {field}: expected {msg}, found {_fmt_found(err.get('input'))}"
+        ) from None
+    except RecursionError:
+        raise InputError(f"{where}: nesting too deep") from None
+
+
+def finite_positive(value: float) -> float:
+    """Pydantic after-validator: a finite number > 0."""
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("a finite number > 0")
+    return value
+
+
+def finite_nonneg(value: float) -> float:
+    """Pydantic after-validator: a finite number >= 0."""
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("a finite number >= 0")
+    return value
+
+
+def fraction(value: float) -> float:
+    """Pydantic after-validator: a number in (0, 1]."""
+    if not math.isfinite(value) or not 0 < value <= 1:
+        raise ValueError("a number in (0, 1]")
+    return value
+
+
+def resolve_named_file(name_or_path: str, folder: Path, kind: str) -> Path:
+    """A shipped NAME resolves to ``folder/NAME.yaml``; anything with a suffix or slash is a path."""
+    if not isinstance(name_or_path, str) or not name_or_path:
+        raise InputError(f"{kind}: expected a name or a path, found {name_or_path!r}")
+    looks_like_path = "/" in name_or_path or name_or_path.endswith((".yaml", ".yml"))
+    if looks_like_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise InputError(f"{name_or_path}: {kind} file not found")
+        return path
+    candidate = folder / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+        raise InputError(f"unknown {kind} {name_or_path!r}: expected one of {known}, or a path")
+    return candidate
+
+
+def data_dir(sub: str) -> Path:
+    """The shipped data folder (``hardware/`` or ``graphs/``) at the repository root."""
+    return Path(__file__).resolve().parent.parent / sub

@@ -1,0 +1,150 @@
+"""Cost model: op durations (roofline, with part of the reads already in L2) and collectives (α-β).
+
+Glossary: *HBM bytes* of an op are everything it reads or writes minus the bytes it finds
+in L2; an op's *HBM rate* is its HBM bytes over its duration. A prefetch uses only the HBM
+bandwidth the running ops leave (see simulate.py).
+
+Roofline with an L2 term (compute kinds)::
+
+    t(x) = max(flops / (peak * eff), (H - x) / B_hbm, x / B_l2) + overhead
+
+with ``x`` the prefetched bytes found in L2, ``H`` all HBM traffic without prefetch.
+Collectives over ``n`` devices with message ``S`` and per-device link bandwidth ``B``::
+
+    allreduce      α + steps * hop + 2 (n-1)/n * S / B
+    allgather,
+    reduce_scatter α + steps/2 * hop + (n-1)/n * S / B
+    all_to_all     α + (n-1) * hop + (n-1)/n * S / B
+
+``steps`` = 2(n-1) on a ring, 2 on a full mesh or switch (one-shot reduce-scatter +
+all-gather), and 2 * sum(side-1) on a torus.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+
+from .errors import InputError
+from .graph import COLLECTIVE_KINDS, MATMUL_KINDS
+from .hardware import Hardware
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """Everything the scheduler needs about one op, in SI units.
+
+    ``fixed_s`` is the part of the duration that prefetching cannot change (compute time,
+    or the whole duration of a collective or user-timed op), ``hbm_bytes`` its traffic
+    without prefetch, ``prefetchable_bytes`` the bytes that could come from L2.
+    """
+
+    node: Any
+    resource: str
+    compute_s: float
+    overhead_s: float
+    hbm_bytes: float
+    prefetchable_bytes: float
+    hbm_bw: float
+    l2_bw: float
+    fixed: bool
+
+    def duration_s(self, l2_bytes: float = 0.0) -> float:
+        """Duration with ``l2_bytes`` of the op's reads already in L2."""
+        if self.fixed:
+            return self.compute_s + self.overhead_s
+        x = min(max(l2_bytes, 0.0), self.prefetchable_bytes)
+        return max(self.compute_s, (self.hbm_bytes - x) / self.hbm_bw, x / self.l2_bw) \
+            + self.overhead_s
+
+    def hbm_bytes_with(self, l2_bytes: float = 0.0) -> float:
+        """HBM traffic with ``l2_bytes`` served from L2."""
+        return max(0.0, self.hbm_bytes - min(max(l2_bytes, 0.0), self.prefetchable_bytes))
+
+    def min_duration_s(self) -> float:
+        """Best case over every possible amount in L2 (for lower bounds)."""
+        if self.fixed or self.prefetchable_bytes <= 0:
+            return self.duration_s(0.0)
+        # t(x) is convex; its minimum is at the crossing of the HBM and L2 terms or at an end
+        cross = self.hbm_bytes * self.l2_bw / (self.hbm_bw + self.l2_bw)
+        cands = {0.0, self.prefetchable_bytes, min(cross, self.prefetchable_bytes)}
+        return min(self.duration_s(x) for x in cands)
+
+
+def collective_time_s(kind: str, message_bytes: float, n: int, hw: Hardware) -> float:
+    """α-β time of one collective over ``n`` devices of ``hw``.
+
+    Worked example (Ascend 910B2 full mesh, 8 devices, 32 KiB): α 10 µs + 2 hops x 0.5 µs
+    + 2 x 7/8 x 32768 B / (196 GB/s x 0.8) = 11.366 µs.
+
+    >>> from preserve_cp.hardware import load_hardware
+    >>> round(collective_time_s("allreduce", 32768, 8, load_hardware("ascend-910b2")) * 1e6, 3)
+    11.366
+    """
+    if n <= 1:
+        return 0.0
+    bw = hw.link_bandwidth_bytes_per_s * hw.link_efficiency
+    topo = hw.topology
+    if topo == "ring":
+        steps = 2 * (n - 1)
+    elif topo in ("full_mesh", "switch"):
+        steps = 2
+    else:
+        dims = 2 if topo == "torus_2d" else 3
+        side = max(2, round(n ** (1 / dims)))
+        steps = 2 * dims * (side - 1)
+    frac = (n - 1) / n
+    if kind == "allreduce":
+        return hw.collective_latency_s + steps * hw.hop_latency_s + 2 * frac * message_bytes / bw
+    if kind in ("allgather", "reduce_scatter"):
+        return hw.collective_latency_s + steps / 2 * hw.hop_latency_s + frac * message_bytes / bw
+    if kind == "all_to_all":
+        return hw.collective_latency_s + (n - 1) * hw.hop_latency_s + frac * message_bytes / bw
+    raise InputError(f"collective kind {kind!r}: expected one of {sorted(COLLECTIVE_KINDS)}")
+
+
+def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
+    """Cost every op of ``g`` on ``hw`` (``hw`` may be None when every op has ``duration``)."""
+    out: dict[Any, OpCost] = {}
+    n_dev = int(g.graph.get("tp", hw.devices_per_node if hw else 1))
+    default_dtype = g.graph.get("dtype", "bf16")
+    for node, a in g.nodes(data=True):
+        reads = a.get("reads", {}) or {}
+        pf_bytes = float(sum(reads[t] for t in a.get("prefetchable", [])))
+        hbm = float(sum(reads.values())) + float(a.get("writes_bytes", 0))
+        if "duration" in a:
+            out[node] = OpCost(node, a["resource"], float(a["duration"]), 0.0, hbm, 0.0,
+                               1.0, 1.0, fixed=True)
+            continue
+        if hw is None:
+            raise InputError(f"graph node {node!r}: duration: expected seconds when no hardware "
+                             "is given, found none")
+        kind = a["kind"]
+        if kind in COLLECTIVE_KINDS:
+            msg = float(sum(reads.values()))
+            t = collective_time_s(kind, msg, n_dev, hw)
+            out[node] = OpCost(node, a["resource"], t, 0.0, hbm, 0.0,
+                               hw.effective_hbm_bytes_per_s, hw.l2_bandwidth_bytes_per_s,
+                               fixed=True)
+            continue
+        dtype = a.get("dtype", default_dtype)
+        if kind in MATMUL_KINDS:
+            if dtype not in hw.matmul_flops_per_s:
+                raise InputError(
+                    f"{hw.name}: compute.matmul_tflops.{dtype}: the device has no {dtype} peak; "
+                    f"expected one of {sorted(hw.matmul_flops_per_s)}"
+                )
+            rate = hw.matmul_flops_per_s[dtype] * hw.matmul_efficiency
+        else:
+            rate = hw.vector_flops_per_s * hw.vector_efficiency
+        compute = float(a.get("flops", 0.0)) / rate
+        out[node] = OpCost(node, a["resource"], compute, hw.kernel_overhead_s, hbm, pf_bytes,
+                           hw.effective_hbm_bytes_per_s, hw.l2_bandwidth_bytes_per_s, fixed=False)
+    return out
+
+
+def is_finite_positive(x: float) -> bool:
+    return math.isfinite(x) and x > 0

@@ -1,0 +1,289 @@
+"""The dataflow graph: ``build_graph(model, workload)`` and the graph contract.
+
+Glossary (used word for word in the code):
+
+op
+    a node of the graph; runs on one *stream* (its ``resource``).
+stream
+    a serial executor: ``compute``, ``comm``, ``prefetch`` or any user string.
+prefetchable tensor
+    a weight or KV-cache tensor named in an op's ``prefetchable`` list; it may be copied from
+    HBM into L2 ahead of the op that reads it (its *consumer*).
+
+Node attributes (contract): ``kind``, ``resource``, ``flops``, ``reads`` (tensor -> bytes),
+``writes_bytes``, ``prefetchable`` (names in ``reads``), ``layer``; optional ``duration``
+(seconds; bypasses the cost model) and ``dtype`` (compute dtype, default the graph's).
+Collectives read their message (``reads``) and run over ``graph.graph["tp"]`` devices.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import networkx as nx
+
+from .errors import InputError, input_error
+from .models import ModelConfig, load_model
+from .workload import Workload
+
+COLLECTIVE_KINDS = frozenset({"allreduce", "allgather", "reduce_scatter", "all_to_all"})
+MATMUL_KINDS = frozenset({"gemm", "attention"})
+PREFETCH_STREAM = "prefetch"
+
+
+def check_tp(model: ModelConfig, tp: int) -> None:
+    """Raise InputError when ``tp`` cannot split the model's heads or MLP.
+
+    >>> check_tp(load_model("llama3-70b"), 8)
+    >>> check_tp(load_model("qwen2-7b"), 8)
+    Traceback (most recent call last):
+    ...
+    preserve_cp.errors.InputError: qwen2-7b: tp 8 does not divide num_heads 28 ...
+    """
+    if model.num_heads % tp:
+        raise InputError(
+            f"{model.name}: tp {tp} does not divide num_heads {model.num_heads}; "
+            f"expected a tp among {_divisors(model.num_heads)}"
+        )
+    kv = model.num_kv_heads
+    if kv % tp and tp % kv:
+        raise InputError(
+            f"{model.name}: tp {tp} and num_kv_heads {kv} do not divide one another; "
+            "expected KV heads split evenly or replicated evenly"
+        )
+    if model.intermediate_size % tp:
+        raise InputError(
+            f"{model.name}: tp {tp} does not divide intermediate_size {model.intermediate_size}"
+        )
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, min(n, 64) + 1) if n % d == 0]
+
+
+def build_graph(model: ModelConfig | str, workload: Workload) -> nx.DiGraph:
+    """Build the per-device op graph of one inference step under Megatron-style TP.
+
+    QKV and gate/up projections are column-parallel, O and down projections row-parallel
+    with an allreduce after each (one per layer for parallel attention+MLP blocks). KV heads
+    are split across devices, or replicated when ``tp`` exceeds their number. Embedding and
+    LM head are vocab-parallel.
+
+    Examples
+    --------
+    >>> g = build_graph("llama3-70b", Workload(phase="decode", batch=4, context=16384, tp=8,
+    ...                 weight_dtype="int8", act_dtype="int8", kv_dtype="int8"))
+    >>> g.nodes["L0.qkv"]["reads"]["L0.w_qkv"]  # 8192 x (1024 + 2 x 128) int8 bytes
+    10485760
+    >>> g.nodes["L0.attention"]["reads"]["L0.kv_cache"]  # 4 x 16384 x 2 x 128 bytes
+    16777216
+    >>> sum(1 for _, a in g.nodes(data=True) if a["kind"] == "allreduce")
+    161
+    """
+    model = load_model(model)
+    check_tp(model, workload.tp)
+    return _Builder(model, workload).build()
+
+
+class _Builder:
+    def __init__(self, model: ModelConfig, wl: Workload) -> None:
+        self.m, self.wl = model, wl
+        self.g = nx.DiGraph()
+        self.last: str | None = None
+        tp = wl.tp
+        self.wb, self.ab, self.kb = wl.bytes_of("weight"), wl.bytes_of("act"), wl.bytes_of("kv")
+        self.q_l = model.q_size // tp
+        self.kv_heads_l = max(1, model.num_kv_heads // tp)
+        self.kv_l = self.kv_heads_l * model.head_dim
+        self.ffn_l = model.intermediate_size // tp
+        self.vocab_l = math.ceil(model.vocab_size / tp)
+        self.T = wl.tokens
+        self.weights_bytes = 0.0
+        self.kv_bytes = 0.0
+
+    # -- helpers -------------------------------------------------------------------
+    def op(self, name: str, kind: str, layer: int, *, resource: str = "compute",
+           flops: float = 0.0, reads: dict[str, float] | None = None, writes: float = 0.0,
+           prefetchable: tuple[str, ...] = (), after: tuple[str, ...] | None = None) -> str:
+        reads = {k: int(round(v)) for k, v in (reads or {}).items()}
+        self.g.add_node(name, kind=kind, resource=resource, flops=float(flops), reads=reads,
+                        writes_bytes=int(round(writes)), prefetchable=list(prefetchable),
+                        layer=layer)
+        preds = after if after is not None else ((self.last,) if self.last else ())
+        for p in preds:
+            self.g.add_edge(p, name)
+        self.last = name
+        return name
+
+    def gemm(self, name: str, layer: int, k: int, n: int, weight: str, *,
+             bias: bool = False, after: tuple[str, ...] | None = None) -> str:
+        w = (k * n + (n if bias else 0)) * self.wb
+        self.weights_bytes += w
+        return self.op(name, "gemm", layer, flops=2.0 * self.T * k * n,
+                       reads={weight: w, f"{name}.in": self.T * k * self.ab},
+                       writes=self.T * n * self.ab, prefetchable=(weight,), after=after)
+
+    def norm(self, name: str, layer: int, after: tuple[str, ...] | None = None) -> str:
+        h = self.m.hidden_size
+        return self.op(name, "norm", layer, flops=5.0 * self.T * h,
+                       reads={f"{name}.in": 2 * self.T * h * self.ab, f"{name}.w": h * self.wb},
+                       writes=2 * self.T * h * self.ab, after=after)
+
+    def allreduce(self, name: str, layer: int, after: tuple[str, ...] | None = None) -> str:
+        msg = self.T * self.m.hidden_size * self.ab
+        return self.op(name, "allreduce", layer, resource="comm", reads={f"{name}.in": msg},
+                       writes=msg, after=after)
+
+    # -- layers --------------------------------------------------------------------
+    def attention_block(self, l: int) -> str:
+        m, wl, T = self.m, self.wl, self.T
+        h = m.hidden_size
+        self.norm(f"L{l}.attn_norm", l)
+        self.gemm(f"L{l}.qkv", l, h, self.q_l + 2 * self.kv_l, f"L{l}.w_qkv", bias=m.qkv_bias)
+        self.op(f"L{l}.rope", "elementwise", l, flops=6.0 * T * (self.q_l + self.kv_l),
+                reads={f"L{l}.rope.in": T * (self.q_l + 2 * self.kv_l) * self.ab},
+                writes=T * (self.q_l + 2 * self.kv_l) * self.ab)
+        ctx = wl.context
+        if m.uses_window(l) and m.sliding_window:
+            ctx = min(ctx, m.sliding_window)
+        kv_layer = wl.batch * ctx * 2 * self.kv_l * self.kb
+        self.kv_bytes += wl.batch * wl.context * 2 * self.kv_l * self.kb
+        if wl.phase == "decode":
+            self.op(f"L{l}.attention", "attention", l,
+                    flops=4.0 * wl.batch * ctx * self.q_l,
+                    reads={f"L{l}.kv_cache": kv_layer, f"L{l}.q": T * self.q_l * self.ab},
+                    writes=T * self.q_l * self.ab + wl.batch * 2 * self.kv_l * self.kb,
+                    prefetchable=(f"L{l}.kv_cache",))
+        else:
+            pairs = wl.batch * (ctx * (ctx + 1) / 2 if ctx == wl.context
+                                else ctx * wl.context - ctx * (ctx - 1) / 2)
+            self.op(f"L{l}.attention", "attention", l, flops=4.0 * pairs * self.q_l,
+                    reads={f"L{l}.qkv_act": T * (self.q_l + 2 * self.kv_l) * self.ab},
+                    writes=T * self.q_l * self.ab + kv_layer)
+        return self.gemm(f"L{l}.o_proj", l, self.q_l, h, f"L{l}.w_o")
+
+    def mlp_block(self, l: int, after: tuple[str, ...] | None = None) -> str:
+        m, T = self.m, self.T
+        h = m.hidden_size
+        self.norm(f"L{l}.mlp_norm", l, after=after)
+        n_up = 2 * self.ffn_l if m.mlp == "gated" else self.ffn_l
+        self.gemm(f"L{l}.gate_up", l, h, n_up, f"L{l}.w_gate_up")
+        self.op(f"L{l}.act", "elementwise", l, flops=8.0 * T * self.ffn_l,
+                reads={f"L{l}.act.in": T * n_up * self.ab}, writes=T * self.ffn_l * self.ab)
+        return self.gemm(f"L{l}.down", l, self.ffn_l, h, f"L{l}.w_down")
+
+    def build(self) -> nx.DiGraph:
+        m, wl, T = self.m, self.wl, self.T
+        h = m.hidden_size
+        tp = wl.tp
+        emb_w = self.vocab_l * h * self.wb
+        self.weights_bytes += emb_w
+        self.op("embedding", "embedding", -1, flops=0.0,
+                reads={"embedding.rows": T * h * self.wb}, writes=T * h * self.ab)
+        if tp > 1:
+            self.allreduce("embedding.allreduce", -1)
+        for l in range(m.num_layers):
+            layer_in = self.last
+            o = self.attention_block(l)
+            if m.block == "parallel":
+                # Same stream, so the MLP runs after the attention: a control edge keeps
+                # the execution order explicit (data-wise both read the layer input).
+                down = self.mlp_block(l, after=(layer_in, o) if layer_in else (o,))
+                if tp > 1:
+                    self.allreduce(f"L{l}.allreduce", l, after=(o, down))
+            else:
+                if tp > 1:
+                    self.allreduce(f"L{l}.attn_allreduce", l)
+                self.mlp_block(l)
+                if tp > 1:
+                    self.allreduce(f"L{l}.mlp_allreduce", l)
+        self.norm("final_norm", -1)
+        head_w = "embedding.w" if m.tied_embeddings else "lm_head.w"
+        if not m.tied_embeddings:
+            self.weights_bytes += self.vocab_l * h * self.wb
+        self.op("lm_head", "gemm", -1, flops=2.0 * wl.batch * h * self.vocab_l,
+                reads={head_w: self.vocab_l * h * self.wb, "lm_head.in": wl.batch * h * self.ab},
+                writes=wl.batch * self.vocab_l * 4, prefetchable=(head_w,))
+        if tp > 1:
+            logits = wl.batch * self.vocab_l * tp * 4
+            self.op("lm_head.allgather", "allgather", -1, resource="comm",
+                    reads={"lm_head.logits": logits}, writes=logits)
+        # norms' small weights are counted once per layer in weights_bytes
+        self.weights_bytes += (2 * m.num_layers + 1) * h * self.wb
+        self.g.graph.update(
+            model=m.name, workload=wl.to_dict(), tp=tp, dtype=wl.act_dtype,
+            weights_bytes_per_device=self.weights_bytes,
+            kv_cache_bytes_per_device=self.kv_bytes,
+        )
+        return self.g
+
+
+# ---------------------------------------------------------------------------------------
+REQUIRED = ("kind", "resource")
+
+
+def validate_graph(g: Any, *, need_duration: bool = False) -> nx.DiGraph:
+    """Check a user's graph against the contract; raise InputError naming node and field.
+
+    >>> g = nx.DiGraph([("a", "b")])
+    >>> nx.set_node_attributes(g, {"a": {"duration": 1.0, "resource": "m"},
+    ...                            "b": {"duration": 2.0, "resource": "m"}})
+    >>> validate_graph(g, need_duration=True) is g
+    True
+    >>> g.add_edge("b", "a")
+    >>> validate_graph(g)
+    Traceback (most recent call last):
+    ...
+    preserve_cp.errors.InputError: graph: edges: expected a DAG, found a cycle a -> b -> a
+    """
+    if not isinstance(g, nx.DiGraph):
+        raise input_error("graph", "type", "a networkx.DiGraph", type(g).__name__)
+    if g.number_of_nodes() == 0:
+        raise input_error("graph", "nodes", "at least one node", 0)
+    loops = list(nx.selfloop_edges(g))
+    if loops:
+        raise input_error("graph", "edges", "no self-loops", f"{loops[0][0]} -> {loops[0][0]}")
+    if not nx.is_directed_acyclic_graph(g):
+        cycle = nx.find_cycle(g)
+        path = " -> ".join(str(u) for u, _ in cycle) + f" -> {cycle[0][0]}"
+        raise InputError(f"graph: edges: expected a DAG, found a cycle {path}")
+    for n, a in g.nodes(data=True):
+        where = f"graph node {n!r}"
+        if not isinstance(a.get("resource"), str) or not a.get("resource"):
+            raise input_error(where, "resource", "a non-empty string", a.get("resource"))
+        if a["resource"] == PREFETCH_STREAM:
+            raise input_error(where, "resource", "a stream other than 'prefetch' (reserved)",
+                              a["resource"])
+        if "duration" in a:
+            d = a["duration"]
+            if isinstance(d, bool) or not isinstance(d, int | float) or not math.isfinite(d) \
+                    or d < 0:
+                raise input_error(where, "duration", "a finite number of seconds >= 0", d)
+        elif need_duration:
+            raise input_error(where, "duration", "seconds (no hardware was given)", None)
+        else:
+            _check_costed(where, a)
+        reads = a.get("reads", {})
+        if not isinstance(reads, dict):
+            raise input_error(where, "reads", "a mapping tensor -> bytes", reads)
+        for t, b in reads.items():
+            if isinstance(b, bool) or not isinstance(b, int | float) or not math.isfinite(b) \
+                    or b < 0:
+                raise input_error(where, f"reads.{t}", "bytes >= 0", b)
+        pf = a.get("prefetchable", [])
+        if not isinstance(pf, list | tuple) or any(t not in reads for t in pf):
+            raise input_error(where, "prefetchable", "a list of names found in reads", pf)
+        layer = a.get("layer", -1)
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise input_error(where, "layer", "an integer", layer)
+    return g
+
+
+def _check_costed(where: str, a: dict[str, Any]) -> None:
+    if not isinstance(a.get("kind"), str):
+        raise input_error(where, "kind", "an op kind such as 'gemm' (or a duration)", a.get("kind"))
+    for field in ("flops", "writes_bytes"):
+        v = a.get(field, 0)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+            raise input_error(where, field, "a finite number >= 0", v)

@@ -1,0 +1,239 @@
+"""Hardware description: YAML (friendly units in the keys) -> validated, SI :class:`Hardware`.
+
+A hardware file describes one device and the node it sits in. Every number has its unit in
+its key (``hbm_bandwidth_tb_per_s``, ``l2_capacity_mib``); they are converted to SI once, here.
+Each file cites its sources and lists in ``uncertain`` the fields whose value is an estimate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from . import units
+from ._yaml import (
+    data_dir,
+    finite_nonneg,
+    finite_positive,
+    fraction,
+    read_yaml_mapping,
+    resolve_named_file,
+    validate,
+)
+from .errors import InputError
+
+Pos = Annotated[float, AfterValidator(finite_positive)]
+NonNeg = Annotated[float, AfterValidator(finite_nonneg)]
+Frac = Annotated[float, AfterValidator(fraction)]
+Dtype = Literal["fp16", "bf16", "fp8", "int8"]
+Topology = Literal["ring", "full_mesh", "switch", "torus_2d", "torus_3d"]
+
+HARDWARE_DIR = data_dir("hardware")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class SourceSpec(_Strict):
+    tag: str = Field(min_length=1)
+    url: str = Field(min_length=1)
+    used_for: str = ""
+
+
+class ComputeSpec(_Strict):
+    matmul_tflops: dict[Dtype, Pos] = Field(min_length=1)
+    vector_tflops: Pos
+    matmul_efficiency: Frac = 0.7
+    vector_efficiency: Frac = 0.5
+    kernel_overhead_us: NonNeg = 2.0
+
+
+class MemorySpec(_Strict):
+    hbm_capacity_gb: Pos | None = None
+    hbm_capacity_gib: Pos | None = None
+    hbm_bandwidth_tb_per_s: Pos
+    hbm_efficiency: Frac = 0.8
+    l2_capacity_mb: Pos | None = None
+    l2_capacity_mib: Pos | None = None
+    l2_bandwidth_tb_per_s: Pos
+    l2_prefetch_fraction: Frac = 0.75
+    prefetch_bandwidth_tb_per_s: Pos | None = None
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> MemorySpec:
+        for stem in ("hbm_capacity", "l2_capacity"):
+            given = [k for k in (f"{stem}_gb", f"{stem}_gib", f"{stem}_mb", f"{stem}_mib")
+                     if getattr(self, k, None) is not None]
+            if len(given) != 1:
+                unit = "gb or gib" if stem == "hbm_capacity" else "mb or mib"
+                raise ValueError(f"exactly one of {stem}_{unit.replace(' or ', ' / ' + stem + '_')}")
+        return self
+
+
+class InterconnectSpec(_Strict):
+    topology: Topology
+    link_bandwidth_gb_per_s: Pos
+    link_efficiency: Frac = 0.8
+    collective_latency_us: NonNeg = 8.0
+    hop_latency_us: NonNeg = 0.5
+    devices_per_node: int = Field(ge=1, le=1_000_000)
+
+
+class HardwareSpec(_Strict):
+    name: str = Field(min_length=1)
+    vendor: str = ""
+    description: str = ""
+    sources: list[SourceSpec] = Field(min_length=1)
+    uncertain: list[str] = Field(default_factory=list)
+    compute: ComputeSpec
+    memory: MemorySpec
+    interconnect: InterconnectSpec
+    power_w: Pos | None = None
+
+    @model_validator(mode="after")
+    def _uncertain_names_fields(self) -> HardwareSpec:
+        for path in self.uncertain:
+            node: Any = self
+            for part in path.split("."):
+                if isinstance(node, BaseModel) and part in type(node).model_fields:
+                    node = getattr(node, part)
+                elif isinstance(node, dict) and part in node:
+                    node = node[part]
+                else:
+                    raise ValueError(f"field paths that exist (uncertain: {path!r} does not)")
+        return self
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """One device of a tensor-parallel node, in SI units.
+
+    Examples
+    --------
+    >>> hw = load_hardware("ascend-910b2")
+    >>> hw.l2_capacity_bytes == 192 * 1024**2
+    True
+    >>> round(hw.usable_l2_bytes / 1e6, 1)
+    151.0
+    """
+
+    name: str
+    matmul_flops_per_s: dict[str, float]
+    vector_flops_per_s: float
+    matmul_efficiency: float
+    vector_efficiency: float
+    kernel_overhead_s: float
+    hbm_capacity_bytes: float
+    hbm_bandwidth_bytes_per_s: float
+    hbm_efficiency: float
+    l2_capacity_bytes: float
+    l2_bandwidth_bytes_per_s: float
+    l2_prefetch_fraction: float
+    prefetch_bandwidth_bytes_per_s: float | None
+    topology: str
+    link_bandwidth_bytes_per_s: float
+    link_efficiency: float
+    collective_latency_s: float
+    hop_latency_s: float
+    devices_per_node: int
+    source_file: str = ""
+    uncertain: tuple[str, ...] = ()
+    spec: HardwareSpec | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def usable_l2_bytes(self) -> float:
+        """L2 bytes that prefetches may hold at once."""
+        return self.l2_capacity_bytes * self.l2_prefetch_fraction
+
+    @property
+    def effective_hbm_bytes_per_s(self) -> float:
+        """Achievable HBM bandwidth (peak x efficiency)."""
+        return self.hbm_bandwidth_bytes_per_s * self.hbm_efficiency
+
+    @property
+    def effective_prefetch_bytes_per_s(self) -> float:
+        """Peak rate of the prefetch engine; never above achievable HBM bandwidth."""
+        cap = self.effective_hbm_bytes_per_s
+        if self.prefetch_bandwidth_bytes_per_s is None:
+            return cap
+        return min(cap, self.prefetch_bandwidth_bytes_per_s)
+
+    def with_overrides(self, **changes: Any) -> Hardware:
+        """A copy with SI fields replaced (for sweeps), re-checked for sign.
+
+        >>> load_hardware("h100-sxm").with_overrides(l2_capacity_bytes=100e6).l2_capacity_bytes
+        100000000.0
+        """
+        known = {f.name for f in dataclasses.fields(self)}
+        for key, value in changes.items():
+            if key not in known:
+                raise InputError(f"{self.name}: override {key!r}: unknown hardware field")
+            if isinstance(value, int | float) and not value >= 0:
+                raise InputError(f"{self.name}: override {key}: expected >= 0, found {value!r}")
+        return dataclasses.replace(self, **changes)
+
+
+def _from_spec(spec: HardwareSpec, source: str) -> Hardware:
+    mem, comp, net = spec.memory, spec.compute, spec.interconnect
+    hbm = (mem.hbm_capacity_gb or 0) * units.GB + (mem.hbm_capacity_gib or 0) * units.GIB
+    l2 = (mem.l2_capacity_mb or 0) * units.MB + (mem.l2_capacity_mib or 0) * units.MIB
+    pf = mem.prefetch_bandwidth_tb_per_s
+    return Hardware(
+        name=spec.name,
+        matmul_flops_per_s={k: v * units.TFLOPS for k, v in comp.matmul_tflops.items()},
+        vector_flops_per_s=comp.vector_tflops * units.TFLOPS,
+        matmul_efficiency=comp.matmul_efficiency,
+        vector_efficiency=comp.vector_efficiency,
+        kernel_overhead_s=comp.kernel_overhead_us * units.US,
+        hbm_capacity_bytes=hbm,
+        hbm_bandwidth_bytes_per_s=mem.hbm_bandwidth_tb_per_s * units.TB,
+        hbm_efficiency=mem.hbm_efficiency,
+        l2_capacity_bytes=l2,
+        l2_bandwidth_bytes_per_s=mem.l2_bandwidth_tb_per_s * units.TB,
+        l2_prefetch_fraction=mem.l2_prefetch_fraction,
+        prefetch_bandwidth_bytes_per_s=None if pf is None else pf * units.TB,
+        topology=net.topology,
+        link_bandwidth_bytes_per_s=net.link_bandwidth_gb_per_s * units.GB,
+        link_efficiency=net.link_efficiency,
+        collective_latency_s=net.collective_latency_us * units.US,
+        hop_latency_s=net.hop_latency_us * units.US,
+        devices_per_node=net.devices_per_node,
+        source_file=source,
+        uncertain=tuple(spec.uncertain),
+        spec=spec,
+    )
+
+
+def load_hardware(name_or_path: str | Path | Hardware) -> Hardware:
+    """Load a shipped device by NAME or a user's YAML by path.
+
+    Examples
+    --------
+    >>> hw = load_hardware("h100-sxm")
+    >>> hw.hbm_bandwidth_bytes_per_s
+    3350000000000.0
+    >>> load_hardware("no-such-device")
+    Traceback (most recent call last):
+    ...
+    preserve_cp.errors.InputError: unknown hardware 'no-such-device': expected one of ...
+    """
+    if isinstance(name_or_path, Hardware):
+        return name_or_path
+    path = resolve_named_file(str(name_or_path), HARDWARE_DIR, "hardware")
+    data = read_yaml_mapping(path)
+    spec = validate(HardwareSpec, data, str(path.name if path.parent == HARDWARE_DIR else path))
+    return _from_spec(spec, str(path))
+
+
+def list_hardware() -> list[str]:
+    """Names of the shipped hardware files.
+
+    >>> "ascend-910b2" in list_hardware()
+    True
+    """
+    return sorted(p.stem for p in HARDWARE_DIR.glob("*.yaml"))

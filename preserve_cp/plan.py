@@ -1,0 +1,189 @@
+"""Plans (what to prefetch, when) and schedules (what the simulator made of a plan).
+
+Glossary: a *prefetch* (also *chunk*) copies ``bytes`` of one tensor from HBM into L2 on the
+``prefetch`` stream. It is released when its *anchor* op starts (plus ``delay_s``), runs in
+plan order, holds L2 from its start until the last op reading the tensor ends (its *L2 live
+range*), and every op reading the tensor (and its ``sync`` op, if any) waits for it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Prefetch:
+    """One chunk of a prefetch: ``bytes`` of ``tensor`` from ``offset_bytes`` on."""
+
+    tensor: str
+    bytes: float
+    consumer: Any
+    anchor: Any | None = None
+    delay_s: float = 0.0
+    offset_bytes: float = 0.0
+    sync: Any | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A named set of prefetches in prefetch-stream order, and optionally each stream's op order.
+
+    >>> Plan("vanilla").prefetched_bytes
+    0.0
+    """
+
+    name: str
+    prefetches: tuple[Prefetch, ...] = ()
+    order: dict[str, tuple[Any, ...]] | None = None
+
+    @property
+    def prefetched_bytes(self) -> float:
+        return float(sum(p.bytes for p in self.prefetches))
+
+
+@dataclass(frozen=True)
+class Event:
+    """One op or chunk in a schedule (seconds)."""
+
+    node: Any
+    resource: str
+    start_s: float
+    end_s: float
+    kind: str = ""
+    layer: int = -1
+    l2_bytes: float = 0.0
+
+
+@dataclass(frozen=True)
+class ChunkEvent:
+    """A prefetch as executed: moved ``bytes`` in [start_s, end_s], held L2 until release_s."""
+
+    index: int
+    tensor: str
+    bytes: float
+    consumer: Any
+    anchor: Any | None
+    start_s: float
+    end_s: float
+    release_s: float
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The timeline the simulator produced for a plan.
+
+    ``rate_segments`` are (t0, t1, prefetch_bytes_per_s, main_hbm_bytes_per_s) pieces.
+    """
+
+    events: tuple[Event, ...]
+    chunks: tuple[ChunkEvent, ...]
+    dropped: tuple[int, ...]
+    rate_segments: tuple[tuple[float, float, float, float], ...]
+    makespan_s: float
+    l2_capacity_bytes: float
+    hbm_bytes_per_s: float
+    plan_name: str = ""
+
+    def l2_profile(self) -> list[tuple[float, float]]:
+        """(time, bytes held by prefetches) steps, sorted by time."""
+        deltas: dict[float, float] = {}
+        for c in self.chunks:
+            deltas[c.start_s] = deltas.get(c.start_s, 0.0) + c.bytes
+            deltas[c.release_s] = deltas.get(c.release_s, 0.0) - c.bytes
+        level, out = 0.0, []
+        for t in sorted(deltas):
+            level += deltas[t]
+            out.append((t, max(0.0, level)))
+        return out
+
+    def peak_l2_bytes(self) -> float:
+        return max((b for _, b in self.l2_profile()), default=0.0)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What :func:`preserve_cp.solve` returns. Frozen; round-trips through JSON."""
+
+    status: str
+    makespan_s: float
+    lower_bound_s: float
+    gap: float
+    solve_time_s: float
+    verified: bool
+    plan: Plan
+    schedule: Schedule
+    predicted_makespan_s: float | None = None
+    baseline_makespan_s: float | None = None
+    greedy_makespan_s: float | None = None
+    tick_s: float | None = None
+    l2_capacity_bytes: float = 0.0
+    method: str = ""
+    bounds: dict[str, float] = field(default_factory=dict)
+    baselines: dict[str, Schedule] = field(default_factory=dict, repr=False, compare=False)
+    violations: tuple[str, ...] = ()
+
+    @property
+    def speedup(self) -> float | None:
+        if self.baseline_makespan_s is None or self.makespan_s <= 0:
+            return None
+        return self.baseline_makespan_s / self.makespan_s
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` object (output contract)."""
+        pf = [
+            {"tensor": c.tensor, "bytes": c.bytes, "start_s": c.start_s, "end_s": c.end_s,
+             "consumer": _jsonable(c.consumer), "anchor": _jsonable(c.anchor),
+             "release_s": c.release_s}
+            for c in self.schedule.chunks
+        ]
+        return {
+            "status": self.status,
+            "makespan_s": self.makespan_s,
+            "baseline_makespan_s": self.baseline_makespan_s,
+            "greedy_makespan_s": self.greedy_makespan_s,
+            "speedup": self.speedup,
+            "lower_bound_s": self.lower_bound_s,
+            "gap": self.gap,
+            "solve_time_s": self.solve_time_s,
+            "verified": self.verified,
+            "l2_capacity_bytes": self.l2_capacity_bytes,
+            "predicted_makespan_s": self.predicted_makespan_s,
+            "tick_s": self.tick_s,
+            "method": self.method,
+            "bounds": dict(self.bounds),
+            "plan": self.plan.name,
+            "prefetches": pf,
+            "dropped_prefetches": len(self.schedule.dropped),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+
+def _jsonable(x: Any) -> Any:
+    return x if x is None or isinstance(x, str | int | float) else str(x)
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    """Plan -> plain dict (JSON-ready).
+
+    >>> p = Plan("x", (Prefetch("w", 10.0, "c", "a"),))
+    >>> plan_from_dict(plan_to_dict(p)) == p
+    True
+    """
+    return {
+        "name": plan.name,
+        "prefetches": [asdict(p) for p in plan.prefetches],
+        "order": None if plan.order is None else {k: list(v) for k, v in plan.order.items()},
+    }
+
+
+def plan_from_dict(d: dict[str, Any]) -> Plan:
+    order = d.get("order")
+    return Plan(
+        name=d["name"],
+        prefetches=tuple(Prefetch(**p) for p in d.get("prefetches", [])),
+        order=None if order is None else {k: tuple(v) for k, v in order.items()},
+    )

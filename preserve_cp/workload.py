@@ -1,0 +1,59 @@
+"""The inference workload a graph is built for: phase, batch, context, TP degree and dtypes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from .errors import input_error
+from .units import DTYPE_BYTES
+
+Phase = Literal["decode", "prefill"]
+DTYPES = ("fp16", "bf16", "fp8", "int8")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One step of inference on a tensor-parallel group.
+
+    ``decode``: one new token per sequence, attending over ``context`` cached tokens.
+    ``prefill``: ``context`` prompt tokens per sequence, causal attention.
+
+    >>> Workload(phase="decode", batch=4, context=16384, tp=8).tokens
+    4
+    >>> Workload(phase="prefill", batch=2, context=1024, tp=8).tokens
+    2048
+    """
+
+    phase: Phase = "decode"
+    batch: int = 1
+    context: int = 2048
+    tp: int = 1
+    weight_dtype: str = "bf16"
+    act_dtype: str = "bf16"
+    kv_dtype: str = "bf16"
+
+    def __post_init__(self) -> None:
+        where = "workload"
+        if self.phase not in ("decode", "prefill"):
+            raise input_error(where, "phase", "'decode' or 'prefill'", self.phase)
+        for field, hi in (("batch", 1 << 20), ("context", 1 << 24), ("tp", 4096)):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
+                raise input_error(where, field, f"an integer in [1, {hi}]", value)
+        for field in ("weight_dtype", "act_dtype", "kv_dtype"):
+            value = getattr(self, field)
+            if value not in DTYPES:
+                raise input_error(where, field, f"one of {', '.join(DTYPES)}", value)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens processed by the step (batch for decode, batch x context for prefill)."""
+        return self.batch if self.phase == "decode" else self.batch * self.context
+
+    def bytes_of(self, kind: str) -> float:
+        """Bytes per element of weights (``"weight"``), activations or KV-cache."""
+        return DTYPE_BYTES[getattr(self, f"{kind}_dtype")]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
