@@ -232,8 +232,10 @@ class _Sim:
             else:
                 pf_rate = m.prefetch_bytes_per_s
             t_next = min((e for e, _ in running.values()), default=math.inf)
-            if cur is not None and pf_rate > 0:
-                t_next = min(t_next, t + remaining / pf_rate)
+            chunk_done_at = t + remaining / pf_rate if cur is not None and pf_rate > 0 \
+                else math.inf
+            chunk_finishes = chunk_done_at <= t_next
+            t_next = min(t_next, chunk_done_at)
             if cur is None and head < len(self.chunks):
                 rel = release_time(head)
                 if rel is not None and rel > t + EPS:
@@ -254,7 +256,8 @@ class _Sim:
             if cur is not None:
                 remaining -= pf_rate * (t_next - t)
             t = t_next
-            if cur is not None and remaining <= max(1e-9 * self.chunks[cur].bytes, 1e-6):
+            if cur is not None and (chunk_finishes
+                                    or remaining <= 1e-9 * self.chunks[cur].bytes):
                 chunk_state[cur] = "done"
                 c_end[cur] = t
                 if readers_left.get(self.chunks[cur].tensor, 0) == 0:

@@ -1,0 +1,247 @@
+"""CP-SAT model for chain graphs (every LLM decode/prefill graph): bytes per (tensor, host).
+
+On a chain, exactly one op runs at a time, so the time during which a prefetch can move
+bytes is the sequence of *hosts* (the ops before the tensor's consumer). The decisions are
+``y[t, k]``: bytes (in units) of tensor ``t`` moved while op ``k`` runs. Partial tensors,
+any window where HBM has room (not only collectives), and stalls (an op's duration variable
+may exceed its cost; the next op then waits for the host's chunks) all follow.
+
+Constraint families (each has an on/off switch in :class:`ChainOptions`):
+
+* ``add_op_durations``    d[k] >= roofline pieces of k's bytes found in L2
+* ``add_hbm_contention``  bytes moved during host k <= what HBM leaves: B d[k] - HBM bytes(k)
+* ``add_prefetch_rate``   bytes moved during host k <= prefetch peak x d[k]
+* ``add_l2_capacity``     bytes held at every host <= usable L2 (held from host to last reader)
+* ``set_makespan_objective``  minimise sum d[k]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+from ortools.sat.python import cp_model
+
+from ..costs import OpCost
+from ..plan import Plan, Prefetch
+from ..simulate import Machine
+from .common import STATUS_NAMES, CpOutcome, ceil_div, choose_tick, make_solver
+
+M = 100_000  # scale for fractional coefficients; floors/ceils keep every constraint conservative
+
+
+@dataclass(frozen=True)
+class ChainOptions:
+    time_limit_s: float = 30.0
+    workers: int = 2
+    seed: int = 0
+    lookahead_ops: int = 24
+    min_chunk_bytes: float = 64 * 1024
+    hbm_contention: bool = True
+    prefetch_rate: bool = True
+    l2_capacity: bool = True
+    deterministic: bool = False
+    relative_gap: float = 1e-3
+
+
+@dataclass
+class _Tensor:
+    name: str
+    bytes: float
+    first: int
+    last: int
+    units: int
+
+
+class ChainModel:
+    """The model's data, variables (keyed by graph ids) and constraint families."""
+
+    def __init__(self, chain: list[Any], g: nx.DiGraph, costs: Mapping[Any, OpCost],
+                 machine: Machine, opts: ChainOptions) -> None:
+        self.chain, self.g, self.costs, self.m, self.opts = chain, g, costs, machine, opts
+        self.pos = {n: i for i, n in enumerate(chain)}
+        self.families: list[str] = []
+        vanilla = sum(costs[n].duration_s(0.0) for n in chain)
+        self.tick, _ = choose_tick([], vanilla, max_ticks=2e6)
+        self.tensors = self._tensors()
+        biggest = max((t.bytes for t in self.tensors.values()), default=1.0)
+        self.unit = float(2 ** max(0, math.ceil(math.log2(max(1.0, biggest / 2**20)))))
+        for t in self.tensors.values():
+            t.units = int(t.bytes // self.unit)
+        self.model = cp_model.CpModel()
+        self.horizon = ceil_div(vanilla, self.tick) * 2 + len(chain) + 10
+        self.d: dict[int, cp_model.IntVar] = {}
+        self.y: dict[tuple[str, int], cp_model.IntVar] = {}
+        self.x: dict[str, cp_model.IntVar] = {}
+        self.cum: dict[tuple[str, int], cp_model.LinearExprT] = {}
+        self._variables()
+
+    # -- data ----------------------------------------------------------------------
+    def _tensors(self) -> dict[str, _Tensor]:
+        out: dict[str, _Tensor] = {}
+        readers: dict[str, list[int]] = {}
+        for n in self.chain:
+            for t in self.g.nodes[n].get("reads", {}) or {}:
+                readers.setdefault(t, []).append(self.pos[n])
+        for n in self.chain:
+            a = self.g.nodes[n]
+            for t in a.get("prefetchable", []):
+                b = float(a["reads"][t])
+                if t in out or b < self.opts.min_chunk_bytes:
+                    continue
+                first, last = min(readers[t]), max(readers[t])
+                if first == 0:
+                    continue
+                out[t] = _Tensor(t, b, first, last, 0)
+        return out
+
+    def hosts(self, t: _Tensor) -> range:
+        return range(max(0, t.first - self.opts.lookahead_ops), t.first)
+
+    def l2_units_of(self, k: int) -> list[str]:
+        """Prefetchable tensors op k reads (and so finds in L2 when prefetched)."""
+        a = self.g.nodes[self.chain[k]]
+        return [t for t in a.get("prefetchable", []) if t in self.tensors]
+
+    # -- variables -----------------------------------------------------------------
+    def _variables(self) -> None:
+        m = self.model
+        for k, n in enumerate(self.chain):
+            lo = ceil_div(self.costs[n].min_duration_s(), self.tick)
+            self.d[k] = m.new_int_var(max(0, lo), self.horizon, f"d[{n}]")
+        for t in self.tensors.values():
+            running: cp_model.LinearExprT = 0
+            for k in self.hosts(t):
+                v = m.new_int_var(0, t.units, f"y[{t.name},{self.chain[k]}]")
+                self.y[t.name, k] = v
+                running = running + v
+                self.cum[t.name, k] = running
+            self.x[t.name] = m.new_int_var(0, t.units, f"x[{t.name}]")
+            m.add(self.x[t.name] == sum(self.y[t.name, k] for k in self.hosts(t)))
+
+    def l2_of(self, k: int) -> cp_model.LinearExprT:
+        return sum(self.x[t] for t in self.l2_units_of(k))
+
+    # -- constraint families -------------------------------------------------------
+    def add_op_durations(self) -> None:
+        self.families.append("op_durations")
+        tick, u = self.tick, self.unit
+        for k, n in enumerate(self.chain):
+            c = self.costs[n]
+            names = self.l2_units_of(k)
+            if c.fixed or not names:
+                self.model.add(self.d[k] >= ceil_div(c.duration_s(0.0), tick))
+                continue
+            lk = self.l2_of(k)
+            self.model.add(self.d[k] >= ceil_div(c.compute_s + c.overhead_s, tick))
+            a_hbm = math.floor(M * u / (c.hbm_bw * tick))
+            self.model.add(M * self.d[k] >= math.ceil(M * (c.hbm_bytes / c.hbm_bw + c.overhead_s)
+                                                      / tick) - a_hbm * lk)
+            a_l2 = math.ceil(M * u / (c.l2_bw * tick))
+            self.model.add(M * self.d[k] >= math.ceil(M * c.overhead_s / tick) + a_l2 * lk)
+
+    def moved_during(self, k: int) -> cp_model.LinearExprT:
+        return sum(v for (_, kk), v in self.y.items() if kk == k)
+
+    def _moved_index(self) -> dict[int, list[cp_model.IntVar]]:
+        idx: dict[int, list[cp_model.IntVar]] = {}
+        for (_, k), v in self.y.items():
+            idx.setdefault(k, []).append(v)
+        return idx
+
+    def add_hbm_contention(self) -> None:
+        self.families.append("hbm_contention")
+        b = math.floor(M * self.m.hbm_bytes_per_s * self.tick / self.unit)
+        for k, vs in self._moved_index().items():
+            c = self.costs[self.chain[k]]
+            lk = self.l2_of(k) if not c.fixed else 0
+            self.model.add(M * sum(vs) - M * lk
+                           <= b * (self.d[k] - 1) - math.ceil(M * c.hbm_bytes / self.unit))
+
+    def add_prefetch_rate(self) -> None:
+        self.families.append("prefetch_rate")
+        r = math.floor(M * self.m.prefetch_bytes_per_s * self.tick / self.unit)
+        for k, vs in self._moved_index().items():
+            self.model.add(M * sum(vs) <= r * (self.d[k] - 1))
+
+    def add_l2_capacity(self) -> None:
+        self.families.append("l2_capacity")
+        cap = int(self.m.l2_capacity_bytes // self.unit)
+        per_slot: dict[int, list[cp_model.LinearExprT]] = {}
+        for t in self.tensors.values():
+            for k in self.hosts(t):
+                per_slot.setdefault(k, []).append(self.cum[t.name, k])
+            for k in range(t.first, t.last + 1):
+                per_slot.setdefault(k, []).append(self.x[t.name])
+        for _k, terms in per_slot.items():
+            if len(terms) > 0:
+                self.model.add(sum(terms) <= cap)
+
+    def set_makespan_objective(self) -> None:
+        self.families.append("makespan_objective")
+        self.model.minimize(sum(self.d.values()))
+
+    def build(self) -> ChainModel:
+        self.add_op_durations()
+        if self.opts.hbm_contention:
+            self.add_hbm_contention()
+        if self.opts.prefetch_rate:
+            self.add_prefetch_rate()
+        if self.opts.l2_capacity:
+            self.add_l2_capacity()
+        self.set_makespan_objective()
+        return self
+
+    # -- solution -> plan ----------------------------------------------------------
+    def extract(self, solver: cp_model.CpSolver) -> Plan:
+        out: list[Prefetch] = []
+        offset: dict[str, float] = {}
+        x_val = {t: solver.value(v) * self.unit for t, v in self.x.items()}
+        by_host: dict[int, list[tuple[int, str, int]]] = {}
+        for (t, k), v in self.y.items():
+            val = solver.value(v)
+            if val > 0:
+                by_host.setdefault(k, []).append((self.tensors[t].first, t, val))
+        for k in sorted(by_host):
+            n = self.chain[k]
+            c = self.costs[n]
+            l2b = sum(x_val[t] for t in self.l2_units_of(k)) if not c.fixed else 0.0
+            stall = solver.value(self.d[k]) > ceil_div(c.duration_s(l2b), self.tick) + 1
+            sync = self.chain[k + 1] if stall and k + 1 < len(self.chain) else None
+            for first, t, val in sorted(by_host[k]):
+                b = val * self.unit
+                out.append(Prefetch(tensor=t, bytes=b, consumer=self.chain[first], anchor=n,
+                                    offset_bytes=offset.get(t, 0.0), sync=sync))
+                offset[t] = offset.get(t, 0.0) + b
+        return Plan("optimised", tuple(out))
+
+
+def solve_chain(chain: list[Any], g: nx.DiGraph, costs: Mapping[Any, OpCost], machine: Machine,
+                opts: ChainOptions | None = None) -> CpOutcome:
+    """Build and solve the chain model; return the plan and what CP-SAT proved."""
+    opts = opts or ChainOptions()
+    cm = ChainModel(chain, g, costs, machine, opts).build()
+    if not cm.tensors:
+        return CpOutcome(Plan("optimised"), "optimal", None, None, False, cm.tick, cm.families,
+                         {"tensors": 0})
+    # hint: nothing prefetched, every op at its cost
+    for k, n in enumerate(chain):
+        cm.model.add_hint(cm.d[k], ceil_div(costs[n].duration_s(0.0), cm.tick) + 1)
+    for v in cm.y.values():
+        cm.model.add_hint(v, 0)
+    for v in cm.x.values():
+        cm.model.add_hint(v, 0)
+    solver = make_solver(opts.time_limit_s, opts.workers, opts.seed, opts.deterministic,
+                         opts.relative_gap)
+    status = solver.solve(cm.model)
+    name = STATUS_NAMES.get(status, "unknown")
+    stats = {"tensors": len(cm.tensors), "y_vars": len(cm.y), "unit_bytes": cm.unit,
+             "wall_s": solver.wall_time}
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return CpOutcome(Plan("optimised"), name, None, None, False, cm.tick, cm.families, stats)
+    plan = cm.extract(solver)
+    return CpOutcome(plan, name, solver.objective_value * cm.tick,
+                     solver.best_objective_bound * cm.tick, False, cm.tick, cm.families, stats)

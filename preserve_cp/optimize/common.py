@@ -1,0 +1,96 @@
+"""Shared pieces of the CP-SAT models: tick choice, solver set-up, outcome container."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+from ortools.sat.python import cp_model
+
+from ..plan import Plan
+
+STATUS_NAMES = {
+    cp_model.OPTIMAL: "optimal",
+    cp_model.FEASIBLE: "feasible",
+    cp_model.INFEASIBLE: "infeasible",
+    cp_model.MODEL_INVALID: "model_invalid",
+    cp_model.UNKNOWN: "unknown",
+}
+
+
+@dataclass
+class CpOutcome:
+    """What a CP-SAT model produced: a plan, its predicted makespan, and what was proven."""
+
+    plan: Plan
+    status: str
+    predicted_s: float | None
+    cp_bound_s: float | None
+    bound_valid: bool
+    tick_s: float
+    families: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def choose_tick(durations_s: Iterable[float], horizon_s: float,
+                max_ticks: float = 2e6) -> tuple[float, bool]:
+    """Pick the tick: the largest power of ten that represents every duration exactly while
+    keeping the horizon under ``max_ticks``... if none, the power of ten near horizon/max_ticks.
+
+    Returns (tick_s, exact).
+
+    >>> choose_tick([1.0, 3.0, 10.0], 14.0)
+    (1.0, True)
+    >>> choose_tick([1.5e-6, 2.25e-6], 1e-3)
+    (1e-08, True)
+    >>> choose_tick([1.2345678e-6], 1e-2)
+    (1e-08, False)
+    """
+    ds = [d for d in durations_s if d > 0]
+    horizon_s = max(horizon_s, max(ds, default=0.0), 1e-12)
+    for e in range(6 if ds else -13, -13, -1):
+        tick = 10.0**e
+        if horizon_s / tick > 1e8:
+            break
+        if all(abs(d / tick - round(d / tick)) <= 1e-9 * max(1.0, d / tick) for d in ds):
+            if horizon_s / tick >= 1:
+                return tick, True
+    e = math.ceil(math.log10(horizon_s / max_ticks))
+    return 10.0**e, False
+
+
+def ceil_div(a: float, b: float) -> int:
+    """ceil(a / b) robust to float noise (1e-9 relative)."""
+    q = a / b
+    r = round(q)
+    return int(r) if abs(q - r) <= 1e-9 * max(1.0, abs(q)) else math.ceil(q)
+
+
+def make_solver(time_limit_s: float, workers: int, seed: int,
+                deterministic: bool = False, relative_gap: float = 0.0) -> cp_model.CpSolver:
+    solver = cp_model.CpSolver()
+    solver.parameters.relative_gap_limit = max(0.0, float(relative_gap))
+    solver.parameters.max_time_in_seconds = max(0.01, float(time_limit_s))
+    solver.parameters.num_workers = max(1, int(workers))
+    solver.parameters.random_seed = int(seed)
+    if deterministic:
+        solver.parameters.interleave_search = True
+    return solver
+
+
+def chain_order(g: nx.DiGraph) -> list[Any] | None:
+    """The ops in order if the edges order them totally (a chain), else None.
+
+    >>> chain_order(nx.DiGraph([("a", "b"), ("b", "c"), ("a", "c")]))
+    ['a', 'b', 'c']
+    >>> chain_order(nx.DiGraph([("a", "b"), ("a", "c")])) is None
+    True
+    """
+    order = list(nx.topological_sort(g))
+    for u, v in zip(order, order[1:], strict=False):
+        if not g.has_edge(u, v):
+            return None
+    return order

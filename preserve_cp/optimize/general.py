@@ -1,0 +1,2 @@
+def solve_general(*a, **k):
+    raise NotImplementedError
