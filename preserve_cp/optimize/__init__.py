@@ -20,11 +20,12 @@ Only this package imports ortools.
 from .bounds import chain_lp_bound, critical_path_bound, resource_load_bound
 from .chain import ChainOptions, solve_chain
 from .common import CpOutcome, chain_order
-from .general import solve_general  # noqa: E402
+from .general import GeneralOptions, solve_general
 
 __all__ = [
     "ChainOptions",
     "CpOutcome",
+    "GeneralOptions",
     "chain_lp_bound",
     "chain_order",
     "critical_path_bound",
