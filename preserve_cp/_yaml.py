@@ -65,12 +65,22 @@ def validate(model: type[M], data: dict[str, Any], where: str) -> M:
             raise InputError(f"{where}: {field}: unknown field (check the spelling)") from None
         msg = err["msg"]
         msg = msg[0].lower() + msg[1:] if msg else "a valid value"
-        msg = msg.removeprefix("value error, ")
+        msg = msg.removeprefix("value error, ").removeprefix("input should be ")
+        if kind == "value_error" and isinstance(err.get("input"), dict):
+            # a cross-field check: the message names the fields; the whole mapping is noise
+            raise InputError(f"{where}: {field}: expected {msg}") from None
         raise InputError(
             f"{where}: {field}: expected {msg}, found {_fmt_found(err.get('input'))}"
         ) from None
     except RecursionError:
         raise InputError(f"{where}: nesting too deep") from None
+
+
+def not_bool(value: Any) -> Any:
+    """Pydantic before-validator: reject ``true``/``false`` (YAML ``yes``, ``on``) as a number."""
+    if isinstance(value, bool):
+        raise ValueError("a number, not a boolean")
+    return value
 
 
 def finite_positive(value: float) -> float:

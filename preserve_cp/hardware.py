@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from . import units
 from ._yaml import (
@@ -20,15 +20,16 @@ from ._yaml import (
     finite_nonneg,
     finite_positive,
     fraction,
+    not_bool,
     read_yaml_mapping,
     resolve_named_file,
     validate,
 )
 from .errors import InputError
 
-Pos = Annotated[float, AfterValidator(finite_positive)]
-NonNeg = Annotated[float, AfterValidator(finite_nonneg)]
-Frac = Annotated[float, AfterValidator(fraction)]
+Pos = Annotated[float, BeforeValidator(not_bool), AfterValidator(finite_positive)]
+NonNeg = Annotated[float, BeforeValidator(not_bool), AfterValidator(finite_nonneg)]
+Frac = Annotated[float, BeforeValidator(not_bool), AfterValidator(fraction)]
 Dtype = Literal["fp16", "bf16", "fp8", "int8"]
 Topology = Literal["ring", "full_mesh", "switch", "torus_2d", "torus_3d"]
 
@@ -81,7 +82,7 @@ class InterconnectSpec(_Strict):
     link_efficiency: Frac = 0.8
     collective_latency_us: NonNeg = 8.0
     hop_latency_us: NonNeg = 0.5
-    devices_per_node: int = Field(ge=1, le=1_000_000)
+    devices_per_node: Annotated[int, BeforeValidator(not_bool)] = Field(ge=1, le=1_000_000)
 
 
 class HardwareSpec(_Strict):

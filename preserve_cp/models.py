@@ -7,13 +7,14 @@ Shapes follow the Hugging Face ``config.json`` names. The layer description is d
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from ._yaml import data_dir, read_yaml_mapping, resolve_named_file, validate
+from ._yaml import data_dir, not_bool, read_yaml_mapping, resolve_named_file, validate
 
 GRAPHS_DIR = data_dir("graphs")
+Count = Annotated[int, BeforeValidator(not_bool)]
 
 
 class _Src(BaseModel):
@@ -42,22 +43,22 @@ class ModelConfig(BaseModel):
     hf_repo: str = ""
     sources: list[_Src] = Field(min_length=1)
     uncertain: list[str] = Field(default_factory=list)
-    hidden_size: int = Field(gt=0, le=1_000_000)
-    intermediate_size: int = Field(gt=0, le=10_000_000)
-    num_layers: int = Field(gt=0, le=10_000)
-    num_heads: int = Field(gt=0, le=100_000)
-    num_kv_heads: int = Field(gt=0, le=100_000)
-    head_dim: int = Field(gt=0, le=100_000)
-    vocab_size: int = Field(gt=0, le=100_000_000)
+    hidden_size: Count = Field(gt=0, le=1_000_000)
+    intermediate_size: Count = Field(gt=0, le=10_000_000)
+    num_layers: Count = Field(gt=0, le=10_000)
+    num_heads: Count = Field(gt=0, le=100_000)
+    num_kv_heads: Count = Field(gt=0, le=100_000)
+    head_dim: Count = Field(gt=0, le=100_000)
+    vocab_size: Count = Field(gt=0, le=100_000_000)
     mlp: Literal["gated", "plain"] = "gated"
     activation: Literal["silu", "gelu", "relu", "gelu_tanh"] = "silu"
     block: Literal["sequential", "parallel"] = "sequential"
     norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
     qkv_bias: bool = False
     tied_embeddings: bool = False
-    sliding_window: int | None = Field(default=None, gt=0)
+    sliding_window: Count | None = Field(default=None, gt=0)
     sliding_window_layers: Literal["all", "even", "odd"] | None = None
-    max_context: int = Field(default=131072, gt=0)
+    max_context: Count = Field(default=131072, gt=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:

@@ -76,7 +76,7 @@ class ChainModel:
         self.d: dict[int, cp_model.IntVar] = {}
         self.y: dict[tuple[str, int], cp_model.IntVar] = {}
         self.x: dict[str, cp_model.IntVar] = {}
-        self.cum: dict[tuple[str, int], cp_model.LinearExprT] = {}
+        self.cum: dict[tuple[str, int], Any] = {}
         self._variables()
 
     # -- data ----------------------------------------------------------------------
@@ -113,7 +113,7 @@ class ChainModel:
             lo = ceil_div(self.costs[n].min_duration_s(), self.tick)
             self.d[k] = m.new_int_var(max(0, lo), self.horizon, f"d[{n}]")
         for t in self.tensors.values():
-            running: cp_model.LinearExprT = 0
+            running: Any = 0
             for k in self.hosts(t):
                 v = m.new_int_var(0, t.units, f"y[{t.name},{self.chain[k]}]")
                 self.y[t.name, k] = v
@@ -122,7 +122,7 @@ class ChainModel:
             self.x[t.name] = m.new_int_var(0, t.units, f"x[{t.name}]")
             m.add(self.x[t.name] == sum(self.y[t.name, k] for k in self.hosts(t)))
 
-    def l2_of(self, k: int) -> cp_model.LinearExprT:
+    def l2_of(self, k: int) -> Any:
         return sum(self.x[t] for t in self.l2_units_of(k))
 
     # -- constraint families -------------------------------------------------------
@@ -143,7 +143,7 @@ class ChainModel:
             a_l2 = math.ceil(M * u / (c.l2_bw * tick))
             self.model.add(M * self.d[k] >= math.ceil(M * c.overhead_s / tick) + a_l2 * lk)
 
-    def moved_during(self, k: int) -> cp_model.LinearExprT:
+    def moved_during(self, k: int) -> Any:
         return sum(v for (_, kk), v in self.y.items() if kk == k)
 
     def _moved_index(self) -> dict[int, list[cp_model.IntVar]]:
@@ -157,7 +157,7 @@ class ChainModel:
         b = math.floor(M * self.m.hbm_bytes_per_s * self.tick / self.unit)
         for k, vs in self._moved_index().items():
             c = self.costs[self.chain[k]]
-            lk = self.l2_of(k) if not c.fixed else 0
+            lk: Any = self.l2_of(k) if not c.fixed else 0
             self.model.add(M * sum(vs) - M * lk
                            <= b * (self.d[k] - 1) - math.ceil(M * c.hbm_bytes / self.unit))
 
@@ -170,7 +170,7 @@ class ChainModel:
     def add_l2_capacity(self) -> None:
         self.families.append("l2_capacity")
         cap = int(self.m.l2_capacity_bytes // self.unit)
-        per_slot: dict[int, list[cp_model.LinearExprT]] = {}
+        per_slot: dict[int, list[Any]] = {}
         for t in self.tensors.values():
             for k in self.hosts(t):
                 per_slot.setdefault(k, []).append(self.cum[t.name, k])

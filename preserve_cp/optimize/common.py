@@ -55,9 +55,9 @@ def choose_tick(durations_s: Iterable[float], horizon_s: float,
         tick = 10.0**e
         if horizon_s / tick > 1e8:
             break
-        if all(abs(d / tick - round(d / tick)) <= 1e-9 * max(1.0, d / tick) for d in ds):
-            if horizon_s / tick >= 1:
-                return tick, True
+        exact = all(abs(d / tick - round(d / tick)) <= 1e-9 * max(1.0, d / tick) for d in ds)
+        if exact and horizon_s / tick >= 1:
+            return tick, True
     e = math.ceil(math.log10(horizon_s / max_ticks))
     return 10.0**e, False
 

@@ -1,0 +1,201 @@
+"""``preserve-cp``: a thin command line over the library (parse, call, print).
+
+Every user mistake is one line on stderr and exit status 2; ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import units
+from .errors import PreserveError, input_error
+from .graph import COLLECTIVE_KINDS, build_graph
+from .hardware import Hardware, list_hardware, load_hardware
+from .models import list_models, load_model
+from .plan import Result
+from .solve import SolveOptions, solve
+from .workload import DTYPES, Workload
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        sys.stderr.write(f"preserve-cp: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="preserve-cp", description="Optimal HBM->L2 prefetch plans for "
+                "tensor-parallel LLM inference (CP-SAT).")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("solve", help="optimise one model x workload x hardware")
+    s.add_argument("--model", required=True, help="shipped model NAME or a model YAML path")
+    s.add_argument("--hardware", required=True, help="shipped hardware NAME or a YAML path")
+    s.add_argument("--phase", choices=("decode", "prefill"), default="decode")
+    s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--context", type=int, default=2048, help="KV length (decode) or prompt "
+                   "length (prefill), tokens")
+    s.add_argument("--tp", type=int, default=8, help="tensor-parallel degree")
+    s.add_argument("--dtype", choices=DTYPES, default="bf16",
+                   help="weights, activations and KV-cache together")
+    for kind in ("weight", "act", "kv"):
+        s.add_argument(f"--{kind}-dtype", choices=DTYPES, default=None,
+                       help=f"override the {kind} dtype")
+    s.add_argument("--time-limit", type=float, default=30.0, help="seconds (default 30)")
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--budget-fraction", type=float, default=1.0,
+                   help="greedy baseline: share of usable L2 per window")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
+    s.add_argument("--trace", metavar="FILE", help="write a Perfetto/Chrome trace")
+
+    h = sub.add_parser("hardware", help="shipped hardware files")
+    hs = h.add_subparsers(dest="sub", required=True, parser_class=_Parser)
+    hs.add_parser("list")
+    hshow = hs.add_parser("show")
+    hshow.add_argument("name")
+
+    m = sub.add_parser("models", help="shipped model files")
+    ms = m.add_subparsers(dest="sub", required=True, parser_class=_Parser)
+    ms.add_parser("list")
+    mshow = ms.add_parser("show")
+    mshow.add_argument("name")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except PreserveError as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"preserve-cp: error: {str(exc).splitlines()[0]}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("preserve-cp: interrupted\n")
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.cmd == "hardware":
+        if args.sub == "list":
+            for n in list_hardware():
+                hw = load_hardware(n)
+                print(f"{n:16s} L2 {hw.l2_capacity_bytes / units.MB:7.1f} MB  HBM "
+                      f"{hw.hbm_bandwidth_bytes_per_s / units.TB:5.2f} TB/s  link "
+                      f"{hw.link_bandwidth_bytes_per_s / units.GB:6.0f} GB/s  {hw.topology}")
+        else:
+            _show_hardware(load_hardware(args.name))
+        return 0
+    if args.cmd == "models":
+        if args.sub == "list":
+            for n in list_models():
+                m = load_model(n)
+                print(f"{n:16s} layers {m.num_layers:4d}  hidden {m.hidden_size:6d}  heads "
+                      f"{m.num_heads:4d}/{m.num_kv_heads:<4d} {m.block}")
+        else:
+            print(json.dumps(load_model(args.name).model_dump(), indent=2))
+        return 0
+    return _solve(args)
+
+
+def _show_hardware(hw: Hardware) -> None:
+    spec = hw.spec
+    assert spec is not None
+    print(f"# {hw.name} ({hw.source_file})")
+    data = spec.model_dump(exclude_none=True)
+    for section in ("compute", "memory", "interconnect"):
+        print(f"{section}:")
+        for k, v in data[section].items():
+            mark = "  (uncertain)" if f"{section}.{k}" in hw.uncertain else ""
+            print(f"  {k}: {v}{mark}")
+    print(f"usable L2 for prefetch: {hw.usable_l2_bytes / units.MB:.1f} MB")
+    print("sources:")
+    for s in data["sources"]:
+        print(f"  [{s['tag']}] {s['url']}")
+
+
+def _solve(args: argparse.Namespace) -> int:
+    hw = load_hardware(args.hardware)
+    model = load_model(args.model)
+    wl = Workload(phase=args.phase, batch=args.batch, context=args.context, tp=args.tp,
+                  weight_dtype=args.weight_dtype or args.dtype,
+                  act_dtype=args.act_dtype or args.dtype,
+                  kv_dtype=args.kv_dtype or args.dtype)
+    g = build_graph(model, wl)
+    if not args.time_limit > 0:
+        raise input_error("--time-limit", "value", "seconds > 0", args.time_limit)
+    if args.trace:  # fail before the solve, not after it
+        trace = Path(args.trace)
+        if not trace.parent.is_dir() or trace.is_dir():
+            raise input_error("--trace", "FILE", "a file path in an existing folder", args.trace)
+    result = solve(g, hw, options=SolveOptions(time_limit_s=args.time_limit,
+                                               workers=args.workers, seed=args.seed,
+                                               budget_fraction=args.budget_fraction))
+    if args.trace:
+        from .viz.perfetto import write_trace
+        write_trace(args.trace, result.schedule)
+    if args.json:
+        print(result.to_json())
+    else:
+        print(_report(result, g, hw, model.name, wl))
+    return 0
+
+
+def _windows(result: Result, g: Any) -> list[tuple[str, float]]:
+    """Bytes prefetched per window (the span that starts with each collective)."""
+    starts = sorted((e.start_s, str(e.node)) for e in result.schedule.events
+                    if g.nodes[e.node].get("kind") in COLLECTIVE_KINDS)
+    out: dict[str, float] = {}
+    for c in result.schedule.chunks:
+        name = "before first collective"
+        for t, n in starts:
+            if t <= c.start_s + 1e-15:
+                name = n
+            else:
+                break
+        out[name] = out.get(name, 0.0) + c.bytes
+    order = {n: i for i, (_, n) in enumerate(starts)}
+    return sorted(out.items(), key=lambda kv: order.get(kv[0], -1))
+
+
+def _report(r: Result, g: Any, hw: Hardware, model: str, wl: Workload) -> str:
+    ms = 1e3
+    base = r.baseline_makespan_s or r.makespan_s
+    greedy = r.greedy_makespan_s or base
+    lines = [
+        f"{model} on {hw.name}: {wl.phase}, batch {wl.batch}, context {wl.context}, tp {wl.tp}, "
+        f"weights/acts/KV {wl.weight_dtype}/{wl.act_dtype}/{wl.kv_dtype}",
+        f"usable L2 for prefetch: {r.l2_capacity_bytes / units.MB:.1f} MB",
+        "",
+        f"{'plan':12s} {'makespan':>12s} {'speedup':>9s}",
+        f"{'vanilla':12s} {base * ms:10.4f} ms {1.0:8.3f}x",
+        f"{'greedy':12s} {greedy * ms:10.4f} ms {base / greedy:8.3f}x",
+        f"{'optimised':12s} {r.makespan_s * ms:10.4f} ms {base / r.makespan_s:8.3f}x"
+        f"   ({r.makespan_s and greedy / r.makespan_s:.3f}x over greedy)",
+        "",
+        f"status {r.status}, verified {r.verified}, lower bound {r.lower_bound_s * ms:.4f} ms, "
+        f"gap {r.gap * 100:.2f} %, solved in {r.solve_time_s:.1f} s ({r.method})",
+        f"prefetched {r.plan.prefetched_bytes / units.MB:.1f} MB in "
+        f"{len(r.schedule.chunks)} chunks; peak L2 held "
+        f"{r.schedule.peak_l2_bytes() / units.MB:.1f} MB",
+    ]
+    wins = _windows(r, g)
+    if wins:
+        vals = [b for _, b in wins]
+        lines.append(f"MB prefetched per window: mean {sum(vals) / len(vals) / units.MB:.1f}, "
+                     f"max {max(vals) / units.MB:.1f} over {len(vals)} windows; first ones:")
+        for name, b in wins[:6]:
+            lines.append(f"  {name:28s} {b / units.MB:8.2f} MB")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
