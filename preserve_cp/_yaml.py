@@ -31,7 +31,9 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: expected UTF-8 text, found a bad byte at offset {exc.start}") from None
+        raise InputError(
+            f"{path}: expected UTF-8 text, found a bad byte at offset {exc.start}"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -42,7 +44,9 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     except RecursionError:
         raise InputError(f"{path}: malformed YAML: nesting too deep") from None
     if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
+        raise InputError(
+            f"{path}: expected a mapping at the top level, found {type(data).__name__}"
+        )
     return data
 
 
@@ -105,7 +109,7 @@ def fraction(value: float) -> float:
 
 
 def resolve_named_file(name_or_path: str, folder: Path, kind: str) -> Path:
-    """A shipped NAME resolves to ``folder/NAME.yaml``; anything with a suffix or slash is a path."""
+    """A shipped NAME resolves to ``folder/NAME.yaml``; a suffix or a slash makes it a path."""
     if not isinstance(name_or_path, str) or not name_or_path:
         raise InputError(f"{kind}: expected a name or a path, found {name_or_path!r}")
     looks_like_path = "/" in name_or_path or name_or_path.endswith((".yaml", ".yml"))

@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import units
 from .errors import PreserveError, input_error
@@ -23,14 +23,16 @@ from .workload import DTYPES, Workload
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
         sys.stderr.write(f"preserve-cp: error: {message}\n")
         raise SystemExit(2)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="preserve-cp", description="Optimal HBM->L2 prefetch plans for "
-                "tensor-parallel LLM inference (CP-SAT).")
+    p = _Parser(
+        prog="preserve-cp",
+        description="Optimal HBM->L2 prefetch plans for tensor-parallel LLM inference (CP-SAT).",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
@@ -39,19 +41,29 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--hardware", required=True, help="shipped hardware NAME or a YAML path")
     s.add_argument("--phase", choices=("decode", "prefill"), default="decode")
     s.add_argument("--batch", type=int, default=1)
-    s.add_argument("--context", type=int, default=2048, help="KV length (decode) or prompt "
-                   "length (prefill), tokens")
+    s.add_argument(
+        "--context",
+        type=int,
+        default=2048,
+        help="KV length (decode) or prompt length (prefill), tokens",
+    )
     s.add_argument("--tp", type=int, default=8, help="tensor-parallel degree")
-    s.add_argument("--dtype", choices=DTYPES, default="bf16",
-                   help="weights, activations and KV-cache together")
+    s.add_argument(
+        "--dtype", choices=DTYPES, default="bf16", help="weights, activations and KV-cache together"
+    )
     for kind in ("weight", "act", "kv"):
-        s.add_argument(f"--{kind}-dtype", choices=DTYPES, default=None,
-                       help=f"override the {kind} dtype")
+        s.add_argument(
+            f"--{kind}-dtype", choices=DTYPES, default=None, help=f"override the {kind} dtype"
+        )
     s.add_argument("--time-limit", type=float, default=30.0, help="seconds (default 30)")
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--budget-fraction", type=float, default=1.0,
-                   help="greedy baseline: share of usable L2 per window")
+    s.add_argument(
+        "--budget-fraction",
+        type=float,
+        default=1.0,
+        help="greedy baseline: share of usable L2 per window",
+    )
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.add_argument("--trace", metavar="FILE", help="write a Perfetto/Chrome trace")
 
@@ -88,9 +100,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.sub == "list":
             for n in list_hardware():
                 hw = load_hardware(n)
-                print(f"{n:16s} L2 {hw.l2_capacity_bytes / units.MB:7.1f} MB  HBM "
-                      f"{hw.hbm_bandwidth_bytes_per_s / units.TB:5.2f} TB/s  link "
-                      f"{hw.link_bandwidth_bytes_per_s / units.GB:6.0f} GB/s  {hw.topology}")
+                print(
+                    f"{n:16s} L2 {hw.l2_capacity_bytes / units.MB:7.1f} MB  HBM "
+                    f"{hw.hbm_bandwidth_bytes_per_s / units.TB:5.2f} TB/s  link "
+                    f"{hw.link_bandwidth_bytes_per_s / units.GB:6.0f} GB/s  {hw.topology}"
+                )
         else:
             _show_hardware(load_hardware(args.name))
         return 0
@@ -98,8 +112,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.sub == "list":
             for n in list_models():
                 m = load_model(n)
-                print(f"{n:16s} layers {m.num_layers:4d}  hidden {m.hidden_size:6d}  heads "
-                      f"{m.num_heads:4d}/{m.num_kv_heads:<4d} {m.block}")
+                print(
+                    f"{n:16s} layers {m.num_layers:4d}  hidden {m.hidden_size:6d}  heads "
+                    f"{m.num_heads:4d}/{m.num_kv_heads:<4d} {m.block}"
+                )
         else:
             print(json.dumps(load_model(args.name).model_dump(), indent=2))
         return 0
@@ -125,22 +141,37 @@ def _show_hardware(hw: Hardware) -> None:
 def _solve(args: argparse.Namespace) -> int:
     hw = load_hardware(args.hardware)
     model = load_model(args.model)
-    wl = Workload(phase=args.phase, batch=args.batch, context=args.context, tp=args.tp,
-                  weight_dtype=args.weight_dtype or args.dtype,
-                  act_dtype=args.act_dtype or args.dtype,
-                  kv_dtype=args.kv_dtype or args.dtype)
+    wl = Workload(
+        phase=args.phase,
+        batch=args.batch,
+        context=args.context,
+        tp=args.tp,
+        weight_dtype=args.weight_dtype or args.dtype,
+        act_dtype=args.act_dtype or args.dtype,
+        kv_dtype=args.kv_dtype or args.dtype,
+    )
     g = build_graph(model, wl)
     if not args.time_limit > 0:
         raise input_error("--time-limit", "value", "seconds > 0", args.time_limit)
+    if not 1 <= args.workers <= 256:
+        raise input_error("--workers", "value", "an integer in [1, 256]", args.workers)
     if args.trace:  # fail before the solve, not after it
         trace = Path(args.trace)
         if not trace.parent.is_dir() or trace.is_dir():
             raise input_error("--trace", "FILE", "a file path in an existing folder", args.trace)
-    result = solve(g, hw, options=SolveOptions(time_limit_s=args.time_limit,
-                                               workers=args.workers, seed=args.seed,
-                                               budget_fraction=args.budget_fraction))
+    result = solve(
+        g,
+        hw,
+        options=SolveOptions(
+            time_limit_s=args.time_limit,
+            workers=args.workers,
+            seed=args.seed,
+            budget_fraction=args.budget_fraction,
+        ),
+    )
     if args.trace:
         from .viz.perfetto import write_trace
+
         write_trace(args.trace, result.schedule)
     if args.json:
         print(result.to_json())
@@ -151,8 +182,11 @@ def _solve(args: argparse.Namespace) -> int:
 
 def _windows(result: Result, g: Any) -> list[tuple[str, float]]:
     """Bytes prefetched per window (the span that starts with each collective)."""
-    starts = sorted((e.start_s, str(e.node)) for e in result.schedule.events
-                    if g.nodes[e.node].get("kind") in COLLECTIVE_KINDS)
+    starts = sorted(
+        (e.start_s, str(e.node))
+        for e in result.schedule.events
+        if g.nodes[e.node].get("kind") in COLLECTIVE_KINDS
+    )
     out: dict[str, float] = {}
     for c in result.schedule.chunks:
         name = "before first collective"
@@ -190,8 +224,10 @@ def _report(r: Result, g: Any, hw: Hardware, model: str, wl: Workload) -> str:
     wins = _windows(r, g)
     if wins:
         vals = [b for _, b in wins]
-        lines.append(f"MB prefetched per window: mean {sum(vals) / len(vals) / units.MB:.1f}, "
-                     f"max {max(vals) / units.MB:.1f} over {len(vals)} windows; first ones:")
+        lines.append(
+            f"MB prefetched per window: mean {sum(vals) / len(vals) / units.MB:.1f}, "
+            f"max {max(vals) / units.MB:.1f} over {len(vals)} windows; first ones:"
+        )
         for name, b in wins[:6]:
             lines.append(f"  {name:28s} {b / units.MB:8.2f} MB")
     return "\n".join(lines)

@@ -57,8 +57,10 @@ class OpCost:
         if self.fixed:
             return self.compute_s + self.overhead_s
         x = min(max(l2_bytes, 0.0), self.prefetchable_bytes)
-        return max(self.compute_s, (self.hbm_bytes - x) / self.hbm_bw, x / self.l2_bw) \
+        return (
+            max(self.compute_s, (self.hbm_bytes - x) / self.hbm_bw, x / self.l2_bw)
             + self.overhead_s
+        )
 
     def hbm_bytes_with(self, l2_bytes: float = 0.0) -> float:
         """HBM traffic with ``l2_bytes`` served from L2."""
@@ -116,19 +118,30 @@ def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
         pf_bytes = float(sum(reads[t] for t in a.get("prefetchable", [])))
         hbm = float(sum(reads.values())) + float(a.get("writes_bytes", 0))
         if "duration" in a:
-            out[node] = OpCost(node, a["resource"], float(a["duration"]), 0.0, hbm, 0.0,
-                               1.0, 1.0, fixed=True)
+            out[node] = OpCost(
+                node, a["resource"], float(a["duration"]), 0.0, hbm, 0.0, 1.0, 1.0, fixed=True
+            )
             continue
         if hw is None:
-            raise InputError(f"graph node {node!r}: duration: expected seconds when no hardware "
-                             "is given, found none")
+            raise InputError(
+                f"graph node {node!r}: duration: expected seconds when no hardware "
+                "is given, found none"
+            )
         kind = a["kind"]
         if kind in COLLECTIVE_KINDS:
             msg = float(sum(reads.values()))
             t = collective_time_s(kind, msg, n_dev, hw)
-            out[node] = OpCost(node, a["resource"], t, 0.0, hbm, 0.0,
-                               hw.effective_hbm_bytes_per_s, hw.l2_bandwidth_bytes_per_s,
-                               fixed=True)
+            out[node] = OpCost(
+                node,
+                a["resource"],
+                t,
+                0.0,
+                hbm,
+                0.0,
+                hw.effective_hbm_bytes_per_s,
+                hw.l2_bandwidth_bytes_per_s,
+                fixed=True,
+            )
             continue
         dtype = a.get("dtype", default_dtype)
         if kind in MATMUL_KINDS:
@@ -141,8 +154,17 @@ def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
         else:
             rate = hw.vector_flops_per_s * hw.vector_efficiency
         compute = float(a.get("flops", 0.0)) / rate
-        out[node] = OpCost(node, a["resource"], compute, hw.kernel_overhead_s, hbm, pf_bytes,
-                           hw.effective_hbm_bytes_per_s, hw.l2_bandwidth_bytes_per_s, fixed=False)
+        out[node] = OpCost(
+            node,
+            a["resource"],
+            compute,
+            hw.kernel_overhead_s,
+            hbm,
+            pf_bytes,
+            hw.effective_hbm_bytes_per_s,
+            hw.l2_bandwidth_bytes_per_s,
+            fixed=False,
+        )
     return out
 
 

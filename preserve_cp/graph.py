@@ -103,37 +103,83 @@ class _Builder:
         self.kv_bytes = 0.0
 
     # -- helpers -------------------------------------------------------------------
-    def op(self, name: str, kind: str, layer: int, *, resource: str = "compute",
-           flops: float = 0.0, reads: dict[str, float] | None = None, writes: float = 0.0,
-           prefetchable: tuple[str, ...] = (), after: tuple[str, ...] | None = None) -> str:
+    def op(
+        self,
+        name: str,
+        kind: str,
+        layer: int,
+        *,
+        resource: str = "compute",
+        flops: float = 0.0,
+        reads: dict[str, float] | None = None,
+        writes: float = 0.0,
+        prefetchable: tuple[str, ...] = (),
+        after: tuple[str, ...] | None = None,
+    ) -> str:
         reads = {k: int(round(v)) for k, v in (reads or {}).items()}
-        self.g.add_node(name, kind=kind, resource=resource, flops=float(flops), reads=reads,
-                        writes_bytes=int(round(writes)), prefetchable=list(prefetchable),
-                        layer=layer)
+        self.g.add_node(
+            name,
+            kind=kind,
+            resource=resource,
+            flops=float(flops),
+            reads=reads,
+            writes_bytes=int(round(writes)),
+            prefetchable=list(prefetchable),
+            layer=layer,
+        )
         preds = after if after is not None else ((self.last,) if self.last else ())
         for p in preds:
             self.g.add_edge(p, name)
         self.last = name
         return name
 
-    def gemm(self, name: str, layer: int, k: int, n: int, weight: str, *,
-             bias: bool = False, after: tuple[str, ...] | None = None) -> str:
+    def gemm(
+        self,
+        name: str,
+        layer: int,
+        k: int,
+        n: int,
+        weight: str,
+        *,
+        bias: bool = False,
+        after: tuple[str, ...] | None = None,
+    ) -> str:
         w = (k * n + (n if bias else 0)) * self.wb
         self.weights_bytes += w
-        return self.op(name, "gemm", layer, flops=2.0 * self.T * k * n,
-                       reads={weight: w, f"{name}.in": self.T * k * self.ab},
-                       writes=self.T * n * self.ab, prefetchable=(weight,), after=after)
+        return self.op(
+            name,
+            "gemm",
+            layer,
+            flops=2.0 * self.T * k * n,
+            reads={weight: w, f"{name}.in": self.T * k * self.ab},
+            writes=self.T * n * self.ab,
+            prefetchable=(weight,),
+            after=after,
+        )
 
     def norm(self, name: str, layer: int, after: tuple[str, ...] | None = None) -> str:
         h = self.m.hidden_size
-        return self.op(name, "norm", layer, flops=5.0 * self.T * h,
-                       reads={f"{name}.in": 2 * self.T * h * self.ab, f"{name}.w": h * self.wb},
-                       writes=2 * self.T * h * self.ab, after=after)
+        return self.op(
+            name,
+            "norm",
+            layer,
+            flops=5.0 * self.T * h,
+            reads={f"{name}.in": 2 * self.T * h * self.ab, f"{name}.w": h * self.wb},
+            writes=2 * self.T * h * self.ab,
+            after=after,
+        )
 
     def allreduce(self, name: str, layer: int, after: tuple[str, ...] | None = None) -> str:
         msg = self.T * self.m.hidden_size * self.ab
-        return self.op(name, "allreduce", layer, resource="comm", reads={f"{name}.in": msg},
-                       writes=msg, after=after)
+        return self.op(
+            name,
+            "allreduce",
+            layer,
+            resource="comm",
+            reads={f"{name}.in": msg},
+            writes=msg,
+            after=after,
+        )
 
     # -- layers --------------------------------------------------------------------
     def attention_block(self, l: int) -> str:
@@ -141,26 +187,41 @@ class _Builder:
         h = m.hidden_size
         self.norm(f"L{l}.attn_norm", l)
         self.gemm(f"L{l}.qkv", l, h, self.q_l + 2 * self.kv_l, f"L{l}.w_qkv", bias=m.qkv_bias)
-        self.op(f"L{l}.rope", "elementwise", l, flops=6.0 * T * (self.q_l + self.kv_l),
-                reads={f"L{l}.rope.in": T * (self.q_l + 2 * self.kv_l) * self.ab},
-                writes=T * (self.q_l + 2 * self.kv_l) * self.ab)
+        self.op(
+            f"L{l}.rope",
+            "elementwise",
+            l,
+            flops=6.0 * T * (self.q_l + self.kv_l),
+            reads={f"L{l}.rope.in": T * (self.q_l + 2 * self.kv_l) * self.ab},
+            writes=T * (self.q_l + 2 * self.kv_l) * self.ab,
+        )
         ctx = wl.context
         if m.uses_window(l) and m.sliding_window:
             ctx = min(ctx, m.sliding_window)
         kv_layer = wl.batch * ctx * 2 * self.kv_l * self.kb
         self.kv_bytes += wl.batch * wl.context * 2 * self.kv_l * self.kb
         if wl.phase == "decode":
-            self.op(f"L{l}.attention", "attention", l,
-                    flops=4.0 * wl.batch * ctx * self.q_l,
-                    reads={f"L{l}.kv_cache": kv_layer, f"L{l}.q": T * self.q_l * self.ab},
-                    writes=T * self.q_l * self.ab + wl.batch * 2 * self.kv_l * self.kb,
-                    prefetchable=(f"L{l}.kv_cache",))
+            self.op(
+                f"L{l}.attention",
+                "attention",
+                l,
+                flops=4.0 * wl.batch * ctx * self.q_l,
+                reads={f"L{l}.kv_cache": kv_layer, f"L{l}.q": T * self.q_l * self.ab},
+                writes=T * self.q_l * self.ab + wl.batch * 2 * self.kv_l * self.kb,
+                prefetchable=(f"L{l}.kv_cache",),
+            )
         else:
-            pairs = wl.batch * (ctx * (ctx + 1) / 2 if ctx == wl.context
-                                else ctx * wl.context - ctx * (ctx - 1) / 2)
-            self.op(f"L{l}.attention", "attention", l, flops=4.0 * pairs * self.q_l,
-                    reads={f"L{l}.qkv_act": T * (self.q_l + 2 * self.kv_l) * self.ab},
-                    writes=T * self.q_l * self.ab + kv_layer)
+            pairs = wl.batch * (
+                ctx * (ctx + 1) / 2 if ctx == wl.context else ctx * wl.context - ctx * (ctx - 1) / 2
+            )
+            self.op(
+                f"L{l}.attention",
+                "attention",
+                l,
+                flops=4.0 * pairs * self.q_l,
+                reads={f"L{l}.qkv_act": T * (self.q_l + 2 * self.kv_l) * self.ab},
+                writes=T * self.q_l * self.ab + kv_layer,
+            )
         return self.gemm(f"L{l}.o_proj", l, self.q_l, h, f"L{l}.w_o")
 
     def mlp_block(self, l: int, after: tuple[str, ...] | None = None) -> str:
@@ -169,8 +230,14 @@ class _Builder:
         self.norm(f"L{l}.mlp_norm", l, after=after)
         n_up = 2 * self.ffn_l if m.mlp == "gated" else self.ffn_l
         self.gemm(f"L{l}.gate_up", l, h, n_up, f"L{l}.w_gate_up")
-        self.op(f"L{l}.act", "elementwise", l, flops=8.0 * T * self.ffn_l,
-                reads={f"L{l}.act.in": T * n_up * self.ab}, writes=T * self.ffn_l * self.ab)
+        self.op(
+            f"L{l}.act",
+            "elementwise",
+            l,
+            flops=8.0 * T * self.ffn_l,
+            reads={f"L{l}.act.in": T * n_up * self.ab},
+            writes=T * self.ffn_l * self.ab,
+        )
         return self.gemm(f"L{l}.down", l, self.ffn_l, h, f"L{l}.w_down")
 
     def build(self) -> nx.DiGraph:
@@ -179,8 +246,14 @@ class _Builder:
         tp = wl.tp
         emb_w = self.vocab_l * h * self.wb
         self.weights_bytes += emb_w
-        self.op("embedding", "embedding", -1, flops=0.0,
-                reads={"embedding.rows": T * h * self.wb}, writes=T * h * self.ab)
+        self.op(
+            "embedding",
+            "embedding",
+            -1,
+            flops=0.0,
+            reads={"embedding.rows": T * h * self.wb},
+            writes=T * h * self.ab,
+        )
         if tp > 1:
             self.allreduce("embedding.allreduce", -1)
         for l in range(m.num_layers):
@@ -202,17 +275,32 @@ class _Builder:
         head_w = "embedding.w" if m.tied_embeddings else "lm_head.w"
         if not m.tied_embeddings:
             self.weights_bytes += self.vocab_l * h * self.wb
-        self.op("lm_head", "gemm", -1, flops=2.0 * wl.batch * h * self.vocab_l,
-                reads={head_w: self.vocab_l * h * self.wb, "lm_head.in": wl.batch * h * self.ab},
-                writes=wl.batch * self.vocab_l * 4, prefetchable=(head_w,))
+        self.op(
+            "lm_head",
+            "gemm",
+            -1,
+            flops=2.0 * wl.batch * h * self.vocab_l,
+            reads={head_w: self.vocab_l * h * self.wb, "lm_head.in": wl.batch * h * self.ab},
+            writes=wl.batch * self.vocab_l * 4,
+            prefetchable=(head_w,),
+        )
         if tp > 1:
             logits = wl.batch * self.vocab_l * tp * 4
-            self.op("lm_head.allgather", "allgather", -1, resource="comm",
-                    reads={"lm_head.logits": logits}, writes=logits)
+            self.op(
+                "lm_head.allgather",
+                "allgather",
+                -1,
+                resource="comm",
+                reads={"lm_head.logits": logits},
+                writes=logits,
+            )
         # norms' small weights are counted once per layer in weights_bytes
         self.weights_bytes += (2 * m.num_layers + 1) * h * self.wb
         self.g.graph.update(
-            model=m.name, workload=wl.to_dict(), tp=tp, dtype=wl.act_dtype,
+            model=m.name,
+            workload=wl.to_dict(),
+            tp=tp,
+            dtype=wl.act_dtype,
             weights_bytes_per_device=self.weights_bytes,
             kv_cache_bytes_per_device=self.kv_bytes,
         )
@@ -253,12 +341,17 @@ def validate_graph(g: Any, *, need_duration: bool = False) -> nx.DiGraph:
         if not isinstance(a.get("resource"), str) or not a.get("resource"):
             raise input_error(where, "resource", "a non-empty string", a.get("resource"))
         if a["resource"] == PREFETCH_STREAM:
-            raise input_error(where, "resource", "a stream other than 'prefetch' (reserved)",
-                              a["resource"])
+            raise input_error(
+                where, "resource", "a stream other than 'prefetch' (reserved)", a["resource"]
+            )
         if "duration" in a:
             d = a["duration"]
-            if isinstance(d, bool) or not isinstance(d, int | float) or not math.isfinite(d) \
-                    or d < 0:
+            if (
+                isinstance(d, bool)
+                or not isinstance(d, int | float)
+                or not math.isfinite(d)
+                or d < 0
+            ):
                 raise input_error(where, "duration", "a finite number of seconds >= 0", d)
         elif need_duration:
             raise input_error(where, "duration", "seconds (no hardware was given)", None)
@@ -268,8 +361,12 @@ def validate_graph(g: Any, *, need_duration: bool = False) -> nx.DiGraph:
         if not isinstance(reads, dict):
             raise input_error(where, "reads", "a mapping tensor -> bytes", reads)
         for t, b in reads.items():
-            if isinstance(b, bool) or not isinstance(b, int | float) or not math.isfinite(b) \
-                    or b < 0:
+            if (
+                isinstance(b, bool)
+                or not isinstance(b, int | float)
+                or not math.isfinite(b)
+                or b < 0
+            ):
                 raise input_error(where, f"reads.{t}", "bytes >= 0", b)
         pf = a.get("prefetchable", [])
         if not isinstance(pf, list | tuple) or any(t not in reads for t in pf):

@@ -68,11 +68,16 @@ class MemorySpec(_Strict):
     @model_validator(mode="after")
     def _one_of_each(self) -> MemorySpec:
         for stem in ("hbm_capacity", "l2_capacity"):
-            given = [k for k in (f"{stem}_gb", f"{stem}_gib", f"{stem}_mb", f"{stem}_mib")
-                     if getattr(self, k, None) is not None]
+            given = [
+                k
+                for k in (f"{stem}_gb", f"{stem}_gib", f"{stem}_mb", f"{stem}_mib")
+                if getattr(self, k, None) is not None
+            ]
             if len(given) != 1:
                 unit = "gb or gib" if stem == "hbm_capacity" else "mb or mib"
-                raise ValueError(f"exactly one of {stem}_{unit.replace(' or ', ' / ' + stem + '_')}")
+                raise ValueError(
+                    f"exactly one of {stem}_{unit.replace(' or ', ' / ' + stem + '_')}"
+                )
         return self
 
 

@@ -64,7 +64,8 @@ class ModelConfig(BaseModel):
     def _consistent(self) -> ModelConfig:
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
-                f"num_heads ({self.num_heads}) to be a multiple of num_kv_heads ({self.num_kv_heads})"
+                f"num_heads ({self.num_heads}) to be a multiple of "
+                f"num_kv_heads ({self.num_kv_heads})"
             )
         if (self.sliding_window is None) != (self.sliding_window_layers is None):
             raise ValueError("sliding_window and sliding_window_layers to be given together")

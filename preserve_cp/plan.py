@@ -133,9 +133,15 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` object (output contract)."""
         pf = [
-            {"tensor": c.tensor, "bytes": c.bytes, "start_s": c.start_s, "end_s": c.end_s,
-             "consumer": _jsonable(c.consumer), "anchor": _jsonable(c.anchor),
-             "release_s": c.release_s}
+            {
+                "tensor": c.tensor,
+                "bytes": c.bytes,
+                "start_s": c.start_s,
+                "end_s": c.end_s,
+                "consumer": _jsonable(c.consumer),
+                "anchor": _jsonable(c.anchor),
+                "release_s": c.release_s,
+            }
             for c in self.schedule.chunks
         ]
         return {

@@ -54,8 +54,13 @@ def priorities(g: nx.DiGraph, costs: Mapping[Any, OpCost]) -> dict[Any, tuple[fl
     return {n: (-tail[n], i) for i, n in enumerate(topo)}
 
 
-def simulate(g: nx.DiGraph, costs: Mapping[Any, OpCost], plan: Plan, machine: Machine,
-             prio: Mapping[Any, tuple[float, int]] | None = None) -> Schedule:
+def simulate(
+    g: nx.DiGraph,
+    costs: Mapping[Any, OpCost],
+    plan: Plan,
+    machine: Machine,
+    prio: Mapping[Any, tuple[float, int]] | None = None,
+) -> Schedule:
     """Execute ``plan`` on ``g`` and return the schedule.
 
     Examples
@@ -86,8 +91,14 @@ def simulate(g: nx.DiGraph, costs: Mapping[Any, OpCost], plan: Plan, machine: Ma
 
 
 class _Sim:
-    def __init__(self, g: nx.DiGraph, costs: Mapping[Any, OpCost], plan: Plan, machine: Machine,
-                 prio: Mapping[Any, tuple[float, int]] | None) -> None:
+    def __init__(
+        self,
+        g: nx.DiGraph,
+        costs: Mapping[Any, OpCost],
+        plan: Plan,
+        machine: Machine,
+        prio: Mapping[Any, tuple[float, int]] | None,
+    ) -> None:
         self.g, self.costs, self.plan, self.m = g, costs, plan, machine
         self.prio = prio if prio is not None else priorities(g, costs)
         self.readers: dict[str, list[Any]] = {}
@@ -98,14 +109,18 @@ class _Sim:
         self.waits: dict[Any, set[int]] = {n: set() for n in g.nodes}
         for i, c in enumerate(self.chunks):
             if c.tensor not in self.readers:
-                raise InputError(f"plan {plan.name!r}: prefetch {i}: tensor {c.tensor!r} is read "
-                                 "by no op")
+                raise InputError(
+                    f"plan {plan.name!r}: prefetch {i}: tensor {c.tensor!r} is read by no op"
+                )
             if c.anchor is not None and c.anchor not in g:
-                raise InputError(f"plan {plan.name!r}: prefetch {i}: anchor {c.anchor!r} is not "
-                                 "an op of the graph")
+                raise InputError(
+                    f"plan {plan.name!r}: prefetch {i}: anchor {c.anchor!r} is not "
+                    "an op of the graph"
+                )
             if not c.bytes > 0 or not math.isfinite(c.bytes):
-                raise InputError(f"plan {plan.name!r}: prefetch {i}: bytes: expected > 0, "
-                                 f"found {c.bytes!r}")
+                raise InputError(
+                    f"plan {plan.name!r}: prefetch {i}: bytes: expected > 0, found {c.bytes!r}"
+                )
             for r in self.readers[c.tensor]:
                 self.waits[r].add(i)
             if c.sync is not None and c.sync in g:
@@ -123,8 +138,10 @@ class _Sim:
         seq = {s: list(order[s]) for s in streams if s in order}
         for s, ops in seq.items():
             if sorted(map(str, ops)) != sorted(map(str, streams[s])):
-                raise InputError(f"plan {self.plan.name!r}: order[{s!r}]: expected every op of "
-                                 "the stream exactly once")
+                raise InputError(
+                    f"plan {self.plan.name!r}: order[{s!r}]: expected every op of "
+                    "the stream exactly once"
+                )
         seq_pos = dict.fromkeys(seq, 0)
         ready: dict[str, list[tuple[tuple[float, int], Any]]] = {s: [] for s in streams}
         for n in g.nodes:
@@ -183,16 +200,28 @@ class _Sim:
                 pf_names = g.nodes[cand].get("prefetchable", [])
                 l2b = 0.0
                 for tname in pf_names:
-                    got = sum(self.chunks[i].bytes for i in self.waits[cand]
-                              if chunk_state[i] == "done" and self.chunks[i].tensor == tname)
+                    got = sum(
+                        self.chunks[i].bytes
+                        for i in self.waits[cand]
+                        if chunk_state[i] == "done" and self.chunks[i].tensor == tname
+                    )
                     l2b += min(got, float(g.nodes[cand]["reads"][tname]))
                 d = cost.duration_s(l2b)
                 rate = cost.hbm_bytes_with(l2b) / d if d > 0 else 0.0
                 busy[s] = cand
                 running[cand] = (t + d, rate)
                 started[cand] = t
-                events.append(Event(cand, s, t, t + d, str(g.nodes[cand].get("kind", "")),
-                                    int(g.nodes[cand].get("layer", -1)), l2b))
+                events.append(
+                    Event(
+                        cand,
+                        s,
+                        t,
+                        t + d,
+                        str(g.nodes[cand].get("kind", "")),
+                        int(g.nodes[cand].get("layer", -1)),
+                        l2b,
+                    )
+                )
                 progressed = True
             return progressed
 
@@ -232,8 +261,7 @@ class _Sim:
             else:
                 pf_rate = m.prefetch_bytes_per_s
             t_next = min((e for e, _ in running.values()), default=math.inf)
-            chunk_done_at = t + remaining / pf_rate if cur is not None and pf_rate > 0 \
-                else math.inf
+            chunk_done_at = t + remaining / pf_rate if cur is not None and pf_rate > 0 else math.inf
             chunk_finishes = chunk_done_at <= t_next
             t_next = min(t_next, chunk_done_at)
             if cur is None and head < len(self.chunks):
@@ -256,8 +284,7 @@ class _Sim:
             if cur is not None:
                 remaining -= pf_rate * (t_next - t)
             t = t_next
-            if cur is not None and (chunk_finishes
-                                    or remaining <= 1e-9 * self.chunks[cur].bytes):
+            if cur is not None and (chunk_finishes or remaining <= 1e-9 * self.chunks[cur].bytes):
                 chunk_state[cur] = "done"
                 c_end[cur] = t
                 if readers_left.get(self.chunks[cur].tensor, 0) == 0:
@@ -272,8 +299,11 @@ class _Sim:
                     readers_left[tname] -= 1
                     if readers_left[tname] == 0:
                         for i in range(len(self.chunks)):
-                            if (self.chunks[i].tensor == tname and chunk_state[i] == "done"
-                                    and i not in c_release):
+                            if (
+                                self.chunks[i].tensor == tname
+                                and chunk_state[i] == "done"
+                                and i not in c_release
+                            ):
                                 c_release[i] = t
                                 l2_used -= self.chunks[i].bytes
                 for s in g.successors(n):
@@ -283,12 +313,29 @@ class _Sim:
                         heapq.heappush(ready[g.nodes[s]["resource"]], (self.prio[s], s))
         makespan = max(ended.values(), default=0.0)
         chunk_events = tuple(
-            ChunkEvent(i, c.tensor, c.bytes, c.consumer, c.anchor, c_start[i], c_end[i],
-                       c_release.get(i, makespan))
-            for i, c in enumerate(self.chunks) if chunk_state[i] == "done"
+            ChunkEvent(
+                i,
+                c.tensor,
+                c.bytes,
+                c.consumer,
+                c.anchor,
+                c_start[i],
+                c_end[i],
+                c_release.get(i, makespan),
+            )
+            for i, c in enumerate(self.chunks)
+            if chunk_state[i] == "done"
         )
-        return Schedule(tuple(events), chunk_events, tuple(dropped), tuple(segments), makespan,
-                        m.l2_capacity_bytes, m.hbm_bytes_per_s, self.plan.name)
+        return Schedule(
+            tuple(events),
+            chunk_events,
+            tuple(dropped),
+            tuple(segments),
+            makespan,
+            m.l2_capacity_bytes,
+            m.hbm_bytes_per_s,
+            self.plan.name,
+        )
 
 
 def verify(g: nx.DiGraph, schedule: Schedule, machine: Machine) -> list[str]:
@@ -340,8 +387,10 @@ def verify(g: nx.DiGraph, schedule: Schedule, machine: Machine) -> list[str]:
     if machine.contention and math.isfinite(machine.hbm_bytes_per_s):
         for t0, _t1, pf, main in schedule.rate_segments:
             if pf > 0 and pf + main > machine.hbm_bytes_per_s * (1 + 1e-9):
-                out.append(f"HBM oversubscribed at t={t0:.3e} s: prefetch {pf:.3e} + ops "
-                           f"{main:.3e} > {machine.hbm_bytes_per_s:.3e} B/s")
+                out.append(
+                    f"HBM oversubscribed at t={t0:.3e} s: prefetch {pf:.3e} + ops "
+                    f"{main:.3e} > {machine.hbm_bytes_per_s:.3e} B/s"
+                )
                 break
     moved = sum((t1 - t0) * pf for t0, t1, pf, _ in schedule.rate_segments)
     want = sum(c.bytes for c in schedule.chunks)

@@ -58,8 +58,12 @@ def machine_for(hw: Hardware | None, contention: bool = True) -> Machine:
     """The simulator's view of ``hw`` (no L2, infinite bandwidth without hardware)."""
     if hw is None:
         return Machine(contention=contention)
-    return Machine(hw.effective_hbm_bytes_per_s, hw.effective_prefetch_bytes_per_s,
-                   hw.usable_l2_bytes, contention)
+    return Machine(
+        hw.effective_hbm_bytes_per_s,
+        hw.effective_prefetch_bytes_per_s,
+        hw.usable_l2_bytes,
+        contention,
+    )
 
 
 def check_fits(g: nx.DiGraph, hw: Hardware) -> None:
@@ -80,8 +84,13 @@ def check_fits(g: nx.DiGraph, hw: Hardware) -> None:
         )
 
 
-def solve(graph: nx.DiGraph, hw: Hardware | str | None = None, *,
-          options: SolveOptions | None = None, **overrides: Any) -> Result:
+def solve(
+    graph: nx.DiGraph,
+    hw: Hardware | str | None = None,
+    *,
+    options: SolveOptions | None = None,
+    **overrides: Any,
+) -> Result:
     """Optimise the prefetch plan of ``graph`` on ``hw``; return a verified :class:`Result`.
 
     Without ``hw`` every node must carry ``duration`` and ``resource``: a plain scheduling
@@ -122,8 +131,7 @@ def solve(graph: nx.DiGraph, hw: Hardware | str | None = None, *,
     vanilla, v_bad = sim(vanilla_plan())
     if vanilla is None or v_bad:
         raise SolverError(f"the vanilla schedule failed verification: {v_bad[:2]}")
-    has_tensors = hardware is not None and any(a.get("prefetchable") for _, a in
-                                               g.nodes(data=True))
+    has_tensors = hardware is not None and any(a.get("prefetchable") for _, a in g.nodes(data=True))
     greedy = None
     if has_tensors:
         assert hardware is not None
@@ -133,28 +141,64 @@ def solve(graph: nx.DiGraph, hw: Hardware | str | None = None, *,
     chain = chain_order(g) if has_tensors else None
     left = max(0.05, opts.time_limit_s - (time.perf_counter() - t0))
     if chain is not None:
-        outcome = solve_chain(chain, g, costs, machine, ChainOptions(
-            time_limit_s=left, workers=opts.workers, seed=opts.seed,
-            lookahead_ops=opts.lookahead_ops, deterministic=opts.deterministic))
+        outcome = solve_chain(
+            chain,
+            g,
+            costs,
+            machine,
+            ChainOptions(
+                time_limit_s=left,
+                workers=opts.workers,
+                seed=opts.seed,
+                lookahead_ops=opts.lookahead_ops,
+                deterministic=opts.deterministic,
+            ),
+        )
         method = "chain-cpsat"
     else:
-        best_base = min((s for s in (vanilla, greedy) if s is not None),
-                        key=lambda s: s.makespan_s)
-        outcome = solve_general(g, costs, machine, GeneralOptions(
-            time_limit_s=left, workers=opts.workers, seed=opts.seed,
-            deterministic=opts.deterministic), hint=best_base)
+        best_base = min((s for s in (vanilla, greedy) if s is not None), key=lambda s: s.makespan_s)
+        outcome = solve_general(
+            g,
+            costs,
+            machine,
+            GeneralOptions(
+                time_limit_s=left,
+                workers=opts.workers,
+                seed=opts.seed,
+                deterministic=opts.deterministic,
+            ),
+            hint=best_base,
+        )
         method = "interval-cpsat"
-    optimised, o_bad = (None, ["no solution"]) if outcome.predicted_s is None and \
-        outcome.plan.prefetches == () and outcome.plan.order is None and chain is None \
+    optimised, o_bad = (
+        (None, ["no solution"])
+        if outcome.predicted_s is None
+        and outcome.plan.prefetches == ()
+        and outcome.plan.order is None
+        and chain is None
         else sim(outcome.plan)
+    )
     violations = tuple(o_bad) if optimised is None or o_bad else ()
     cands: list[tuple[float, int, str, Schedule, Plan]] = []
     if optimised is not None and not o_bad:
         cands.append((optimised.makespan_s, 0, "optimised", optimised, outcome.plan))
     if greedy is not None:
-        cands.append((greedy.makespan_s, 1, "greedy", greedy, Plan("greedy", greedy_plan(
-            g, hardware.usable_l2_bytes if hardware else 0, opts.budget_fraction).prefetches)
-            if hardware else Plan("greedy")))
+        cands.append(
+            (
+                greedy.makespan_s,
+                1,
+                "greedy",
+                greedy,
+                Plan(
+                    "greedy",
+                    greedy_plan(
+                        g, hardware.usable_l2_bytes if hardware else 0, opts.budget_fraction
+                    ).prefetches,
+                )
+                if hardware
+                else Plan("greedy"),
+            )
+        )
     cands.append((vanilla.makespan_s, 2, "vanilla", vanilla, vanilla_plan()))
     makespan, _, chosen, schedule, plan = min(cands, key=lambda c: (c[0] * (1 + 1e-12), c[1]))
 
@@ -192,10 +236,18 @@ def solve(graph: nx.DiGraph, hw: Hardware | str | None = None, *,
     )
 
 
-def _bounds(g: nx.DiGraph, costs: Mapping[Any, OpCost], machine: Machine,
-            chain: list[Any] | None, outcome: Any, with_hw: bool) -> dict[str, float]:
-    out = {"critical_path": critical_path_bound(g, costs),
-           "resource_load": resource_load_bound(g, costs)}
+def _bounds(
+    g: nx.DiGraph,
+    costs: Mapping[Any, OpCost],
+    machine: Machine,
+    chain: list[Any] | None,
+    outcome: Any,
+    with_hw: bool,
+) -> dict[str, float]:
+    out = {
+        "critical_path": critical_path_bound(g, costs),
+        "resource_load": resource_load_bound(g, costs),
+    }
     if chain is not None and with_hw:
         lp = chain_lp_bound(chain, g, costs, machine, hbm_contention=machine.contention)
         if lp is not None and math.isfinite(lp):

@@ -12,8 +12,14 @@ def fixed(node: str, resource: str, seconds: float, hbm_bytes: float = 0.0) -> O
     return OpCost(node, resource, seconds, 0.0, hbm_bytes, 0.0, 1.0, 8.0, True)
 
 
-def reader(node: str, resource: str, hbm_bytes: float, prefetchable: float,
-           compute_s: float = 0.0, l2_bw: float = 8.0) -> OpCost:
+def reader(
+    node: str,
+    resource: str,
+    hbm_bytes: float,
+    prefetchable: float,
+    compute_s: float = 0.0,
+    l2_bw: float = 8.0,
+) -> OpCost:
     """A roofline op on HBM 1 B/s, L2 ``l2_bw`` B/s, no launch overhead."""
     return OpCost(node, resource, compute_s, 0.0, hbm_bytes, prefetchable, 1.0, l2_bw, False)
 

@@ -39,8 +39,13 @@ SMALL = ["--batch", "1", "--context", "512", "--tp", "4", "--time-limit", "1"]
 # ----------------------------------------------------------------------------- helpers
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``preserve-cp ARGS`` in a fresh interpreter."""
-    return subprocess.run([sys.executable, "-m", "preserve_cp.cli", *args], capture_output=True,
-                          text=True, timeout=60, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "preserve_cp.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
 
 
 def one_error_line(rc: int | None, out: str, err: str) -> str:
@@ -52,7 +57,7 @@ def one_error_line(rc: int | None, out: str, err: str) -> str:
     assert len(lines) == 1, f"expected one stderr line, found {len(lines)}: {err!r}"
     assert err.endswith("\n")
     assert lines[0].startswith(PREFIX), lines[0]
-    msg = lines[0][len(PREFIX):].strip()
+    msg = lines[0][len(PREFIX) :].strip()
     assert msg
     return msg
 
@@ -89,10 +94,13 @@ MODEL_BASE = shipped(GRAPHS_DIR / "llama3-70b.yaml")
 
 
 # ----------------------------------------------------------------------------- 1. unknown names
-@pytest.mark.parametrize(("flag", "kind", "known"), [
-    ("--model", "model", list_models()),
-    ("--hardware", "hardware", list_hardware()),
-])
+@pytest.mark.parametrize(
+    ("flag", "kind", "known"),
+    [
+        ("--model", "model", list_models()),
+        ("--hardware", "hardware", list_hardware()),
+    ],
+)
 def test_unknown_name_lists_known_names(flag: str, kind: str, known: list[str]) -> None:
     args = {"--model": "llama3-8b", "--hardware": "h100-sxm", flag: "no-such-thing"}
     msg = cli_error("solve", *(x for kv in args.items() for x in kv), *SMALL)
@@ -130,11 +138,14 @@ def test_malformed_yaml_names_file_and_line(flag: str, tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- 4. hostile tags
-@pytest.mark.parametrize("payload", [
-    '!!python/object/apply:os.system ["touch {marker}"]',
-    "!!python/name:os.system",
-    '!!python/object/apply:subprocess.check_call [["touch", "{marker}"]]',
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '!!python/object/apply:os.system ["touch {marker}"]',
+        "!!python/name:os.system",
+        '!!python/object/apply:subprocess.check_call [["touch", "{marker}"]]',
+    ],
+)
 @pytest.mark.parametrize("flag", ["--hardware", "--model"])
 def test_hostile_yaml_tags_are_not_executed(flag: str, payload: str, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
@@ -149,8 +160,7 @@ def test_hostile_yaml_tags_are_not_executed(flag: str, payload: str, tmp_path: P
 def test_hostile_yaml_library(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.yaml"
-    evil.write_text(f'name: !!python/object/apply:os.system ["touch {marker}"]\n',
-                    encoding="utf-8")
+    evil.write_text(f'name: !!python/object/apply:os.system ["touch {marker}"]\n', encoding="utf-8")
     with pytest.raises(InputError, match="evil.yaml"):
         load_hardware(evil)
     with pytest.raises(InputError, match="evil.yaml"):
@@ -178,12 +188,15 @@ def test_non_utf8_bytes(flag: str, tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- 6. not a mapping
-@pytest.mark.parametrize(("text", "found"), [
-    ("- a\n- b\n", "list"),
-    ("just a string\n", "str"),
-    ("42\n", "int"),
-    ("", "NoneType"),
-])
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("- a\n- b\n", "list"),
+        ("just a string\n", "str"),
+        ("42\n", "int"),
+        ("", "NoneType"),
+    ],
+)
 def test_top_level_not_a_mapping(text: str, found: str, tmp_path: Path) -> None:
     bad = tmp_path / "notmap.yaml"
     bad.write_text(text, encoding="utf-8")
@@ -199,12 +212,14 @@ def test_top_level_not_a_mapping(text: str, found: str, tmp_path: Path) -> None:
 def _set(section: str, key: str, value: Any) -> Any:
     def f(d: dict[str, Any]) -> None:
         d[section][key] = value
+
     return f
 
 
 def _pop(section: str, key: str) -> Any:
     def f(d: dict[str, Any]) -> None:
         d[section].pop(key)
+
     return f
 
 
@@ -222,27 +237,42 @@ HW_MUTATIONS = {
     "list": (_set("memory", "hbm_bandwidth_tb_per_s", [1.6]), [HBM, "number"]),
     "nan": (_set("memory", "hbm_bandwidth_tb_per_s", math.nan), [HBM, "finite", "nan"]),
     "inf": (_set("memory", "hbm_bandwidth_tb_per_s", math.inf), [HBM, "finite", "inf"]),
-    "unknown key": (_set("memory", "hbm_bandwith_tb_per_s", 1.6),
-                    ["memory.hbm_bandwith_tb_per_s", "unknown field"]),
-    "both l2 units": (_set("memory", "l2_capacity_mb", 201.3),
-                      ["memory", "l2_capacity_mb", "l2_capacity_mib", "exactly one"]),
-    "no l2 unit": (_pop("memory", "l2_capacity_mib"),
-                   ["memory", "l2_capacity_mb", "l2_capacity_mib", "exactly one"]),
+    "unknown key": (
+        _set("memory", "hbm_bandwith_tb_per_s", 1.6),
+        ["memory.hbm_bandwith_tb_per_s", "unknown field"],
+    ),
+    "both l2 units": (
+        _set("memory", "l2_capacity_mb", 201.3),
+        ["memory", "l2_capacity_mb", "l2_capacity_mib", "exactly one"],
+    ),
+    "no l2 unit": (
+        _pop("memory", "l2_capacity_mib"),
+        ["memory", "l2_capacity_mb", "l2_capacity_mib", "exactly one"],
+    ),
     "uncertain names no field": (_add_uncertain, ["uncertain", "memory.hbm_speed_tb_per_s"]),
-    "efficiency above 1": (_set("memory", "hbm_efficiency", 1.5),
-                           ["memory.hbm_efficiency", "(0, 1]", "1.5"]),
-    "bad topology": (_set("interconnect", "topology", "star"),
-                     ["interconnect.topology", "ring", "star"]),
-    "devices 0": (_set("interconnect", "devices_per_node", 0),
-                  ["interconnect.devices_per_node", "1"]),
-    "negative latency": (_set("interconnect", "collective_latency_us", -10),
-                         ["interconnect.collective_latency_us", ">= 0"]),
+    "efficiency above 1": (
+        _set("memory", "hbm_efficiency", 1.5),
+        ["memory.hbm_efficiency", "(0, 1]", "1.5"],
+    ),
+    "bad topology": (
+        _set("interconnect", "topology", "star"),
+        ["interconnect.topology", "ring", "star"],
+    ),
+    "devices 0": (
+        _set("interconnect", "devices_per_node", 0),
+        ["interconnect.devices_per_node", "1"],
+    ),
+    "negative latency": (
+        _set("interconnect", "collective_latency_us", -10),
+        ["interconnect.collective_latency_us", ">= 0"],
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(HW_MUTATIONS))
-def test_hardware_field_errors(case: str, tmp_path: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_hardware_field_errors(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     mutate, needles = HW_MUTATIONS[case]
     data = copy.deepcopy(HW_BASE)
     mutate(data)
@@ -259,8 +289,9 @@ def test_hardware_field_errors(case: str, tmp_path: Path,
     assert "{" not in msg, f"message dumps a whole mapping: {msg}"
 
 
-def test_hardware_yaml_on_means_boolean_not_one(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_hardware_yaml_on_means_boolean_not_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """YAML 1.1 reads ``on`` as true: it must not silently become 1 device per node."""
     text = (HARDWARE_DIR / "ascend-910b2.yaml").read_text(encoding="utf-8")
     text = text.replace("devices_per_node: 8", "devices_per_node: on")
@@ -274,12 +305,14 @@ def test_hardware_yaml_on_means_boolean_not_one(tmp_path: Path,
 def _mset(key: str, value: Any) -> Any:
     def f(d: dict[str, Any]) -> None:
         d[key] = value
+
     return f
 
 
 def _mpop(key: str) -> Any:
     def f(d: dict[str, Any]) -> None:
         d.pop(key)
+
     return f
 
 
@@ -288,19 +321,19 @@ MODEL_MUTATIONS = {
     "hidden_size non-numeric": (_mset("hidden_size", "big"), ["hidden_size", "integer", "big"]),
     "hidden_size fractional": (_mset("hidden_size", 8192.5), ["hidden_size", "integer"]),
     "num_layers boolean": (_mset("num_layers", True), ["num_layers", "number"]),
-    "heads not a multiple of kv heads": (_mset("num_heads", 60),
-                                         ["num_heads", "num_kv_heads", "multiple"]),
+    "heads not a multiple of kv heads": (
+        _mset("num_heads", 60),
+        ["num_heads", "num_kv_heads", "multiple"],
+    ),
     "num_layers missing": (_mpop("num_layers"), ["num_layers", "missing"]),
     "unknown key": (_mset("num_layer", 80), ["num_layer", "unknown field"]),
     "bad mlp": (_mset("mlp", "moe"), ["mlp", "gated", "moe"]),
-    "uncertain names no field": (_mset("uncertain", ["num_expert"]),
-                                 ["uncertain", "num_expert"]),
+    "uncertain names no field": (_mset("uncertain", ["num_expert"]), ["uncertain", "num_expert"]),
 }
 
 
 @pytest.mark.parametrize("case", list(MODEL_MUTATIONS))
-def test_model_field_errors(case: str, tmp_path: Path,
-                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_model_field_errors(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     mutate, needles = MODEL_MUTATIONS[case]
     data = copy.deepcopy(MODEL_BASE)
     mutate(data)
@@ -318,13 +351,29 @@ def test_model_field_errors(case: str, tmp_path: Path,
 
 
 # ----------------------------------------------------------------------------- 9. tp vs heads
-@pytest.mark.parametrize(("model", "needles"), [
-    ("qwen2-7b", ["qwen2-7b", "tp 8", "num_heads 28"]),
-    ("phi3-medium", ["phi3-medium", "tp 8", "num_kv_heads 10"]),
-])
+@pytest.mark.parametrize(
+    ("model", "needles"),
+    [
+        ("qwen2-7b", ["qwen2-7b", "tp 8", "num_heads 28"]),
+        ("phi3-medium", ["phi3-medium", "tp 8", "num_kv_heads 10"]),
+    ],
+)
 def test_tp_must_divide_heads(model: str, needles: list[str]) -> None:
-    msg = cli_error("solve", "--model", model, "--hardware", "h100-sxm", "--tp", "8",
-                    "--batch", "1", "--context", "512", "--time-limit", "1")
+    msg = cli_error(
+        "solve",
+        "--model",
+        model,
+        "--hardware",
+        "h100-sxm",
+        "--tp",
+        "8",
+        "--batch",
+        "1",
+        "--context",
+        "512",
+        "--time-limit",
+        "1",
+    )
     for needle in needles:
         assert needle in msg
     with pytest.raises(InputError, match=needles[-1]):
@@ -332,21 +381,23 @@ def test_tp_must_divide_heads(model: str, needles: list[str]) -> None:
 
 
 # ----------------------------------------------------------------------------- 10. CLI arguments
-@pytest.mark.parametrize(("override", "needle"), [
-    (["--batch", "0"], "batch"),
-    (["--batch", "-3"], "batch"),
-    (["--context", "abc"], "--context"),
-    (["--context", "0"], "context"),
-    (["--tp", "0"], "tp"),
-    (["--time-limit", "0"], "--time-limit"),
-    (["--time-limit", "-1"], "--time-limit"),
-    (["--time-limit", "nan"], "--time-limit"),
-    (["--phase", "train"], "--phase"),
-    (["--dtype", "fp64"], "--dtype"),
-])
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        (["--batch", "0"], "batch"),
+        (["--batch", "-3"], "batch"),
+        (["--context", "abc"], "--context"),
+        (["--context", "0"], "context"),
+        (["--tp", "0"], "tp"),
+        (["--time-limit", "0"], "--time-limit"),
+        (["--time-limit", "-1"], "--time-limit"),
+        (["--time-limit", "nan"], "--time-limit"),
+        (["--phase", "train"], "--phase"),
+        (["--dtype", "fp64"], "--dtype"),
+    ],
+)
 def test_cli_argument_errors(override: list[str], needle: str) -> None:
-    msg = cli_error("solve", "--model", "llama3-8b", "--hardware", "h100-sxm", *SMALL,
-                    *override)
+    msg = cli_error("solve", "--model", "llama3-8b", "--hardware", "h100-sxm", *SMALL, *override)
     assert needle in msg
 
 
@@ -356,8 +407,18 @@ def test_cli_missing_subcommand_and_argument() -> None:
 
 
 # ----------------------------------------------------------------------------- 11. infeasible
-INFEASIBLE = ["--model", "llama3.1-405b", "--hardware", "h100-sxm", "--tp", "4",
-              "--dtype", "bf16", "--time-limit", "1"]
+INFEASIBLE = [
+    "--model",
+    "llama3.1-405b",
+    "--hardware",
+    "h100-sxm",
+    "--tp",
+    "4",
+    "--dtype",
+    "bf16",
+    "--time-limit",
+    "1",
+]
 
 
 def test_infeasible_does_not_fit_hbm() -> None:
@@ -451,23 +512,28 @@ def test_valid_graph_still_solves() -> None:
 # ----------------------------------------------------------------------------- 13. --trace
 def test_trace_in_missing_folder(tmp_path: Path) -> None:
     trace = tmp_path / "no-such-dir" / "t.json"
-    msg = cli_error("solve", "--model", "llama3-8b", "--hardware", "h100-sxm", *SMALL,
-                    "--trace", str(trace))
+    msg = cli_error(
+        "solve", "--model", "llama3-8b", "--hardware", "h100-sxm", *SMALL, "--trace", str(trace)
+    )
     assert "--trace" in msg and str(trace) in msg
     assert not trace.parent.exists()
 
 
 def test_trace_that_is_a_folder(tmp_path: Path) -> None:
-    msg = cli_error("solve", "--model", "llama3-8b", "--hardware", "h100-sxm", *SMALL,
-                    "--trace", str(tmp_path))
+    msg = cli_error(
+        "solve", "--model", "llama3-8b", "--hardware", "h100-sxm", *SMALL, "--trace", str(tmp_path)
+    )
     assert "--trace" in msg
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("bad", [
-    ["--model", "no-such-model", "--hardware", "h100-sxm", *SMALL],
-    INFEASIBLE,
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--model", "no-such-model", "--hardware", "h100-sxm", *SMALL],
+        INFEASIBLE,
+    ],
+)
 def test_failed_solve_creates_no_trace(bad: list[str], tmp_path: Path) -> None:
     trace = tmp_path / "t.json"
     cli_error("solve", *bad, "--trace", str(trace), cwd=tmp_path)
@@ -489,8 +555,7 @@ def test_write_trace_oserror_is_input_error(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- 14. --debug
 def test_debug_shows_traceback() -> None:
-    p = run_cli("--debug", "solve", "--model", "no-such-model", "--hardware", "h100-sxm",
-                *SMALL)
+    p = run_cli("--debug", "solve", "--model", "no-such-model", "--hardware", "h100-sxm", *SMALL)
     assert p.returncode != 0
     assert "Traceback" in p.stderr
     assert "InputError" in p.stderr

@@ -13,8 +13,15 @@ INT8 = dict(weight_dtype="int8", act_dtype="int8", kv_dtype="int8")
 def test_contract_attributes_on_every_node():
     g = build_graph("llama3-8b", Workload("decode", 2, 4096, 4))
     for _, a in g.nodes(data=True):
-        assert set(a) >= {"kind", "resource", "flops", "reads", "writes_bytes",
-                          "prefetchable", "layer"}
+        assert set(a) >= {
+            "kind",
+            "resource",
+            "flops",
+            "reads",
+            "writes_bytes",
+            "prefetchable",
+            "layer",
+        }
         assert set(a["prefetchable"]) <= set(a["reads"])
         assert a["resource"] in ("compute", "comm")
 
@@ -44,16 +51,24 @@ def test_collectives_where_megatron_puts_them():
     assert kinds == ["allreduce"]
     assert [g.nodes[n]["kind"] for n in g.successors("L0.down")] == ["allreduce"]
     falcon = build_graph("falcon-40b", Workload("decode", 1, 128, 8))
-    per_layer = [n for n in falcon if falcon.nodes[n]["kind"] == "allreduce"
-                 and falcon.nodes[n]["layer"] == 0]
+    per_layer = [
+        n
+        for n in falcon
+        if falcon.nodes[n]["kind"] == "allreduce" and falcon.nodes[n]["layer"] == 0
+    ]
     assert per_layer == ["L0.allreduce"]  # parallel attention + MLP: one allreduce
     single = build_graph("llama3-8b", Workload("decode", 1, 128, 1))
     assert not any(a["resource"] == "comm" for _, a in single.nodes(data=True))
 
 
-@pytest.mark.parametrize("model,tp,word", [("qwen2-7b", 8, "num_heads"),
-                                           ("phi3-medium", 8, "num_kv_heads"),
-                                           ("phi3-medium", 4, "num_kv_heads")])
+@pytest.mark.parametrize(
+    "model,tp,word",
+    [
+        ("qwen2-7b", 8, "num_heads"),
+        ("phi3-medium", 8, "num_kv_heads"),
+        ("phi3-medium", 4, "num_kv_heads"),
+    ],
+)
 def test_tp_that_cannot_split_heads_is_a_clear_error(model, tp, word):
     with pytest.raises(InputError, match=word):
         build_graph(model, Workload("decode", 1, 128, tp))
@@ -66,8 +81,7 @@ def test_allreduce_time_by_hand():
     assert collective_time_s("allreduce", 65536, 8, b2) == pytest.approx(11.731428e-6, rel=1e-6)
     ring = b2.with_overrides(topology="ring")
     # ring: 2 x 7 steps of 0.5 us instead of 2
-    assert collective_time_s("allreduce", 65536, 8, ring) == pytest.approx(17.731428e-6,
-                                                                            rel=1e-6)
+    assert collective_time_s("allreduce", 65536, 8, ring) == pytest.approx(17.731428e-6, rel=1e-6)
     assert collective_time_s("allreduce", 1e9, 1, b2) == 0.0
 
 

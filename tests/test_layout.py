@@ -7,8 +7,23 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "preserve_cp"
 # pipeline order, left to right
-STAGES = ["units", "errors", "_yaml", "hardware", "models", "workload", "graph", "costs",
-          "plan", "simulate", "baselines", "optimize", "solve", "viz", "cli"]
+STAGES = [
+    "units",
+    "errors",
+    "_yaml",
+    "hardware",
+    "models",
+    "workload",
+    "graph",
+    "costs",
+    "plan",
+    "simulate",
+    "baselines",
+    "optimize",
+    "solve",
+    "viz",
+    "cli",
+]
 
 
 def _imports(path: Path) -> set[str]:

@@ -22,8 +22,11 @@ DEVICES = {"ascend-910b2": "int8", "h100-sxm": "fp8"}
 
 def _tp_splits(model, tp: int) -> bool:
     kv = model.num_kv_heads
-    return (model.num_heads % tp == 0 and (kv % tp == 0 or tp % kv == 0)
-            and model.intermediate_size % tp == 0)
+    return (
+        model.num_heads % tp == 0
+        and (kv % tp == 0 or tp % kv == 0)
+        and model.intermediate_size % tp == 0
+    )
 
 
 def _run(name: str, phase: str, tp: int, device: str, batch: int, context: int, limit: float):
@@ -64,5 +67,4 @@ def test_optimised_never_worse(name, phase, tp, device):
 @pytest.mark.parametrize("name", list_models())
 def test_optimised_never_worse_paper_workload(name, phase, tp, device):
     # the paper's main table: batch 4, length 16K (decode at 16K context; prefill of 8K)
-    _run(name, phase, tp, device, batch=4, context=16384 if phase == "decode" else 8192,
-         limit=5.0)
+    _run(name, phase, tp, device, batch=4, context=16384 if phase == "decode" else 8192, limit=5.0)

@@ -46,8 +46,13 @@ def _small_decode(model="llama3-8b", hw="h100-sxm", tp=4, batch=8, ctx=4096, lay
 def test_chain_model_families_are_listed():
     g, hw, c, m = _small_decode(layers=2)
     cm = ChainModel(chain_order(g), g, c, m, ChainOptions()).build()
-    assert cm.families == ["op_durations", "hbm_contention", "prefetch_rate", "l2_capacity",
-                           "makespan_objective"]
+    assert cm.families == [
+        "op_durations",
+        "hbm_contention",
+        "prefetch_rate",
+        "l2_capacity",
+        "makespan_objective",
+    ]
 
 
 def _held_in_plan(cm: ChainModel, solver) -> float:
@@ -70,8 +75,7 @@ def test_flip_l2_capacity():
     g, hw, c, m = _small_decode(layers=2)
     tight = m.__class__(m.hbm_bytes_per_s, m.prefetch_bytes_per_s, 4e6, True)
     for on in (True, False):
-        cm = ChainModel(chain_order(g), g, c, tight,
-                        ChainOptions(l2_capacity=on)).build()
+        cm = ChainModel(chain_order(g), g, c, tight, ChainOptions(l2_capacity=on)).build()
         solver = make_solver(5, 2, 0)
         solver.solve(cm.model)
         held = _held_in_plan(cm, solver)
@@ -84,8 +88,7 @@ def test_flip_l2_capacity():
 def test_flip_hbm_contention():
     g, hw, c, m = _small_decode(hw="ascend-910b2", layers=2)
     on = solve_chain(chain_order(g), g, c, m, ChainOptions(time_limit_s=5))
-    off = solve_chain(chain_order(g), g, c, m, ChainOptions(time_limit_s=5,
-                                                            hbm_contention=False))
+    off = solve_chain(chain_order(g), g, c, m, ChainOptions(time_limit_s=5, hbm_contention=False))
     # without the family the model believes prefetches are free and predicts a shorter step
     assert off.predicted_s < on.predicted_s * 0.99
     # executed with contention, the "free" plan is slower than predicted
@@ -96,22 +99,48 @@ def test_flip_hbm_contention():
 
 def test_general_model_families_and_prefetch():
     g = nx.DiGraph([("ar", "g1"), ("g1", "g2")])
-    nx.set_node_attributes(g, {
-        "ar": {"kind": "allreduce", "resource": "comm", "reads": {"x": 1000}, "flops": 0,
-               "writes_bytes": 1000},
-        "g1": {"kind": "gemm", "resource": "compute", "reads": {"w1": 40e6},
-               "prefetchable": ["w1"], "flops": 1e6, "writes_bytes": 0},
-        "g2": {"kind": "gemm", "resource": "compute", "reads": {"w2": 40e6},
-               "prefetchable": ["w2"], "flops": 1e6, "writes_bytes": 0},
-    })
+    nx.set_node_attributes(
+        g,
+        {
+            "ar": {
+                "kind": "allreduce",
+                "resource": "comm",
+                "reads": {"x": 1000},
+                "flops": 0,
+                "writes_bytes": 1000,
+            },
+            "g1": {
+                "kind": "gemm",
+                "resource": "compute",
+                "reads": {"w1": 40e6},
+                "prefetchable": ["w1"],
+                "flops": 1e6,
+                "writes_bytes": 0,
+            },
+            "g2": {
+                "kind": "gemm",
+                "resource": "compute",
+                "reads": {"w2": 40e6},
+                "prefetchable": ["w2"],
+                "flops": 1e6,
+                "writes_bytes": 0,
+            },
+        },
+    )
     g.graph["tp"] = 8
     r = solve(g, "ascend-910b2", time_limit_s=5)
     assert r.verified and r.makespan_s <= r.greedy_makespan_s <= r.baseline_makespan_s
     hw = load_hardware("ascend-910b2")
     out = solve_general(g, op_costs(g, hw), machine_for(hw), GeneralOptions(time_limit_s=5))
-    assert out.families == ["precedences", "stream_exclusivity", "prefetch_windows",
-                            "l2_capacity", "hbm_contention", "op_durations",
-                            "makespan_objective"]
+    assert out.families == [
+        "precedences",
+        "stream_exclusivity",
+        "prefetch_windows",
+        "l2_capacity",
+        "hbm_contention",
+        "op_durations",
+        "makespan_objective",
+    ]
 
 
 def test_chain_bound_below_proven_optimum_on_small_chains():

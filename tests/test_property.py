@@ -27,9 +27,16 @@ def random_graphs(draw):
             pf = [f"w{i}"]
         if i > 0 and draw(st.booleans()):  # a shared tensor read by two ops
             reads[f"w{i - 1}"] = reads.get(f"w{i - 1}", 0) or 1_000_000
-        g.add_node(f"n{i}", kind=kind, resource=res, flops=float(draw(st.integers(0, 10**11))),
-                   reads=reads, writes_bytes=draw(st.integers(0, 10**6)), prefetchable=pf,
-                   layer=0)
+        g.add_node(
+            f"n{i}",
+            kind=kind,
+            resource=res,
+            flops=float(draw(st.integers(0, 10**11))),
+            reads=reads,
+            writes_bytes=draw(st.integers(0, 10**6)),
+            prefetchable=pf,
+            layer=0,
+        )
         for j in range(i):
             if draw(st.integers(0, 3)) == 0:
                 g.add_edge(f"n{j}", f"n{i}")
@@ -38,8 +45,11 @@ def random_graphs(draw):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(g=random_graphs(), l2_mb=st.floats(1, 200), device=st.sampled_from(
-    ["ascend-910b2", "h100-sxm", "mi300x"]))
+@given(
+    g=random_graphs(),
+    l2_mb=st.floats(1, 200),
+    device=st.sampled_from(["ascend-910b2", "h100-sxm", "mi300x"]),
+)
 def test_every_plan_verifies(g, l2_mb, device):
     hw = load_hardware(device).with_overrides(l2_capacity_bytes=l2_mb * 1e6)
     r = solve(g, hw, time_limit_s=1.0)

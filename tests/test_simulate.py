@@ -15,13 +15,19 @@ UNIT = Machine(hbm_bytes_per_s=1.0, prefetch_bytes_per_s=1.0, l2_capacity_bytes=
 def chain_graph():
     # ar (comm, 2 s, no HBM) -> g1 reads w1 (4 B) -> g2 reads w2 (4 B)
     g = nx.DiGraph([("ar", "g1"), ("g1", "g2")])
-    nx.set_node_attributes(g, {
-        "ar": {"resource": "comm", "reads": {}},
-        "g1": {"resource": "compute", "reads": {"w1": 4}, "prefetchable": ["w1"]},
-        "g2": {"resource": "compute", "reads": {"w2": 4}, "prefetchable": ["w2"]},
-    })
-    costs = {"ar": fixed("ar", "comm", 2.0), "g1": reader("g1", "compute", 4, 4),
-             "g2": reader("g2", "compute", 4, 4)}
+    nx.set_node_attributes(
+        g,
+        {
+            "ar": {"resource": "comm", "reads": {}},
+            "g1": {"resource": "compute", "reads": {"w1": 4}, "prefetchable": ["w1"]},
+            "g2": {"resource": "compute", "reads": {"w2": 4}, "prefetchable": ["w2"]},
+        },
+    )
+    costs = {
+        "ar": fixed("ar", "comm", 2.0),
+        "g1": reader("g1", "compute", 4, 4),
+        "g2": reader("g2", "compute", 4, 4),
+    }
     return g, costs
 
 
@@ -30,7 +36,10 @@ def test_vanilla_is_the_sum_of_the_chain():
     s = simulate(g, c, Plan("vanilla"), UNIT)
     # |ar 0-2|g1 2-6|g2 6-10|
     assert [(e.node, e.start_s, e.end_s) for e in s.events] == [
-        ("ar", 0.0, 2.0), ("g1", 2.0, 6.0), ("g2", 6.0, 10.0)]
+        ("ar", 0.0, 2.0),
+        ("g1", 2.0, 6.0),
+        ("g2", 6.0, 10.0),
+    ]
     assert verify(g, s, UNIT) == []
 
 
@@ -79,11 +88,14 @@ def test_deadlocked_plan_drops_the_blocking_chunk():
     assert s.dropped == (0,) and s.makespan_s == 10.0
 
 
-@pytest.mark.parametrize("broken,word", [
-    ((("a", "m", 0.0, 2.0), ("b", "m", 1.0, 3.0)), "overlap"),
-    ((("a", "m", 0.0, 2.0), ("b", "n", 1.0, 3.0)), "precedence"),
-    ((("a", "m", 0.0, 2.0),), "never ran"),
-])
+@pytest.mark.parametrize(
+    "broken,word",
+    [
+        ((("a", "m", 0.0, 2.0), ("b", "m", 1.0, 3.0)), "overlap"),
+        ((("a", "m", 0.0, 2.0), ("b", "n", 1.0, 3.0)), "precedence"),
+        ((("a", "m", 0.0, 2.0),), "never ran"),
+    ],
+)
 def test_verifier_catches_broken_schedules(broken, word):
     g = nx.DiGraph([("a", "b")])
     nx.set_node_attributes(g, {"a": {"resource": "m"}, "b": {"resource": "m"}})

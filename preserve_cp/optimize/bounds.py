@@ -51,12 +51,10 @@ def resource_load_bound(g: nx.DiGraph, costs: Mapping[Any, OpCost]) -> float:
     topo = list(nx.topological_sort(g))
     head: dict[Any, float] = {}
     for n in topo:
-        head[n] = max((head[p] + costs[p].min_duration_s() for p in g.predecessors(n)),
-                      default=0.0)
+        head[n] = max((head[p] + costs[p].min_duration_s() for p in g.predecessors(n)), default=0.0)
     tail: dict[Any, float] = {}
     for n in reversed(topo):
-        tail[n] = max((tail[s] + costs[s].min_duration_s() for s in g.successors(n)),
-                      default=0.0)
+        tail[n] = max((tail[s] + costs[s].min_duration_s() for s in g.successors(n)), default=0.0)
     by_res: dict[str, list[Any]] = {}
     for n in topo:
         by_res.setdefault(costs[n].resource, []).append(n)
@@ -67,8 +65,14 @@ def resource_load_bound(g: nx.DiGraph, costs: Mapping[Any, OpCost]) -> float:
     return best
 
 
-def chain_lp_bound(chain: list[Any], g: nx.DiGraph, costs: Mapping[Any, OpCost],
-                   machine: Machine, *, hbm_contention: bool = True) -> float | None:
+def chain_lp_bound(
+    chain: list[Any],
+    g: nx.DiGraph,
+    costs: Mapping[Any, OpCost],
+    machine: Machine,
+    *,
+    hbm_contention: bool = True,
+) -> float | None:
     """The fluid LP bound for a chain (see the module docstring); None if GLOP fails."""
     solver = pywraplp.Solver.CreateSolver("GLOP")
     if solver is None:
@@ -103,9 +107,9 @@ def chain_lp_bound(chain: list[Any], g: nx.DiGraph, costs: Mapping[Any, OpCost],
             solver.Add(dk >= (c.hbm_bytes * mb - lk) / (c.hbm_bw * mb / us) + c.overhead_s * us)
             solver.Add(dk >= lk / (c.l2_bw * mb / us) + c.overhead_s * us)
             hbm = c.hbm_bytes * mb - lk
-        if P != float("inf"):
+        if float("inf") != P:
             solver.Add(zk <= P * dk)
-        if hbm_contention and B != float("inf"):
+        if hbm_contention and float("inf") != B:
             solver.Add(zk <= B * dk - hbm)
         d.append(dk)
         z.append(zk)

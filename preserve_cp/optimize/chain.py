@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
+from ortools.linear_solver import pywraplp
 from ortools.sat.python import cp_model
 
 from ..costs import OpCost
@@ -56,11 +57,41 @@ class _Tensor:
     units: int
 
 
-class ChainModel:
-    """The model's data, variables (keyed by graph ids) and constraint families."""
+class _LpBackend:
+    """The CpModel calls the families use, on GLOP with continuous variables (warm start)."""
 
-    def __init__(self, chain: list[Any], g: nx.DiGraph, costs: Mapping[Any, OpCost],
-                 machine: Machine, opts: ChainOptions) -> None:
+    def __init__(self) -> None:
+        solver = pywraplp.Solver.CreateSolver("GLOP")
+        if solver is None:  # pragma: no cover - GLOP ships with every ortools wheel
+            raise RuntimeError("GLOP is not available")
+        self.solver = solver
+
+    def new_int_var(self, lo: int, hi: int, name: str) -> Any:
+        return self.solver.NumVar(float(lo), float(hi), name)
+
+    def add(self, constraint: Any) -> Any:
+        return self.solver.Add(constraint)
+
+    def minimize(self, expr: Any) -> None:
+        self.solver.Minimize(expr)
+
+
+class ChainModel:
+    """The model's data, variables (keyed by graph ids) and constraint families.
+
+    ``backend="cp"`` builds the CP-SAT model; ``backend="lp"`` builds the same rows as a
+    continuous LP (GLOP), used only to warm-start CP-SAT.
+    """
+
+    def __init__(
+        self,
+        chain: list[Any],
+        g: nx.DiGraph,
+        costs: Mapping[Any, OpCost],
+        machine: Machine,
+        opts: ChainOptions,
+        backend: str = "cp",
+    ) -> None:
         self.chain, self.g, self.costs, self.m, self.opts = chain, g, costs, machine, opts
         self.pos = {n: i for i, n in enumerate(chain)}
         self.families: list[str] = []
@@ -71,11 +102,11 @@ class ChainModel:
         self.unit = float(2 ** max(0, math.ceil(math.log2(max(1.0, biggest / 2**20)))))
         for t in self.tensors.values():
             t.units = int(t.bytes // self.unit)
-        self.model = cp_model.CpModel()
+        self.model: Any = cp_model.CpModel() if backend == "cp" else _LpBackend()
         self.horizon = ceil_div(vanilla, self.tick) * 2 + len(chain) + 10
-        self.d: dict[int, cp_model.IntVar] = {}
-        self.y: dict[tuple[str, int], cp_model.IntVar] = {}
-        self.x: dict[str, cp_model.IntVar] = {}
+        self.d: dict[int, Any] = {}
+        self.y: dict[tuple[str, int], Any] = {}
+        self.x: dict[str, Any] = {}
         self.cum: dict[tuple[str, int], Any] = {}
         self._variables()
 
@@ -138,16 +169,18 @@ class ChainModel:
             lk = self.l2_of(k)
             self.model.add(self.d[k] >= ceil_div(c.compute_s + c.overhead_s, tick))
             a_hbm = math.floor(M * u / (c.hbm_bw * tick))
-            self.model.add(M * self.d[k] >= math.ceil(M * (c.hbm_bytes / c.hbm_bw + c.overhead_s)
-                                                      / tick) - a_hbm * lk)
+            self.model.add(
+                M * self.d[k]
+                >= math.ceil(M * (c.hbm_bytes / c.hbm_bw + c.overhead_s) / tick) - a_hbm * lk
+            )
             a_l2 = math.ceil(M * u / (c.l2_bw * tick))
             self.model.add(M * self.d[k] >= math.ceil(M * c.overhead_s / tick) + a_l2 * lk)
 
     def moved_during(self, k: int) -> Any:
         return sum(v for (_, kk), v in self.y.items() if kk == k)
 
-    def _moved_index(self) -> dict[int, list[cp_model.IntVar]]:
-        idx: dict[int, list[cp_model.IntVar]] = {}
+    def _moved_index(self) -> dict[int, list[Any]]:
+        idx: dict[int, list[Any]] = {}
         for (_, k), v in self.y.items():
             idx.setdefault(k, []).append(v)
         return idx
@@ -158,8 +191,9 @@ class ChainModel:
         for k, vs in self._moved_index().items():
             c = self.costs[self.chain[k]]
             lk: Any = self.l2_of(k) if not c.fixed else 0
-            self.model.add(M * sum(vs) - M * lk
-                           <= b * (self.d[k] - 1) - math.ceil(M * c.hbm_bytes / self.unit))
+            self.model.add(
+                M * sum(vs) - M * lk <= b * (self.d[k] - 1) - math.ceil(M * c.hbm_bytes / self.unit)
+            )
 
     def add_prefetch_rate(self) -> None:
         self.families.append("prefetch_rate")
@@ -213,35 +247,103 @@ class ChainModel:
             sync = self.chain[k + 1] if stall and k + 1 < len(self.chain) else None
             for first, t, val in sorted(by_host[k]):
                 b = val * self.unit
-                out.append(Prefetch(tensor=t, bytes=b, consumer=self.chain[first], anchor=n,
-                                    offset_bytes=offset.get(t, 0.0), sync=sync))
+                out.append(
+                    Prefetch(
+                        tensor=t,
+                        bytes=b,
+                        consumer=self.chain[first],
+                        anchor=n,
+                        offset_bytes=offset.get(t, 0.0),
+                        sync=sync,
+                    )
+                )
                 offset[t] = offset.get(t, 0.0) + b
         return Plan("optimised", tuple(out))
 
 
-def solve_chain(chain: list[Any], g: nx.DiGraph, costs: Mapping[Any, OpCost], machine: Machine,
-                opts: ChainOptions | None = None) -> CpOutcome:
-    """Build and solve the chain model; return the plan and what CP-SAT proved."""
+def _lp_warm_start(
+    chain: list[Any],
+    g: nx.DiGraph,
+    costs: Mapping[Any, OpCost],
+    machine: Machine,
+    opts: ChainOptions,
+) -> dict[tuple[str, int], int] | None:
+    """Solve the same rows as an LP and round the bytes down to whole units."""
+    lp = ChainModel(chain, g, costs, machine, opts, backend="lp").build()
+    if lp.model.solver.Solve() != pywraplp.Solver.OPTIMAL:
+        return None
+    return {key: int(math.floor(v.solution_value() + 1e-6)) for key, v in lp.y.items()}
+
+
+def _repair(
+    chain: list[Any],
+    g: nx.DiGraph,
+    costs: Mapping[Any, OpCost],
+    machine: Machine,
+    opts: ChainOptions,
+    y: dict[tuple[str, int], int],
+) -> dict[str, int] | None:
+    """Fix the rounded bytes and let CP-SAT pick the durations: a complete, feasible hint."""
+    cm = ChainModel(chain, g, costs, machine, opts).build()
+    for key, v in cm.y.items():
+        cm.model.add(v == y.get(key, 0))
+    solver = make_solver(min(10.0, max(1.0, opts.time_limit_s / 3)), 1, opts.seed)
+    if solver.solve(cm.model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    hint = {v.name: solver.value(v) for v in (*cm.d.values(), *cm.y.values(), *cm.x.values())}
+    return hint
+
+
+def solve_chain(
+    chain: list[Any],
+    g: nx.DiGraph,
+    costs: Mapping[Any, OpCost],
+    machine: Machine,
+    opts: ChainOptions | None = None,
+) -> CpOutcome:
+    """Build and solve the chain model; return the plan and what CP-SAT proved.
+
+    Warm start: the same rows solved as an LP (GLOP), bytes rounded down, durations repaired
+    by a trivial CP-SAT solve; the result is a complete feasible hint for the real solve.
+    """
     opts = opts or ChainOptions()
     cm = ChainModel(chain, g, costs, machine, opts).build()
     if not cm.tensors:
-        return CpOutcome(Plan("optimised"), "optimal", None, None, False, cm.tick, cm.families,
-                         {"tensors": 0})
-    # hint: nothing prefetched, every op at its cost
-    for k, n in enumerate(chain):
-        cm.model.add_hint(cm.d[k], ceil_div(costs[n].duration_s(0.0), cm.tick) + 1)
-    for v in cm.y.values():
-        cm.model.add_hint(v, 0)
-    for v in cm.x.values():
-        cm.model.add_hint(v, 0)
-    solver = make_solver(opts.time_limit_s, opts.workers, opts.seed, opts.deterministic,
-                         opts.relative_gap)
+        return CpOutcome(
+            Plan("optimised"), "optimal", None, None, False, cm.tick, cm.families, {"tensors": 0}
+        )
+    y0 = _lp_warm_start(chain, g, costs, machine, opts)
+    hint = _repair(chain, g, costs, machine, opts, y0) if y0 is not None else None
+    if hint is not None:
+        for v in (*cm.d.values(), *cm.y.values(), *cm.x.values()):
+            cm.model.add_hint(v, hint[v.name])
+    else:
+        for k, n in enumerate(chain):
+            cm.model.add_hint(cm.d[k], ceil_div(costs[n].duration_s(0.0), cm.tick) + 1)
+        for v in (*cm.y.values(), *cm.x.values()):
+            cm.model.add_hint(v, 0)
+    solver = make_solver(
+        opts.time_limit_s, opts.workers, opts.seed, opts.deterministic, opts.relative_gap
+    )
     status = solver.solve(cm.model)
     name = STATUS_NAMES.get(status, "unknown")
-    stats = {"tensors": len(cm.tensors), "y_vars": len(cm.y), "unit_bytes": cm.unit,
-             "wall_s": solver.wall_time}
+    stats = {
+        "tensors": len(cm.tensors),
+        "y_vars": len(cm.y),
+        "unit_bytes": cm.unit,
+        "wall_s": solver.wall_time,
+        "warm_start": hint is not None,
+    }
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return CpOutcome(Plan("optimised"), name, None, None, False, cm.tick, cm.families, stats)
     plan = cm.extract(solver)
-    return CpOutcome(plan, name, solver.objective_value * cm.tick,
-                     solver.best_objective_bound * cm.tick, False, cm.tick, cm.families, stats)
+    return CpOutcome(
+        plan,
+        name,
+        solver.objective_value * cm.tick,
+        solver.best_objective_bound * cm.tick,
+        False,
+        cm.tick,
+        cm.families,
+        stats,
+    )

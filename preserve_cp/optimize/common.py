@@ -35,8 +35,9 @@ class CpOutcome:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def choose_tick(durations_s: Iterable[float], horizon_s: float,
-                max_ticks: float = 2e6) -> tuple[float, bool]:
+def choose_tick(
+    durations_s: Iterable[float], horizon_s: float, max_ticks: float = 2e6
+) -> tuple[float, bool]:
     """Pick the tick: the largest power of ten that represents every duration exactly while
     keeping the horizon under ``max_ticks``... if none, the power of ten near horizon/max_ticks.
 
@@ -69,8 +70,13 @@ def ceil_div(a: float, b: float) -> int:
     return int(r) if abs(q - r) <= 1e-9 * max(1.0, abs(q)) else math.ceil(q)
 
 
-def make_solver(time_limit_s: float, workers: int, seed: int,
-                deterministic: bool = False, relative_gap: float = 0.0) -> cp_model.CpSolver:
+def make_solver(
+    time_limit_s: float,
+    workers: int,
+    seed: int,
+    deterministic: bool = False,
+    relative_gap: float = 0.0,
+) -> cp_model.CpSolver:
     solver = cp_model.CpSolver()
     solver.parameters.relative_gap_limit = max(0.0, float(relative_gap))
     solver.parameters.max_time_in_seconds = max(0.01, float(time_limit_s))

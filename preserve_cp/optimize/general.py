@@ -49,8 +49,9 @@ class GeneralOptions:
 
 
 class GeneralModel:
-    def __init__(self, g: nx.DiGraph, costs: Mapping[Any, OpCost], machine: Machine,
-                 opts: GeneralOptions) -> None:
+    def __init__(
+        self, g: nx.DiGraph, costs: Mapping[Any, OpCost], machine: Machine, opts: GeneralOptions
+    ) -> None:
         self.g, self.costs, self.m, self.opts = g, costs, machine, opts
         self.families: list[str] = []
         durs = [c.duration_s(0.0) for c in costs.values()]
@@ -69,8 +70,9 @@ class GeneralModel:
                         self.tensors[t] = b
         biggest = max(self.tensors.values(), default=1.0)
         self.unit = float(2 ** max(0, math.ceil(math.log2(max(1.0, biggest / 2**20)))))
-        pf_ticks = sum(ceil_div(b / machine.prefetch_bytes_per_s, self.tick)
-                       for b in self.tensors.values())
+        pf_ticks = sum(
+            ceil_div(b / machine.prefetch_bytes_per_s, self.tick) for b in self.tensors.values()
+        )
         self.horizon = sum(ceil_div(d, self.tick) for d in durs) + pf_ticks + 1
         self.start: dict[Any, cp_model.IntVar] = {}
         self.end: dict[Any, cp_model.IntVar] = {}
@@ -90,7 +92,8 @@ class GeneralModel:
             dur = max(1, ceil_div(b / self.m.prefetch_bytes_per_s, self.tick))
             self.pf_start[t] = m.new_int_var(0, H, f"pf_start[{t}]")
             self.pf_iv[t] = m.new_optional_fixed_size_interval_var(
-                self.pf_start[t], dur, self.p[t], f"pf[{t}]")
+                self.pf_start[t], dur, self.p[t], f"pf[{t}]"
+            )
         for n in self.g.nodes:
             c = self.costs[n]
             self.start[n] = m.new_int_var(0, H, f"start[{n}]")
@@ -100,8 +103,9 @@ class GeneralModel:
             if not names or c.fixed:
                 self.size[n] = slow
             else:
-                self.size[n] = m.new_int_var(ceil_div(c.min_duration_s(), self.tick), slow,
-                                             f"size[{n}]")
+                self.size[n] = m.new_int_var(
+                    ceil_div(c.min_duration_s(), self.tick), slow, f"size[{n}]"
+                )
             self.iv[n] = m.new_interval_var(self.start[n], self.size[n], self.end[n], f"op[{n}]")
 
     # -- families ------------------------------------------------------------------
@@ -130,8 +134,9 @@ class GeneralModel:
             for r in self.readers[t]:
                 m.add(self.l2_end[t] >= self.end[r])
             size = m.new_int_var(0, H, f"l2_size[{t}]")
-            self.l2_iv[t] = m.new_optional_interval_var(self.pf_start[t], size, self.l2_end[t],
-                                                        p, f"l2[{t}]")
+            self.l2_iv[t] = m.new_optional_interval_var(
+                self.pf_start[t], size, self.l2_end[t], p, f"l2[{t}]"
+            )
 
     def add_l2_capacity(self) -> None:
         self.families.append("l2_capacity")
@@ -153,8 +158,9 @@ class GeneralModel:
             if share > 0:
                 ivs.append(self.iv[n])
                 dem.append(share)
-        pf_share = min(SHARE, math.ceil(SHARE * self.m.prefetch_bytes_per_s
-                                        / self.m.hbm_bytes_per_s - 1e-9))
+        pf_share = min(
+            SHARE, math.ceil(SHARE * self.m.prefetch_bytes_per_s / self.m.hbm_bytes_per_s - 1e-9)
+        )
         ivs += list(self.pf_iv.values())
         dem += [pf_share] * len(self.pf_iv)
         self.model.add_cumulative(ivs, dem, SHARE)
@@ -171,8 +177,10 @@ class GeneralModel:
             xs = sum(self.p[t] * int(self.tensors[t] // self.unit) for t in names)
             u = self.unit
             a_hbm = math.floor(M_SCALE * u / (c.hbm_bw * tick))
-            m.add(M_SCALE * self.size[n] >= math.ceil(
-                M_SCALE * (c.hbm_bytes / c.hbm_bw + c.overhead_s) / tick) - a_hbm * xs)
+            m.add(
+                M_SCALE * self.size[n]
+                >= math.ceil(M_SCALE * (c.hbm_bytes / c.hbm_bw + c.overhead_s) / tick) - a_hbm * xs
+            )
             a_l2 = math.ceil(M_SCALE * u / (c.l2_bw * tick))
             m.add(M_SCALE * self.size[n] >= math.ceil(M_SCALE * c.overhead_s / tick) + a_l2 * xs)
             m.add(self.size[n] >= ceil_div(c.compute_s + c.overhead_s, tick))
@@ -210,8 +218,11 @@ class GeneralModel:
             s = int(math.floor(e.start_s / self.tick + 1e-9))
             m.add_hint(self.start[e.node], s)
             size = self.size[e.node]
-            sz = size if isinstance(size, int) else ceil_div(
-                self.costs[e.node].duration_s(e.l2_bytes), self.tick)
+            sz = (
+                size
+                if isinstance(size, int)
+                else ceil_div(self.costs[e.node].duration_s(e.l2_bytes), self.tick)
+            )
             if not isinstance(size, int):
                 m.add_hint(size, sz)
             m.add_hint(self.end[e.node], s + sz)
@@ -225,41 +236,60 @@ class GeneralModel:
         tick = self.tick
         starts = {n: solver.value(v) for n, v in self.start.items()}
         order: dict[str, list[Any]] = {}
-        for n in sorted(self.g.nodes, key=lambda n: (starts[n], solver.value(self.end[n]),
-                                                     str(n))):
+        for n in sorted(self.g.nodes, key=lambda n: (starts[n], solver.value(self.end[n]), str(n))):
             order.setdefault(self.costs[n].resource, []).append(n)
-        pfs = sorted((solver.value(self.pf_start[t]), t) for t in self.p
-                     if solver.boolean_value(self.p[t]))
+        pfs = sorted(
+            (solver.value(self.pf_start[t]), t) for t in self.p if solver.boolean_value(self.p[t])
+        )
         out = []
         for s, t in pfs:
             before = [n for n in self.g.nodes if starts[n] <= s]
             anchor = max(before, key=lambda n: (starts[n], str(n))) if before else None
             delay = (s - (starts[anchor] if anchor is not None else 0)) * tick
             first = min(self.readers[t], key=lambda n: starts[n])
-            out.append(Prefetch(tensor=t, bytes=self.tensors[t], consumer=first, anchor=anchor,
-                                delay_s=delay))
+            out.append(
+                Prefetch(
+                    tensor=t, bytes=self.tensors[t], consumer=first, anchor=anchor, delay_s=delay
+                )
+            )
         return Plan("optimised", tuple(out), {k: tuple(v) for k, v in order.items()})
 
 
 M_SCALE = 100_000
 
 
-def solve_general(g: nx.DiGraph, costs: Mapping[Any, OpCost], machine: Machine,
-                  opts: GeneralOptions | None = None,
-                  hint: Schedule | None = None) -> CpOutcome:
+def solve_general(
+    g: nx.DiGraph,
+    costs: Mapping[Any, OpCost],
+    machine: Machine,
+    opts: GeneralOptions | None = None,
+    hint: Schedule | None = None,
+) -> CpOutcome:
     """Build and solve the interval model; return the plan and what CP-SAT proved."""
     opts = opts or GeneralOptions()
     gm = GeneralModel(g, costs, machine, opts).build()
     if hint is not None:
         gm.hint_from(hint)
-    solver = make_solver(opts.time_limit_s, opts.workers, opts.seed, opts.deterministic,
-                         opts.relative_gap)
+    solver = make_solver(
+        opts.time_limit_s, opts.workers, opts.seed, opts.deterministic, opts.relative_gap
+    )
     status = solver.solve(gm.model)
     name = STATUS_NAMES.get(status, "unknown")
-    stats = {"tensors": len(gm.tensors), "ops": g.number_of_nodes(), "exact_ticks": gm.exact,
-             "wall_s": solver.wall_time}
+    stats = {
+        "tensors": len(gm.tensors),
+        "ops": g.number_of_nodes(),
+        "exact_ticks": gm.exact,
+        "wall_s": solver.wall_time,
+    }
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return CpOutcome(Plan("optimised"), name, None, None, False, gm.tick, gm.families, stats)
-    return CpOutcome(gm.extract(solver), name, solver.objective_value * gm.tick,
-                     solver.best_objective_bound * gm.tick, gm.exact and not gm.tensors,
-                     gm.tick, gm.families, stats)
+    return CpOutcome(
+        gm.extract(solver),
+        name,
+        solver.objective_value * gm.tick,
+        solver.best_objective_bound * gm.tick,
+        gm.exact and not gm.tensors,
+        gm.tick,
+        gm.families,
+        stats,
+    )

@@ -27,8 +27,9 @@ def _jsonable(x: Any) -> Any:
     return x if isinstance(x, str | int | float) or x is None else str(x)
 
 
-def trace_events(schedule: Schedule, pid: int = 0, process_name: str = "device 0"
-                 ) -> list[dict[str, Any]]:
+def trace_events(
+    schedule: Schedule, pid: int = 0, process_name: str = "device 0"
+) -> list[dict[str, Any]]:
     """The trace events of one schedule on one device (``pid``).
 
     >>> from preserve_cp.plan import Event, Schedule
@@ -38,33 +39,58 @@ def trace_events(schedule: Schedule, pid: int = 0, process_name: str = "device 0
     >>> [e for e in trace_events(s) if e["ph"] == "X"][0]["dur"]
     2.0
     """
-    streams = sorted({e.resource for e in schedule.events} | {PREFETCH_STREAM},
-                     key=lambda s: (STREAM_ORDER.index(s) if s in STREAM_ORDER else 99, s))
+    streams = sorted(
+        {e.resource for e in schedule.events} | {PREFETCH_STREAM},
+        key=lambda s: (STREAM_ORDER.index(s) if s in STREAM_ORDER else 99, s),
+    )
     tid = {s: i + 1 for i, s in enumerate(streams)}
     out: list[dict[str, Any]] = [
-        {"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
-         "args": {"name": process_name}},
+        {"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": process_name}},
     ]
     for s in streams:
-        out.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid[s],
-                    "args": {"name": s}})
+        out.append(
+            {"ph": "M", "name": "thread_name", "pid": pid, "tid": tid[s], "args": {"name": s}}
+        )
     for e in sorted(schedule.events, key=lambda e: (e.start_s, str(e.node))):
-        out.append({"ph": "X", "name": str(e.node), "cat": e.kind or "op", "pid": pid,
-                    "tid": tid[e.resource], "ts": s_to_us(e.start_s),
-                    "dur": s_to_us(e.end_s - e.start_s),
-                    "args": {"node": _jsonable(e.node), "kind": e.kind, "layer": e.layer,
-                             "l2_bytes": e.l2_bytes}})
+        out.append(
+            {
+                "ph": "X",
+                "name": str(e.node),
+                "cat": e.kind or "op",
+                "pid": pid,
+                "tid": tid[e.resource],
+                "ts": s_to_us(e.start_s),
+                "dur": s_to_us(e.end_s - e.start_s),
+                "args": {
+                    "node": _jsonable(e.node),
+                    "kind": e.kind,
+                    "layer": e.layer,
+                    "l2_bytes": e.l2_bytes,
+                },
+            }
+        )
     for c in schedule.chunks:
-        out.append({"ph": "X", "name": f"prefetch {c.tensor}", "cat": "prefetch", "pid": pid,
-                    "tid": tid[PREFETCH_STREAM], "ts": s_to_us(c.start_s),
-                    "dur": s_to_us(c.end_s - c.start_s),
-                    "args": {"node": _jsonable(c.consumer), "tensor": c.tensor,
-                             "bytes": c.bytes, "anchor": _jsonable(c.anchor),
-                             "l2_release_us": s_to_us(c.release_s)}})
+        out.append(
+            {
+                "ph": "X",
+                "name": f"prefetch {c.tensor}",
+                "cat": "prefetch",
+                "pid": pid,
+                "tid": tid[PREFETCH_STREAM],
+                "ts": s_to_us(c.start_s),
+                "dur": s_to_us(c.end_s - c.start_s),
+                "args": {
+                    "node": _jsonable(c.consumer),
+                    "tensor": c.tensor,
+                    "bytes": c.bytes,
+                    "anchor": _jsonable(c.anchor),
+                    "l2_release_us": s_to_us(c.release_s),
+                },
+            }
+        )
     out.append({"ph": "C", "name": "L2", "pid": pid, "ts": 0.0, "args": {"bytes": 0.0}})
     for t, held in schedule.l2_profile():
-        out.append({"ph": "C", "name": "L2", "pid": pid, "ts": s_to_us(t),
-                    "args": {"bytes": held}})
+        out.append({"ph": "C", "name": "L2", "pid": pid, "ts": s_to_us(t), "args": {"bytes": held}})
     return out
 
 
@@ -73,8 +99,11 @@ def write_trace(path: str | Path, schedule: Schedule) -> Path:
     doc = {
         "traceEvents": trace_events(schedule),
         "displayTimeUnit": "ns",
-        "otherData": {"l2_capacity_bytes": schedule.l2_capacity_bytes,
-                      "makespan_s": schedule.makespan_s, "plan": schedule.plan_name},
+        "otherData": {
+            "l2_capacity_bytes": schedule.l2_capacity_bytes,
+            "makespan_s": schedule.makespan_s,
+            "plan": schedule.plan_name,
+        },
     }
     return write_text_atomic(path, json.dumps(doc))
 
@@ -90,6 +119,9 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # an ordinary file, not mkstemp's 0600
         os.replace(tmp, target)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
