@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,8 @@ class Plan:
         return float(sum(p.bytes for p in self.prefetches))
 
 
-@dataclass(frozen=True)
-class Event:
-    """One op or chunk in a schedule (seconds)."""
+class Event(NamedTuple):
+    """One op in a schedule (seconds). A named tuple: cheap to make by the hundred thousand."""
 
     node: Any
     resource: str
@@ -56,11 +55,10 @@ class Event:
     l2_bytes: float = 0.0
 
 
-@dataclass(frozen=True)
-class ChunkEvent:
+class ChunkEvent(NamedTuple):
     """A prefetch as executed: moved ``bytes`` in [start_s, end_s], held L2 until release_s."""
 
-    index: int
+    order: int
     tensor: str
     bytes: float
     consumer: Any

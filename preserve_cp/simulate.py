@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,11 +48,32 @@ class Machine:
 
 def priorities(g: nx.DiGraph, costs: Mapping[Any, OpCost]) -> dict[Any, tuple[float, int]]:
     """List-scheduling priority: longest remaining path (bottom level) first, then topo order."""
-    topo = list(nx.topological_sort(g))
+    succ = g._succ  # adjacency dicts, read only: avoids a view object per node
+    topo = _topological_order(g)
     tail: dict[Any, float] = {}
     for n in reversed(topo):
-        tail[n] = costs[n].duration_s(0.0) + max((tail[s] for s in g.successors(n)), default=0.0)
+        best = 0.0
+        for s in succ[n]:
+            v = tail[s]
+            if v > best:
+                best = v
+        tail[n] = costs[n].duration_s(0.0) + best
     return {n: (-tail[n], i) for i, n in enumerate(topo)}
+
+
+def _topological_order(g: nx.DiGraph) -> list[Any]:
+    """Kahn's algorithm over the adjacency dicts (the graph is already known to be a DAG)."""
+    left = {n: len(p) for n, p in g._pred.items()}
+    order = [n for n, k in left.items() if k == 0]
+    succ = g._succ
+    i = 0
+    while i < len(order):
+        for s in succ[order[i]]:
+            left[s] -= 1
+            if left[s] == 0:
+                order.append(s)
+        i += 1
+    return order
 
 
 def simulate(
@@ -106,7 +128,10 @@ class _Sim:
             for t in a.get("reads", {}) or {}:
                 self.readers.setdefault(t, []).append(n)
         self.chunks = list(plan.prefetches)
-        self.waits: dict[Any, set[int]] = {n: set() for n in g.nodes}
+        self.by_tensor: dict[str, list[int]] = {}
+        for i, c in enumerate(self.chunks):
+            self.by_tensor.setdefault(c.tensor, []).append(i)
+        self.waits: dict[Any, set[int]] = defaultdict(set)
         for i, c in enumerate(self.chunks):
             if c.tensor not in self.readers:
                 raise InputError(
@@ -130,10 +155,13 @@ class _Sim:
 
     def run(self) -> Schedule:
         g, costs, m = self.g, self.costs, self.m
-        n_left = {n: g.in_degree(n) for n in g.nodes}
+        attrs: dict[Any, dict[str, Any]] = dict(g.nodes(data=True))
+        succ = g._succ
+        res_of = {n: a["resource"] for n, a in attrs.items()}
+        n_left = {n: len(p) for n, p in g._pred.items()}
         streams: dict[str, list[Any]] = {}
-        for n, a in g.nodes(data=True):
-            streams.setdefault(a["resource"], []).append(n)
+        for n, r in res_of.items():
+            streams.setdefault(r, []).append(n)
         order = self.plan.order or {}
         seq = {s: list(order[s]) for s in streams if s in order}
         for s, ops in seq.items():
@@ -146,7 +174,7 @@ class _Sim:
         ready: dict[str, list[tuple[tuple[float, int], Any]]] = {s: [] for s in streams}
         for n in g.nodes:
             if n_left[n] == 0:
-                heapq.heappush(ready[g.nodes[n]["resource"]], (self.prio[n], n))
+                heapq.heappush(ready[res_of[n]], (self.prio[n], n))
         ready_set = {n for n in g.nodes if n_left[n] == 0}
         busy: dict[str, Any] = {}
         running: dict[Any, tuple[float, float]] = {}  # node -> (end, hbm rate)
@@ -167,8 +195,11 @@ class _Sim:
         n_total = g.number_of_nodes()
         readers_left = {t_: len(r) for t_, r in self.readers.items()}
 
+        waits = self.waits
+
         def waits_ok(n: Any) -> bool:
-            return all(chunk_state[i] in ("done", "dropped") for i in self.waits[n])
+            w = waits.get(n)
+            return not w or all(chunk_state[i] in ("done", "dropped") for i in w)
 
         def try_start_ops() -> bool:
             progressed = False
@@ -197,30 +228,24 @@ class _Sim:
                     seq_pos[s] += 1
                 ready_set.discard(cand)
                 cost = costs[cand]
-                pf_names = g.nodes[cand].get("prefetchable", [])
+                a = attrs[cand]
                 l2b = 0.0
-                for tname in pf_names:
-                    got = sum(
-                        self.chunks[i].bytes
-                        for i in self.waits[cand]
-                        if chunk_state[i] == "done" and self.chunks[i].tensor == tname
-                    )
-                    l2b += min(got, float(g.nodes[cand]["reads"][tname]))
+                w = waits.get(cand)
+                if w:
+                    for tname in a.get("prefetchable", ()):
+                        got = sum(
+                            self.chunks[i].bytes
+                            for i in w
+                            if chunk_state[i] == "done" and self.chunks[i].tensor == tname
+                        )
+                        l2b += min(got, float(a["reads"][tname]))
                 d = cost.duration_s(l2b)
                 rate = cost.hbm_bytes_with(l2b) / d if d > 0 else 0.0
                 busy[s] = cand
                 running[cand] = (t + d, rate)
                 started[cand] = t
                 events.append(
-                    Event(
-                        cand,
-                        s,
-                        t,
-                        t + d,
-                        str(g.nodes[cand].get("kind", "")),
-                        int(g.nodes[cand].get("layer", -1)),
-                        l2b,
-                    )
+                    Event(cand, s, t, t + d, str(a.get("kind", "")), int(a.get("layer", -1)), l2b)
                 )
                 progressed = True
             return progressed
@@ -293,9 +318,9 @@ class _Sim:
                 cur = None
             for n in [n for n, (e, _) in running.items() if e <= t + EPS * max(1.0, t)]:
                 del running[n]
-                del busy[g.nodes[n]["resource"]]
+                del busy[res_of[n]]
                 ended[n] = t
-                for tname in g.nodes[n].get("reads", {}) or {}:
+                for tname in attrs[n].get("reads", {}) or {}:
                     readers_left[tname] -= 1
                     if readers_left[tname] == 0:
                         for i in range(len(self.chunks)):
@@ -306,11 +331,11 @@ class _Sim:
                             ):
                                 c_release[i] = t
                                 l2_used -= self.chunks[i].bytes
-                for s in g.successors(n):
+                for s in succ[n]:
                     n_left[s] -= 1
                     if n_left[s] == 0:
                         ready_set.add(s)
-                        heapq.heappush(ready[g.nodes[s]["resource"]], (self.prio[s], s))
+                        heapq.heappush(ready[res_of[s]], (self.prio[s], s))
         makespan = max(ended.values(), default=0.0)
         chunk_events = tuple(
             ChunkEvent(
@@ -370,13 +395,16 @@ def verify(g: nx.DiGraph, schedule: Schedule, machine: Machine) -> list[str]:
         for (_, e0, a), (s1, _, b) in zip(items, items[1:], strict=False):
             if s1 < e0 - tol:
                 out.append(f"stream {s!r}: {a!r} and {b!r} overlap")
+    readers: dict[str, list[Any]] = {}
+    for n, a in g.nodes(data=True):
+        for t in a.get("reads") or {}:
+            readers.setdefault(t, []).append(n)
     for c in schedule.chunks:
-        for n, a in g.nodes(data=True):
-            if c.tensor in (a.get("reads") or {}):
-                if by_node[n].start_s < c.end_s - tol:
-                    out.append(f"{n!r} started before its prefetch of {c.tensor!r} ended")
-                if c.release_s < by_node[n].end_s - tol:
-                    out.append(f"prefetch of {c.tensor!r} left L2 before reader {n!r} ended")
+        for n in readers.get(c.tensor, ()):
+            if by_node[n].start_s < c.end_s - tol:
+                out.append(f"{n!r} started before its prefetch of {c.tensor!r} ended")
+            if c.release_s < by_node[n].end_s - tol:
+                out.append(f"prefetch of {c.tensor!r} left L2 before reader {n!r} ended")
         if c.release_s < c.end_s - tol:
             out.append(f"prefetch of {c.tensor!r} released before it finished")
     cap = machine.l2_capacity_bytes

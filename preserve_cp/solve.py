@@ -28,6 +28,7 @@ from .graph import validate_graph
 from .hardware import Hardware, load_hardware
 from .optimize import (
     ChainOptions,
+    CpOutcome,
     GeneralOptions,
     chain_lp_bound,
     chain_order,
@@ -35,6 +36,7 @@ from .optimize import (
     resource_load_bound,
     solve_chain,
     solve_general,
+    solve_periodic,
 )
 from .plan import Plan, Result, Schedule
 from .simulate import Machine, priorities, verify
@@ -52,6 +54,8 @@ class SolveOptions:
     lookahead_ops: int = 24
     contention: bool = True
     deterministic: bool = False
+    method: str = "auto"  # auto | periodic | monolithic (chain graphs)
+    target_gap: float = 1e-3  # auto: below this gap the periodic plan is kept as is
 
 
 def machine_for(hw: Hardware | None, contention: bool = True) -> Machine:
@@ -133,28 +137,50 @@ def solve(
         raise SolverError(f"the vanilla schedule failed verification: {v_bad[:2]}")
     has_tensors = hardware is not None and any(a.get("prefetchable") for _, a in g.nodes(data=True))
     greedy = None
+    g_plan = Plan("greedy")
     if has_tensors:
         assert hardware is not None
-        greedy, g_bad = sim(greedy_plan(g, hardware.usable_l2_bytes, opts.budget_fraction))
+        g_plan = greedy_plan(g, hardware.usable_l2_bytes, opts.budget_fraction)
+        greedy, g_bad = sim(g_plan)
         if g_bad:
             greedy = None
     chain = chain_order(g) if has_tensors else None
-    left = max(0.05, opts.time_limit_s - (time.perf_counter() - t0))
+    bounds = _bounds(g, costs, machine, chain, hardware is not None)
+
+    def left() -> float:
+        return max(0.05, opts.time_limit_s - (time.perf_counter() - t0))
+
+    # (makespan, rank, name, schedule, plan, outcome)
+    cands: list[tuple[float, int, str, Schedule, Plan, CpOutcome | None]] = []
+
+    def consider(outcome: CpOutcome, name: str) -> None:
+        if not outcome.plan.prefetches and outcome.plan.order is None and chain is None:
+            return
+        sched, bad = sim(outcome.plan)
+        if sched is not None and not bad:
+            cands.append((sched.makespan_s, 0, name, sched, outcome.plan, outcome))
+
+    outcome: CpOutcome | None = None
     if chain is not None:
-        outcome = solve_chain(
-            chain,
-            g,
-            costs,
-            machine,
-            ChainOptions(
-                time_limit_s=left,
-                workers=opts.workers,
-                seed=opts.seed,
-                lookahead_ops=opts.lookahead_ops,
-                deterministic=opts.deterministic,
-            ),
+        copts = ChainOptions(
+            time_limit_s=left(),
+            workers=opts.workers,
+            seed=opts.seed,
+            lookahead_ops=opts.lookahead_ops,
+            deterministic=opts.deterministic,
         )
-        method = "chain-cpsat"
+        if opts.method in ("auto", "periodic"):
+            outcome = solve_periodic(chain, g, costs, machine, copts)
+            if outcome is not None:
+                consider(outcome, "periodic-cpsat")
+        lb = max(bounds.values())
+        good = cands and (cands[0][0] - lb) <= opts.target_gap * cands[0][0]
+        if opts.method == "monolithic" or (opts.method == "auto" and not good):
+            mono = solve_chain(
+                chain, g, costs, machine, ChainOptions(**{**copts.__dict__, "time_limit_s": left()})
+            )
+            consider(mono, "chain-cpsat")
+            outcome = outcome or mono
     else:
         best_base = min((s for s in (vanilla, greedy) if s is not None), key=lambda s: s.makespan_s)
         outcome = solve_general(
@@ -162,59 +188,32 @@ def solve(
             costs,
             machine,
             GeneralOptions(
-                time_limit_s=left,
+                time_limit_s=left(),
                 workers=opts.workers,
                 seed=opts.seed,
                 deterministic=opts.deterministic,
             ),
             hint=best_base,
         )
-        method = "interval-cpsat"
-    optimised, o_bad = (
-        (None, ["no solution"])
-        if outcome.predicted_s is None
-        and outcome.plan.prefetches == ()
-        and outcome.plan.order is None
-        and chain is None
-        else sim(outcome.plan)
-    )
-    violations = tuple(o_bad) if optimised is None or o_bad else ()
-    cands: list[tuple[float, int, str, Schedule, Plan]] = []
-    if optimised is not None and not o_bad:
-        cands.append((optimised.makespan_s, 0, "optimised", optimised, outcome.plan))
+        consider(outcome, "interval-cpsat")
+    if outcome is not None and outcome.bound_valid and outcome.cp_bound_s is not None:
+        bounds["cpsat"] = outcome.cp_bound_s
     if greedy is not None:
-        cands.append(
-            (
-                greedy.makespan_s,
-                1,
-                "greedy",
-                greedy,
-                Plan(
-                    "greedy",
-                    greedy_plan(
-                        g, hardware.usable_l2_bytes if hardware else 0, opts.budget_fraction
-                    ).prefetches,
-                )
-                if hardware
-                else Plan("greedy"),
-            )
-        )
-    cands.append((vanilla.makespan_s, 2, "vanilla", vanilla, vanilla_plan()))
-    makespan, _, chosen, schedule, plan = min(cands, key=lambda c: (c[0] * (1 + 1e-12), c[1]))
-
-    bounds = _bounds(g, costs, machine, chain, outcome, hardware is not None)
+        cands.append((greedy.makespan_s, 1, "greedy", greedy, g_plan, None))
+    cands.append((vanilla.makespan_s, 2, "vanilla", vanilla, vanilla_plan(), None))
+    makespan, _, chosen, schedule, plan, won = min(cands, key=lambda c: (c[0] * (1 + 1e-12), c[1]))
+    method = (
+        chosen
+        if won is not None
+        else (f"kept {chosen} (optimiser: {outcome.status if outcome else 'not run'})")
+    )
+    violations: tuple[str, ...] = ()
+    best_cp = won or outcome
     lb = max(bounds.values())
     if lb > makespan:
         lb = makespan if lb <= makespan * (1 + 1e-6) else lb
     gap = max(0.0, (makespan - lb) / makespan) if makespan > 0 else 0.0
-    if gap <= 1e-9:
-        status = "optimal"
-    elif chosen == "optimised" and outcome.status in ("optimal", "feasible"):
-        status = "feasible"
-    else:
-        status = "feasible"
-    if chosen != "optimised":
-        method = f"{method}, kept {chosen} (optimiser: {outcome.status})"
+    status = "optimal" if gap <= 1e-9 else "feasible"
     return Result(
         status=status,
         makespan_s=makespan,
@@ -222,12 +221,12 @@ def solve(
         gap=gap,
         solve_time_s=time.perf_counter() - t0,
         verified=True,
-        plan=Plan(chosen if chosen != "optimised" else "optimised", plan.prefetches, plan.order),
+        plan=Plan("optimised" if won is not None else chosen, plan.prefetches, plan.order),
         schedule=schedule,
-        predicted_makespan_s=outcome.predicted_s,
+        predicted_makespan_s=won.predicted_s if won is not None else None,
         baseline_makespan_s=vanilla.makespan_s,
         greedy_makespan_s=greedy.makespan_s if greedy is not None else vanilla.makespan_s,
-        tick_s=outcome.tick_s,
+        tick_s=best_cp.tick_s if best_cp is not None else None,
         l2_capacity_bytes=machine.l2_capacity_bytes,
         method=method,
         bounds=bounds,
@@ -241,7 +240,6 @@ def _bounds(
     costs: Mapping[Any, OpCost],
     machine: Machine,
     chain: list[Any] | None,
-    outcome: Any,
     with_hw: bool,
 ) -> dict[str, float]:
     out = {
@@ -252,6 +250,4 @@ def _bounds(
         lp = chain_lp_bound(chain, g, costs, machine, hbm_contention=machine.contention)
         if lp is not None and math.isfinite(lp):
             out["chain_lp"] = lp
-    if outcome.bound_valid and outcome.cp_bound_s is not None:
-        out["cpsat"] = outcome.cp_bound_s
     return out

@@ -21,6 +21,7 @@ from .bounds import chain_lp_bound, critical_path_bound, resource_load_bound
 from .chain import ChainOptions, solve_chain
 from .common import CpOutcome, chain_order
 from .general import GeneralOptions, solve_general
+from .periodic import layer_structure, solve_periodic
 
 __all__ = [
     "ChainOptions",
@@ -32,4 +33,6 @@ __all__ = [
     "resource_load_bound",
     "solve_chain",
     "solve_general",
+    "solve_periodic",
+    "layer_structure",
 ]

@@ -78,16 +78,17 @@ def chain_lp_bound(
     if solver is None:
         return None
     us, mb = 1e6, 1e-6  # LP in microseconds and megabytes for conditioning
-    pos = {n: i for i, n in enumerate(chain)}
     first: dict[str, int] = {}
     size: dict[str, float] = {}
-    for n in chain:
+    for k, n in enumerate(chain):
         a = g.nodes[n]
+        for t in a.get("reads", {}) or {}:
+            first.setdefault(t, k)
         for t in a.get("prefetchable", []):
             b = float(a["reads"][t])
             if b > 0 and t not in size:
                 size[t] = b
-                first[t] = min(pos[r] for r in chain if t in (g.nodes[r].get("reads") or {}))
+    first = {t: first[t] for t in size}
     inf = solver.infinity()
     x = {t: solver.NumVar(0.0, size[t] * mb, f"x{i}") for i, t in enumerate(size)}
     d, z = [], []

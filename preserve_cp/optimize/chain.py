@@ -48,6 +48,17 @@ class ChainOptions:
     relative_gap: float = 1e-3
 
 
+@dataclass(frozen=True)
+class PeriodicSpec:
+    """Window positions [block_start, block_start + repeats x block_ops) hold ``repeats``
+    copies of one steady block; the tiled plan will repeat it ``periods`` times."""
+
+    block_start: int
+    block_ops: int
+    repeats: int
+    periods: int
+
+
 @dataclass
 class _Tensor:
     name: str
@@ -91,8 +102,10 @@ class ChainModel:
         machine: Machine,
         opts: ChainOptions,
         backend: str = "cp",
+        periodic: PeriodicSpec | None = None,
     ) -> None:
         self.chain, self.g, self.costs, self.m, self.opts = chain, g, costs, machine, opts
+        self.periodic = periodic
         self.pos = {n: i for i, n in enumerate(chain)}
         self.families: list[str] = []
         vanilla = sum(costs[n].duration_s(0.0) for n in chain)
@@ -214,9 +227,45 @@ class ChainModel:
             if len(terms) > 0:
                 self.model.add(sum(terms) <= cap)
 
+    def add_periodic_pattern(self) -> None:
+        """Steady-state blocks repeat block 0: same durations, same bytes per relative host."""
+        spec = self.periodic
+        assert spec is not None
+        self.families.append("periodic_pattern")
+        m = self.model
+        for r in range(1, spec.repeats):
+            shift = r * spec.block_ops
+            for k in range(spec.block_start, spec.block_start + spec.block_ops):
+                m.add(self.d[k + shift] == self.d[k])
+        by_first: dict[int, list[str]] = {}
+        for t in self.tensors.values():
+            by_first.setdefault(t.first, []).append(t.name)
+        for t in self.tensors.values():
+            if not spec.block_start <= t.first < spec.block_start + spec.block_ops:
+                continue
+            idx = by_first[t.first].index(t.name)
+            for r in range(1, spec.repeats):
+                shift = r * spec.block_ops
+                twin = by_first.get(t.first + shift, [])
+                if idx >= len(twin):
+                    continue
+                t2 = twin[idx]
+                for k in self.hosts(t):
+                    if (t2, k + shift) in self.y:
+                        m.add(self.y[t2, k + shift] == self.y[t.name, k])
+
     def set_makespan_objective(self) -> None:
         self.families.append("makespan_objective")
-        self.model.minimize(sum(self.d.values()))
+        if self.periodic is None:
+            self.model.minimize(sum(self.d.values()))
+            return
+        # the window stands for the whole graph: the steady blocks weigh as many periods as
+        # the tiled plan will have, the rest once (both scaled by the number of repeats)
+        spec = self.periodic
+        lo, hi = spec.block_start, spec.block_start + spec.repeats * spec.block_ops
+        rest = sum(v for k, v in self.d.items() if not lo <= k < hi)
+        steady = sum(v for k, v in self.d.items() if lo <= k < hi)
+        self.model.minimize(spec.repeats * rest + spec.periods * steady)
 
     def build(self) -> ChainModel:
         self.add_op_durations()
@@ -226,6 +275,8 @@ class ChainModel:
             self.add_prefetch_rate()
         if self.opts.l2_capacity:
             self.add_l2_capacity()
+        if self.periodic is not None:
+            self.add_periodic_pattern()
         self.set_makespan_objective()
         return self
 
@@ -267,9 +318,10 @@ def _lp_warm_start(
     costs: Mapping[Any, OpCost],
     machine: Machine,
     opts: ChainOptions,
+    periodic: PeriodicSpec | None = None,
 ) -> dict[tuple[str, int], int] | None:
     """Solve the same rows as an LP and round the bytes down to whole units."""
-    lp = ChainModel(chain, g, costs, machine, opts, backend="lp").build()
+    lp = ChainModel(chain, g, costs, machine, opts, backend="lp", periodic=periodic).build()
     if lp.model.solver.Solve() != pywraplp.Solver.OPTIMAL:
         return None
     return {key: int(math.floor(v.solution_value() + 1e-6)) for key, v in lp.y.items()}
@@ -282,11 +334,17 @@ def _repair(
     machine: Machine,
     opts: ChainOptions,
     y: dict[tuple[str, int], int],
+    periodic: PeriodicSpec | None = None,
 ) -> dict[str, int] | None:
     """Fix the rounded bytes and let CP-SAT pick the durations: a complete, feasible hint."""
-    cm = ChainModel(chain, g, costs, machine, opts).build()
+    cm = ChainModel(chain, g, costs, machine, opts, periodic=periodic).build()
+    copies = range(0)
+    if periodic is not None:  # copies of block 0 follow from the periodic rows
+        lo = periodic.block_start + periodic.block_ops
+        copies = range(lo, periodic.block_start + periodic.repeats * periodic.block_ops)
     for key, v in cm.y.items():
-        cm.model.add(v == y.get(key, 0))
+        if cm.tensors[key[0]].first not in copies:
+            cm.model.add(v == y.get(key, 0))
     solver = make_solver(min(10.0, max(1.0, opts.time_limit_s / 3)), 1, opts.seed)
     if solver.solve(cm.model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
@@ -300,6 +358,7 @@ def solve_chain(
     costs: Mapping[Any, OpCost],
     machine: Machine,
     opts: ChainOptions | None = None,
+    periodic: PeriodicSpec | None = None,
 ) -> CpOutcome:
     """Build and solve the chain model; return the plan and what CP-SAT proved.
 
@@ -307,13 +366,13 @@ def solve_chain(
     by a trivial CP-SAT solve; the result is a complete feasible hint for the real solve.
     """
     opts = opts or ChainOptions()
-    cm = ChainModel(chain, g, costs, machine, opts).build()
+    cm = ChainModel(chain, g, costs, machine, opts, periodic=periodic).build()
     if not cm.tensors:
         return CpOutcome(
             Plan("optimised"), "optimal", None, None, False, cm.tick, cm.families, {"tensors": 0}
         )
-    y0 = _lp_warm_start(chain, g, costs, machine, opts)
-    hint = _repair(chain, g, costs, machine, opts, y0) if y0 is not None else None
+    y0 = _lp_warm_start(chain, g, costs, machine, opts, periodic)
+    hint = _repair(chain, g, costs, machine, opts, y0, periodic) if y0 is not None else None
     if hint is not None:
         for v in (*cm.d.values(), *cm.y.values(), *cm.x.values()):
             cm.model.add_hint(v, hint[v.name])
@@ -337,11 +396,12 @@ def solve_chain(
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return CpOutcome(Plan("optimised"), name, None, None, False, cm.tick, cm.families, stats)
     plan = cm.extract(solver)
+    scale = cm.tick / (periodic.repeats if periodic is not None else 1)
     return CpOutcome(
         plan,
         name,
-        solver.objective_value * cm.tick,
-        solver.best_objective_bound * cm.tick,
+        solver.objective_value * scale,
+        solver.best_objective_bound * scale,
         False,
         cm.tick,
         cm.families,
