@@ -67,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.add_argument("--trace", metavar="FILE", help="write a Perfetto/Chrome trace")
 
+    w = sub.add_parser("sweep", help="run a grid of points on Dask, results in SQLite")
+    w.add_argument("spec", help="sweep spec YAML")
+    w.add_argument("--store", help="results file (default: <spec name>.sqlite beside the spec)")
+    w.add_argument("--scheduler", help="tcp://HOST:PORT of a running Dask scheduler")
+    w.add_argument("--workers", type=int, default=2, help="local cluster worker processes")
+    w.add_argument("--export", metavar="CSV", help="write the sweep's results as CSV")
+    w.add_argument("--no-progress", action="store_true")
+
     h = sub.add_parser("hardware", help="shipped hardware files")
     hs = h.add_subparsers(dest="sub", required=True, parser_class=_Parser)
     hs.add_parser("list")
@@ -96,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.cmd == "sweep":
+        return _sweep(args)
     if args.cmd == "hardware":
         if args.sub == "list":
             for n in list_hardware():
@@ -120,6 +130,29 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(json.dumps(load_model(args.name).model_dump(), indent=2))
         return 0
     return _solve(args)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep import Store, expand, export_csv, load_spec, run_sweep, text_progress
+
+    if not 1 <= args.workers <= 256:
+        raise input_error("--workers", "value", "an integer in [1, 256]", args.workers)
+    if args.scheduler and not args.scheduler.startswith(("tcp://", "tls://", "inproc://")):
+        raise input_error("--scheduler", "address", "tcp://HOST:PORT", args.scheduler)
+    spec = load_spec(args.spec)
+    points = expand(spec, where=args.spec)
+    store_path = Path(args.store) if args.store else Path(args.spec).with_suffix(".sqlite")
+    store = Store(store_path)
+    try:
+        counts = run_sweep(points, store, scheduler=args.scheduler, workers=args.workers,
+                           progress=None if args.no_progress else text_progress())
+        if args.export:
+            export_csv(store, args.export, points)
+    finally:
+        store.close()
+    print(f"{spec.name}: {counts['total']} points, {counts['stored_before']} already stored, "
+          f"{counts['solved']} solved now; results in {store_path}")
+    return 0
 
 
 def _show_hardware(hw: Hardware) -> None:

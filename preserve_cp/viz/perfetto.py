@@ -10,15 +10,13 @@ events naming each stream; counter events (``"ph": "C"``, ``name`` ``"L2"``,
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
 from ..graph import PREFETCH_STREAM
 from ..plan import Schedule
 from ..units import s_to_us
+from ._io import write_text_atomic  # kept importable from here: it used to live here
 
 STREAM_ORDER = ("compute", "comm", PREFETCH_STREAM)
 
@@ -106,26 +104,3 @@ def write_trace(path: str | Path, schedule: Schedule) -> Path:
         },
     }
     return write_text_atomic(path, json.dumps(doc))
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to exactly ``path`` via a temporary file in the same folder."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write file ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # an ordinary file, not mkstemp's 0600
-        os.replace(tmp, target)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise InputError(f"{path}: cannot write file ({exc.strerror or exc})") from None
-        raise
-    return target

@@ -1,0 +1,144 @@
+"""Run sweep points on Dask (a local cluster by default, or an existing scheduler).
+
+The main process is the only writer: workers return results, the main process stores each
+one as it arrives (one atomic row per point). Interrupting a sweep loses at most the points
+in flight; rerunning skips every stored point.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import InfeasibleError, InputError, PreserveError
+from .spec import Point, apply_overrides
+from .store import Store
+
+RESULT_FIELDS = ("status", "makespan_s", "baseline_makespan_s", "greedy_makespan_s", "speedup",
+                 "lower_bound_s", "gap", "verified", "method", "l2_capacity_bytes",
+                 "prefetched_bytes", "solve_time_s", "error")
+
+
+def solve_point(point: Point) -> dict[str, Any]:
+    """Solve one point (runs on a worker). Errors of the point become its stored result."""
+    from ..graph import build_graph
+    from ..hardware import load_hardware
+    from ..solve import SolveOptions, solve
+
+    try:
+        hw = apply_overrides(load_hardware(point.hardware), point.overrides)
+        g = build_graph(point.model, point.workload)
+        opts = SolveOptions(time_limit_s=point.solve.get("time_limit_s", 10.0),
+                            workers=point.solve.get("workers", 1),
+                            budget_fraction=point.solve.get("budget_fraction", 1.0))
+        r = solve(g, hw, options=opts)
+    except InfeasibleError as exc:
+        return {"status": "infeasible", "error": str(exc)}
+    except InputError as exc:
+        return {"status": "invalid", "error": str(exc)}
+    return {"status": r.status, "makespan_s": r.makespan_s,
+            "baseline_makespan_s": r.baseline_makespan_s,
+            "greedy_makespan_s": r.greedy_makespan_s, "speedup": r.speedup,
+            "lower_bound_s": r.lower_bound_s, "gap": r.gap, "verified": r.verified,
+            "method": r.method, "l2_capacity_bytes": r.l2_capacity_bytes,
+            "prefetched_bytes": r.plan.prefetched_bytes, "solve_time_s": r.solve_time_s}
+
+
+def run_sweep(points: Sequence[Point], store: Store, *, scheduler: str | None = None,
+              workers: int = 2, progress: Callable[[int, int, int], None] | None = None
+              ) -> dict[str, int]:
+    """Solve every point not yet in ``store``; return counts (total, stored_before, solved).
+
+    ``scheduler``: ``tcp://HOST:PORT`` of a running Dask scheduler; default a LocalCluster
+    with ``workers`` single-threaded worker processes.
+    """
+    done = store.keys()
+    todo: dict[str, Point] = {}
+    for p in points:
+        if p.key not in done:
+            todo.setdefault(p.key, p)
+    before = len({p.key for p in points}) - len(todo)
+    total = before + len(todo)
+    solved = 0
+    if progress:
+        progress(before, total, before)
+    if todo:
+        from distributed import Client, LocalCluster, as_completed
+
+        cluster = None
+        try:
+            if scheduler:
+                try:
+                    client = Client(scheduler, timeout="10s")
+                except (OSError, TimeoutError) as exc:
+                    raise InputError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+            else:
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
+                                       processes=True, dashboard_address=None)
+                client = Client(cluster)
+            try:
+                futures = {client.submit(solve_point, p, key=f"point-{k}", pure=False): k
+                           for k, p in todo.items()}
+                for fut in as_completed(futures):
+                    k = futures[fut]
+                    res = fut.result()
+                    store.put(k, {**todo[k].describe(), "key": k}, res)
+                    solved += 1
+                    if progress:
+                        progress(before + solved, total, before)
+            finally:
+                client.close()
+        finally:
+            if cluster is not None:
+                cluster.close()
+    return {"total": total, "stored_before": before, "solved": solved}
+
+
+def text_progress(stream: Any = None) -> Callable[[int, int, int], None]:
+    """A one-line progress bar on stderr."""
+    out = stream or sys.stderr
+    t0 = time.perf_counter()
+
+    def show(done: int, total: int, before: int) -> None:
+        width = 30
+        fill = int(width * done / total) if total else width
+        rate = (done - before) / max(1e-9, time.perf_counter() - t0)
+        out.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} points "
+                  f"({before} stored before, {rate:.2f}/s)")
+        if done >= total:
+            out.write("\n")
+        out.flush()
+
+    return show
+
+
+def export_csv(store: Store, path: str | Path, points: Sequence[Point] | None = None) -> Path:
+    """Write the stored results (of ``points`` when given, else all) as CSV."""
+    from ..viz.perfetto import write_text_atomic
+
+    wanted = None if points is None else {p.key for p in points}
+    rows = []
+    cols: list[str] = []
+    for key, pt, res in store.rows():
+        if wanted is not None and key not in wanted:
+            continue
+        row = {**pt, **{f: res.get(f) for f in RESULT_FIELDS}}
+        for c in row:
+            if c not in cols:
+                cols.append(c)
+        rows.append(row)
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols or ["key"])
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    try:
+        return write_text_atomic(path, buf.getvalue())
+    except PreserveError:
+        raise
