@@ -144,14 +144,21 @@ def _sweep(args: argparse.Namespace) -> int:
     store_path = Path(args.store) if args.store else Path(args.spec).with_suffix(".sqlite")
     store = Store(store_path)
     try:
-        counts = run_sweep(points, store, scheduler=args.scheduler, workers=args.workers,
-                           progress=None if args.no_progress else text_progress())
+        counts = run_sweep(
+            points,
+            store,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            progress=None if args.no_progress else text_progress(),
+        )
         if args.export:
             export_csv(store, args.export, points)
     finally:
         store.close()
-    print(f"{spec.name}: {counts['total']} points, {counts['stored_before']} already stored, "
-          f"{counts['solved']} solved now; results in {store_path}")
+    print(
+        f"{spec.name}: {counts['total']} points, {counts['stored_before']} already stored, "
+        f"{counts['solved']} solved now; results in {store_path}"
+    )
     return 0
 
 

@@ -22,6 +22,7 @@ STAGES = [
     "optimize",
     "solve",
     "viz",
+    "sweep",
     "cli",
 ]
 

@@ -18,9 +18,21 @@ from ..errors import InfeasibleError, InputError, PreserveError
 from .spec import Point, apply_overrides
 from .store import Store
 
-RESULT_FIELDS = ("status", "makespan_s", "baseline_makespan_s", "greedy_makespan_s", "speedup",
-                 "lower_bound_s", "gap", "verified", "method", "l2_capacity_bytes",
-                 "prefetched_bytes", "solve_time_s", "error")
+RESULT_FIELDS = (
+    "status",
+    "makespan_s",
+    "baseline_makespan_s",
+    "greedy_makespan_s",
+    "speedup",
+    "lower_bound_s",
+    "gap",
+    "verified",
+    "method",
+    "l2_capacity_bytes",
+    "prefetched_bytes",
+    "solve_time_s",
+    "error",
+)
 
 
 def solve_point(point: Point) -> dict[str, Any]:
@@ -32,25 +44,40 @@ def solve_point(point: Point) -> dict[str, Any]:
     try:
         hw = apply_overrides(load_hardware(point.hardware), point.overrides)
         g = build_graph(point.model, point.workload)
-        opts = SolveOptions(time_limit_s=point.solve.get("time_limit_s", 10.0),
-                            workers=point.solve.get("workers", 1),
-                            budget_fraction=point.solve.get("budget_fraction", 1.0))
+        opts = SolveOptions(
+            time_limit_s=point.solve.get("time_limit_s", 10.0),
+            workers=point.solve.get("workers", 1),
+            budget_fraction=point.solve.get("budget_fraction", 1.0),
+        )
         r = solve(g, hw, options=opts)
     except InfeasibleError as exc:
         return {"status": "infeasible", "error": str(exc)}
     except InputError as exc:
         return {"status": "invalid", "error": str(exc)}
-    return {"status": r.status, "makespan_s": r.makespan_s,
-            "baseline_makespan_s": r.baseline_makespan_s,
-            "greedy_makespan_s": r.greedy_makespan_s, "speedup": r.speedup,
-            "lower_bound_s": r.lower_bound_s, "gap": r.gap, "verified": r.verified,
-            "method": r.method, "l2_capacity_bytes": r.l2_capacity_bytes,
-            "prefetched_bytes": r.plan.prefetched_bytes, "solve_time_s": r.solve_time_s}
+    return {
+        "status": r.status,
+        "makespan_s": r.makespan_s,
+        "baseline_makespan_s": r.baseline_makespan_s,
+        "greedy_makespan_s": r.greedy_makespan_s,
+        "speedup": r.speedup,
+        "lower_bound_s": r.lower_bound_s,
+        "gap": r.gap,
+        "verified": r.verified,
+        "method": r.method,
+        "l2_capacity_bytes": r.l2_capacity_bytes,
+        "prefetched_bytes": r.plan.prefetched_bytes,
+        "solve_time_s": r.solve_time_s,
+    }
 
 
-def run_sweep(points: Sequence[Point], store: Store, *, scheduler: str | None = None,
-              workers: int = 2, progress: Callable[[int, int, int], None] | None = None
-              ) -> dict[str, int]:
+def run_sweep(
+    points: Sequence[Point],
+    store: Store,
+    *,
+    scheduler: str | None = None,
+    workers: int = 2,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> dict[str, int]:
     """Solve every point not yet in ``store``; return counts (total, stored_before, solved).
 
     ``scheduler``: ``tcp://HOST:PORT`` of a running Dask scheduler; default a LocalCluster
@@ -77,12 +104,15 @@ def run_sweep(points: Sequence[Point], store: Store, *, scheduler: str | None = 
                 except (OSError, TimeoutError) as exc:
                     raise InputError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
             else:
-                cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
-                                       processes=True, dashboard_address=None)
+                cluster = LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+                )
                 client = Client(cluster)
             try:
-                futures = {client.submit(solve_point, p, key=f"point-{k}", pure=False): k
-                           for k, p in todo.items()}
+                futures = {
+                    client.submit(solve_point, p, key=f"point-{k}", pure=False): k
+                    for k, p in todo.items()
+                }
                 for fut in as_completed(futures):
                     k = futures[fut]
                     res = fut.result()
@@ -107,8 +137,10 @@ def text_progress(stream: Any = None) -> Callable[[int, int, int], None]:
         width = 30
         fill = int(width * done / total) if total else width
         rate = (done - before) / max(1e-9, time.perf_counter() - t0)
-        out.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} points "
-                  f"({before} stored before, {rate:.2f}/s)")
+        out.write(
+            f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} points "
+            f"({before} stored before, {rate:.2f}/s)"
+        )
         if done >= total:
             out.write("\n")
         out.flush()

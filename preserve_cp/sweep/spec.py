@@ -80,10 +80,16 @@ class Point:
     def describe(self) -> dict[str, Any]:
         """Flat, human-oriented columns (for CSV export and tables)."""
         wl = self.workload
-        return {"model": self.model, "hardware": self.hardware, "phase": wl.phase,
-                "batch": wl.batch, "context": wl.context, "tp": wl.tp,
-                "dtype": wl.weight_dtype, **{f"override.{k}": v
-                                             for k, v in sorted(self.overrides.items())}}
+        return {
+            "model": self.model,
+            "hardware": self.hardware,
+            "phase": wl.phase,
+            "batch": wl.batch,
+            "context": wl.context,
+            "tp": wl.tp,
+            "dtype": wl.weight_dtype,
+            **{f"override.{k}": v for k, v in sorted(self.overrides.items())},
+        }
 
 
 def point_key(fingerprint: dict[str, Any]) -> str:
@@ -91,14 +97,16 @@ def point_key(fingerprint: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def apply_overrides(hw: Hardware, overrides: dict[str, float], where: str = "overrides"
-                    ) -> Hardware:
+def apply_overrides(
+    hw: Hardware, overrides: dict[str, float], where: str = "overrides"
+) -> Hardware:
     """Hardware with friendly-unit overrides applied (``l2_capacity_mb: 104`` ...)."""
     changes: dict[str, float] = {}
     for key, value in overrides.items():
         if key not in OVERRIDES:
-            raise InputError(f"{where}: {key}: unknown override; expected one of "
-                             f"{', '.join(sorted(OVERRIDES))}")
+            raise InputError(
+                f"{where}: {key}: unknown override; expected one of {', '.join(sorted(OVERRIDES))}"
+            )
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise InputError(f"{where}: {key}: expected a number >= 0, found {value!r}")
         fld, factor = OVERRIDES[key]
@@ -139,15 +147,19 @@ def expand(spec: SweepSpec, where: str = "spec") -> list[Point]:
     grids = [spec.overrides[k] for k in keys]
     out: list[Point] = []
     solve = spec.solve.model_dump()
-    for m, ph, b, c, tp, dt, h in itertools.product(spec.models, spec.phases, spec.batch,
-                                                     spec.context, spec.tp, spec.dtype,
-                                                     spec.hardware):
+    for m, ph, b, c, tp, dt, h in itertools.product(
+        spec.models, spec.phases, spec.batch, spec.context, spec.tp, spec.dtype, spec.hardware
+    ):
         wl = Workload(ph, b, c, tp, dt, dt, dt)  # type: ignore[arg-type]
         for combo in itertools.product(*grids):
             ov = {k: float(v) for k, v in zip(keys, combo, strict=True)}
             hw = apply_overrides(hws[h], ov, where)
-            fp = {"version": VERSION, "model": models[m].model_dump(),
-                  "hardware": hardware_fingerprint(hw), "workload": wl.to_dict(),
-                  "solve": solve}
+            fp = {
+                "version": VERSION,
+                "model": models[m].model_dump(),
+                "hardware": hardware_fingerprint(hw),
+                "workload": wl.to_dict(),
+                "solve": solve,
+            }
             out.append(Point(m, h, wl, ov, solve, fp))
     return out

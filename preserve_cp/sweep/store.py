@@ -57,8 +57,13 @@ class Store:
         """Insert one result atomically; False if the key was already there (nothing done)."""
         cur = self.db.execute(
             "INSERT OR IGNORE INTO results (key, point, result, created) VALUES (?, ?, ?, ?)",
-            (key, json.dumps(point, sort_keys=True), json.dumps(result, sort_keys=True),
-             time.time()))
+            (
+                key,
+                json.dumps(point, sort_keys=True),
+                json.dumps(result, sort_keys=True),
+                time.time(),
+            ),
+        )
         return cur.rowcount == 1
 
     def get(self, key: str) -> dict[str, Any] | None:

@@ -1,0 +1,430 @@
+"""Gantt pictures of schedules (matplotlib): compare vanilla, greedy and optimised at a glance.
+
+One *block* per schedule, stacked, all sharing one time axis (milliseconds; seconds when the
+window spans 10 s or more, e.g. a plain job shop whose durations are seconds):
+
+* one lane per stream (``compute``, ``comm``, ``prefetch``, then the other streams sorted);
+  ops are rectangles coloured by kind (:data:`KIND_COLOURS`), chunks are ``prefetch``
+  rectangles, and a thin line links each chunk's end to its consumer's start;
+* thin vertical lines where each layer's first op starts, labelled ``L<i>`` (at most ~20);
+* under the lanes, when the schedule has hardware (usable L2 > 0): the L2 bytes held by
+  prefetches (MB) against the usable L2 (dashed), and the HBM bandwidth in use (TB/s; ops
+  and prefetch stacked) against the HBM bandwidth (dashed).
+
+Ops, chunks and links are drawn as one collection each per block (an 80-layer decode plan has
+~900 ops and ~1,200 chunks); with ``layers=(A, B)`` only what overlaps the window is drawn.
+The collections carry ``gid``\\ s (``ops:<name>``, ``chunks:<name>``, ``links:<name>``,
+``l2:<name>``, ``hbm:<name>``) so tests and SVG readers can find them. Only this package and
+the CLI write files; the figure is built with :class:`matplotlib.figure.Figure` directly, so
+no pyplot state is touched.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection, PolyCollection
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from ..errors import InputError, input_error
+from ..graph import PREFETCH_STREAM
+from ..plan import Schedule
+from ..units import MB, TB
+from ._io import write_bytes_atomic, write_text_atomic
+
+#: colour of each op kind (collectives in shades of red, prefetch chunks green)
+KIND_COLOURS: dict[str, str] = {
+    "gemm": "#4C72B0",
+    "attention": "#DD8452",
+    "norm": "#937860",
+    "elementwise": "#DA8BC3",
+    "embedding": "#8172B3",
+    "allreduce": "#C44E52",
+    "allgather": "#E8898C",
+    "reduce_scatter": "#8E2D30",
+    "all_to_all": "#F0B6B8",
+    PREFETCH_STREAM: "#55A868",
+}
+#: colour of ops whose kind is not in :data:`KIND_COLOURS` (e.g. a plain DAG's ops)
+OTHER_COLOUR = "#A0A0A0"
+LINK_COLOUR = "#2D6B3C"
+LAYER_LINE_COLOUR = "#444444"
+MAIN_HBM_COLOUR = "#4C72B0"
+
+STREAM_ORDER = ("compute", "comm", PREFETCH_STREAM)
+SUFFIXES = (".svg", ".png")
+MAX_LAYER_LABELS = 20
+WIDTH_IN = 14.0
+LANE_IN = 0.38  # height of one stream lane
+PANEL_IN = 0.85  # height of the L2 and of the HBM panel
+PNG_DPI = 130
+_LAYERS_RE = re.compile(r"\s*(\d+)\s*:\s*(\d+)\s*")
+
+
+def parse_layers(text: str) -> tuple[int, int]:
+    """``"A:B"`` -> ``(A, B)``, an inclusive layer range with ``0 <= A <= B``.
+
+    >>> parse_layers("0:2")
+    (0, 2)
+    >>> parse_layers("3:1")
+    Traceback (most recent call last):
+    preserve_cp.errors.InputError: --layers: expected A:B with 0 <= A <= B, found '3:1'
+    """
+    m = _LAYERS_RE.fullmatch(text)
+    if m is None or int(m[1]) > int(m[2]):
+        raise InputError(f"--layers: expected A:B with 0 <= A <= B, found '{text}'")
+    return int(m[1]), int(m[2])
+
+
+def layer_window(schedules: Mapping[str, Schedule], layers: tuple[int, int]) -> tuple[float, float]:
+    """The time window (s) from layer A's first op start to layer B's last op end.
+
+    The union over the schedules that hold both layers; :class:`InputError` if none does.
+
+    >>> from preserve_cp.plan import Event, Schedule
+    >>> ev = (Event("a", "compute", 0.0, 1.0, "gemm", 0), Event("b", "compute", 1.0, 3.0, "gemm", 1))
+    >>> layer_window({"s": Schedule(ev, (), (), (), 3.0, 0.0, 1.0)}, (1, 1))
+    (1.0, 3.0)
+    """
+    a, b = layers
+    if not (isinstance(a, int) and isinstance(b, int) and 0 <= a <= b):
+        raise input_error("gantt", "layers", "(A, B) with 0 <= A <= B", layers)
+    starts, ends, present = [], [], set()
+    for s in schedules.values():
+        present |= {e.layer for e in s.events if e.layer >= 0}
+        first = [e.start_s for e in s.events if e.layer == a]
+        last = [e.end_s for e in s.events if e.layer == b]
+        if first and last:
+            starts.append(min(first))
+            ends.append(max(last))
+    if not starts:
+        have = f"{min(present)}:{max(present)}" if present else "none"
+        raise input_error("gantt", "layers", f"a range within the schedules' layers ({have})", f"{a}:{b}")
+    return min(starts), max(ends)
+
+
+def gantt_figure(
+    schedules: Mapping[str, Schedule],
+    *,
+    layers: tuple[int, int] | None = None,
+    title: str = "",
+) -> Figure:
+    """A Gantt figure of ``schedules`` (one block each, stacked, one shared time axis).
+
+    Examples
+    --------
+    >>> from preserve_cp.plan import Event, Schedule
+    >>> s = Schedule((Event("a", "m1", 0.0, 2.0), Event("b", "m2", 1.0, 3.0)), (), (), (), 3.0, 0.0, 1.0)
+    >>> fig = gantt_figure({"plan": s})
+    >>> len(fig.axes)  # no L2 / HBM panels without hardware
+    1
+    >>> [c.get_gid() for c in fig.axes[0].collections if c.get_gid()]
+    ['ops:plan']
+    """
+    if not schedules:
+        raise input_error("gantt", "schedules", "at least one schedule", "none")
+    if layers is None:
+        window = (0.0, max(max(s.makespan_s for s in schedules.values()), 1e-12))
+    else:
+        window = layer_window(schedules, layers)
+    scale, unit = (1.0, "s") if window[1] - window[0] >= 10.0 else (1e3, "ms")
+
+    lanes = {name: _lanes(s) for name, s in schedules.items()}
+    ratios: list[float] = []
+    for i, (name, s) in enumerate(schedules.items()):
+        ratios.append(LANE_IN * len(lanes[name]) + 0.1)
+        if _has_hardware(s):
+            ratios += [PANEL_IN, PANEL_IN]
+        if i < len(schedules) - 1:
+            ratios.append(0.3)  # spacer between blocks
+    fig = Figure(figsize=(WIDTH_IN, sum(ratios) + 1.2 + (0.3 if title else 0.0)), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(len(ratios), 1, height_ratios=ratios)
+    first = next(iter(schedules.values()))
+    kinds: set[str] = set()
+    row, shared = 0, None
+    block_axes: list[list[Axes]] = []
+    for name, s in schedules.items():
+        ax = fig.add_subplot(grid[row], sharex=shared)
+        shared = shared or ax
+        axes = [ax]
+        kinds |= _draw_lanes(ax, name, s, lanes[name], window, scale)
+        ax.set_title(_block_title(name, s, first, next(iter(schedules))), loc="left", fontsize=10, pad=14)
+        row += 1
+        if _has_hardware(s):
+            axes.append(fig.add_subplot(grid[row], sharex=shared))
+            axes.append(fig.add_subplot(grid[row + 1], sharex=shared))
+            _draw_l2(axes[1], name, s, window, scale)
+            _draw_hbm(axes[2], name, s, window, scale)
+            row += 2
+        _draw_layer_lines(axes, s, window, scale)
+        row += 1  # spacer
+        block_axes.append(axes)
+    for axes in block_axes:
+        for a in axes[:-1]:
+            a.tick_params(labelbottom=False)
+    shared.set_xlim(window[0] * scale, window[1] * scale)
+    block_axes[-1][-1].set_xlabel(f"time ({unit})")
+    if title:
+        fig.suptitle(title, fontsize=12)
+    fig.legend(handles=_legend_handles(kinds, schedules), loc="outside upper center", ncols=8, fontsize=8, frameon=False)
+    return fig
+
+
+def gantt_svg(
+    schedules: Mapping[str, Schedule],
+    *,
+    layers: tuple[int, int] | None = None,
+    title: str = "",
+) -> str:
+    """The Gantt as SVG text (text stays text: ``svg.fonttype = 'none'``), for inlining in HTML.
+
+    >>> from preserve_cp.plan import Event, Schedule
+    >>> s = Schedule((Event("a", "m1", 0.0, 2.0),), (), (), (), 2.0, 0.0, 1.0)
+    >>> gantt_svg({"plan": s}).lstrip().startswith("<?xml")
+    True
+    """
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "preserve-cp"}):
+        fig = gantt_figure(schedules, layers=layers, title=title)
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    return buf.getvalue()
+
+
+def write_gantt(
+    path: str | Path,
+    schedules: Mapping[str, Schedule],
+    *,
+    layers: tuple[int, int] | None = None,
+    title: str = "",
+) -> Path:
+    """Write the Gantt of ``schedules`` to ``path`` (``.svg`` or ``.png``) atomically.
+
+    >>> write_gantt("plan.pdf", {})
+    Traceback (most recent call last):
+    preserve_cp.errors.InputError: plan.pdf: suffix: expected '.svg' or '.png', found '.pdf'
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise input_error(str(path), "suffix", "'.svg' or '.png'", suffix)
+    if suffix == ".svg":
+        return write_text_atomic(path, gantt_svg(schedules, layers=layers, title=title))
+    fig = gantt_figure(schedules, layers=layers, title=title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=PNG_DPI)
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+# --- one block ------------------------------------------------------------------------------
+
+
+def _has_hardware(s: Schedule) -> bool:
+    return s.l2_capacity_bytes > 0
+
+
+def _lanes(s: Schedule) -> list[str]:
+    streams = {e.resource for e in s.events}
+    if s.chunks or _has_hardware(s):
+        streams.add(PREFETCH_STREAM)
+    return sorted(streams, key=lambda r: (STREAM_ORDER.index(r) if r in STREAM_ORDER else 99, r))
+
+
+def _overlaps(start: float, end: float, window: tuple[float, float]) -> bool:
+    """Positive-length overlap with the window (a zero-length op: inside it)."""
+    if end > start:
+        return start < window[1] and end > window[0]
+    return window[0] <= start <= window[1]
+
+
+def _block_title(name: str, s: Schedule, ref: Schedule, ref_name: str) -> str:
+    text = f"{name}: makespan {s.makespan_s * 1e3:.4g} ms"
+    if s is not ref and ref.makespan_s > 0:
+        text += f" ({(s.makespan_s / ref.makespan_s - 1) * 100:+.1f}% vs {ref_name})"
+    if s.chunks:
+        text += f", {len(s.chunks)} chunks, peak L2 {s.peak_l2_bytes() / MB:.1f} MB"
+    if s.dropped:
+        text += f", {len(s.dropped)} prefetches dropped"
+    return text
+
+
+def _rects(spans: Sequence[tuple[float, float, float]], scale: float) -> np.ndarray:
+    """(start_s, end_s, lane y) -> an (n, 4, 2) array of rectangle corners, bar height 0.8."""
+    a = np.asarray(spans, dtype=float).reshape(-1, 3)
+    x0, x1, y = a[:, 0] * scale, a[:, 1] * scale, a[:, 2]
+    return np.stack(
+        [np.stack([x0, y - 0.4], 1), np.stack([x0, y + 0.4], 1), np.stack([x1, y + 0.4], 1), np.stack([x1, y - 0.4], 1)],
+        axis=1,
+    )
+
+
+def _draw_lanes(
+    ax: Axes, name: str, s: Schedule, lanes: list[str], window: tuple[float, float], scale: float
+) -> set[str]:
+    """Ops, chunks and links of one schedule; returns the op kinds drawn (for the legend)."""
+    y_of = {lane: i for i, lane in enumerate(lanes)}
+    ops = [e for e in s.events if _overlaps(e.start_s, e.end_s, window)]
+    colours = [KIND_COLOURS.get(e.kind, OTHER_COLOUR) for e in ops]
+    thin = len(ops) < 300  # white edges separate ops only when they are wide enough to show
+    coll = PolyCollection(
+        _rects([(e.start_s, e.end_s, y_of[e.resource]) for e in ops], scale),
+        facecolors=colours,
+        edgecolors="white",
+        linewidths=0.5 if thin else 0.0,
+    )
+    coll.set_gid(f"ops:{name}")
+    ax.add_collection(coll)
+    _label_ops(ax, ops, y_of, window, scale)
+
+    chunks = [c for c in s.chunks if _overlaps(c.start_s, c.end_s, window)]
+    if chunks:
+        pf = y_of[PREFETCH_STREAM]
+        cc = PolyCollection(
+            _rects([(c.start_s, c.end_s, pf) for c in chunks], scale),
+            facecolors=KIND_COLOURS[PREFETCH_STREAM],
+            edgecolors="white",
+            linewidths=0.3 if len(chunks) < 300 else 0.0,
+        )
+        cc.set_gid(f"chunks:{name}")
+        ax.add_collection(cc)
+    by_node = {e.node: e for e in s.events}
+    links = []
+    for c in s.chunks:
+        cons = by_node.get(c.consumer)
+        if cons is None or not _overlaps(min(c.end_s, cons.start_s), max(c.end_s, cons.start_s), window):
+            continue
+        yc = y_of[cons.resource]
+        ypf = y_of[PREFETCH_STREAM]
+        sign = 1.0 if yc > ypf else -1.0  # leave the chunk's edge facing the consumer's lane
+        links.append([(c.end_s * scale, ypf + 0.4 * sign), (cons.start_s * scale, yc - 0.4 * sign)])
+    if links:
+        lc = LineCollection(links, colors=LINK_COLOUR, linewidths=0.6, alpha=0.55)
+        lc.set_gid(f"links:{name}")
+        ax.add_collection(lc)
+
+    ax.set_ylim(len(lanes) - 0.5, -0.5)  # first stream on top
+    ax.set_yticks(range(len(lanes)), lanes, fontsize=8)
+    ax.tick_params(axis="y", length=0)
+    ax.grid(axis="x", color="#E5E5E5", linewidth=0.5)
+    ax.set_axisbelow(True)
+    return {e.kind for e in ops} | ({PREFETCH_STREAM} if chunks else set())
+
+
+def _label_ops(ax: Axes, ops: list, y_of: dict[str, int], window: tuple[float, float], scale: float) -> None:
+    """Name the ops whose rectangles are wide enough for their name (zoomed views)."""
+    span = window[1] - window[0]
+    inches_per_s = (WIDTH_IN - 1.8) / span if span > 0 else 0.0
+    for e in ops:
+        label = re.sub(r"^L\d+\.", "", str(e.node))
+        width_in = (min(e.end_s, window[1]) - max(e.start_s, window[0])) * inches_per_s
+        if width_in < len(label) * 6.5 * 0.6 / 72 + 0.04:
+            continue
+        mid = (max(e.start_s, window[0]) + min(e.end_s, window[1])) / 2 * scale
+        ax.text(mid, y_of[e.resource], label, ha="center", va="center", fontsize=6.5, color="white", clip_on=True)
+
+
+def _draw_layer_lines(axes: list[Axes], s: Schedule, window: tuple[float, float], scale: float) -> None:
+    first: dict[int, float] = {}
+    for e in s.events:
+        if e.layer >= 0 and (e.layer not in first or e.start_s < first[e.layer]):
+            first[e.layer] = e.start_s
+    shown = sorted((t, layer) for layer, t in first.items() if window[0] <= t < window[1])
+    if not shown:
+        return
+    xs = [t * scale for t, _ in shown]
+    for ax in axes:
+        ax.vlines(xs, 0, 1, transform=ax.get_xaxis_transform(), colors=LAYER_LINE_COLOUR, linewidths=0.5, alpha=0.6)
+    step = math.ceil(len(shown) / MAX_LAYER_LABELS)
+    for i, (t, layer) in enumerate(shown):
+        if i % step == 0:
+            axes[0].text(
+                t * scale, 1.0, f"L{layer}", transform=axes[0].get_xaxis_transform(),
+                ha="left", va="bottom", fontsize=7, color=LAYER_LINE_COLOUR,
+            )
+
+
+def _steps(points: list[tuple[float, float]], window: tuple[float, float]) -> tuple[list[float], list[float]]:
+    """Piecewise-constant (time, level from then on) steps clipped to the window."""
+    level = 0.0
+    xs, ys = [window[0]], [0.0]
+    for t, v in points:
+        if t <= window[0]:
+            ys[0] = v
+        elif t < window[1]:
+            xs.append(t)
+            ys.append(v)
+    xs.append(window[1])
+    ys.append(ys[-1] if ys else level)
+    return xs, ys
+
+
+def _draw_l2(ax: Axes, name: str, s: Schedule, window: tuple[float, float], scale: float) -> None:
+    xs, ys = _steps(s.l2_profile(), window)
+    x = np.asarray(xs) * scale
+    y = np.asarray(ys) / MB
+    cap = s.l2_capacity_bytes / MB
+    ax.fill_between(x, y, step="post", color=KIND_COLOURS[PREFETCH_STREAM], alpha=0.35, linewidth=0)
+    (line,) = ax.step(x, y, where="post", color=KIND_COLOURS[PREFETCH_STREAM], linewidth=0.8)
+    line.set_gid(f"l2:{name}")
+    ax.axhline(cap, color="black", linestyle="--", linewidth=0.8)
+    ax.text(1.0, cap, f" usable L2\n {cap:.0f} MB", transform=ax.get_yaxis_transform(), fontsize=7, va="center")
+    ax.set_ylim(0, cap * 1.15)
+    ax.set_ylabel("L2 held\n(MB)", fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
+def _draw_hbm(ax: Axes, name: str, s: Schedule, window: tuple[float, float], scale: float) -> None:
+    main: list[tuple[float, float]] = []
+    total: list[tuple[float, float]] = []
+    end = 0.0
+    for t0, t1, pf, mn in sorted(s.rate_segments):
+        if t0 > end:  # a gap: nothing runs
+            main.append((end, 0.0))
+            total.append((end, 0.0))
+        pf = pf if math.isfinite(pf) else 0.0
+        mn = mn if math.isfinite(mn) else 0.0
+        main.append((t0, mn))
+        total.append((t0, mn + pf))
+        end = max(end, t1)
+    main.append((end, 0.0))
+    total.append((end, 0.0))
+    xs, ym = _steps(main, window)
+    _, yt = _steps(total, window)
+    x = np.asarray(xs) * scale
+    ym_a, yt_a = np.asarray(ym) / TB, np.asarray(yt) / TB
+    ax.fill_between(x, ym_a, step="post", color=MAIN_HBM_COLOUR, alpha=0.45, linewidth=0, label="ops")
+    fill = ax.fill_between(x, ym_a, yt_a, step="post", color=KIND_COLOURS[PREFETCH_STREAM], alpha=0.6, linewidth=0)
+    fill.set_gid(f"hbm:{name}")
+    bw = s.hbm_bytes_per_s / TB
+    top = float(yt_a.max(initial=0.0))
+    if math.isfinite(bw):
+        ax.axhline(bw, color="black", linestyle=":", linewidth=0.9)
+        ax.text(1.0, bw, f" HBM\n {bw:.2f} TB/s", transform=ax.get_yaxis_transform(), fontsize=7, va="center")
+        top = max(top, bw)
+    ax.set_ylim(0, top * 1.2 if top > 0 else 1.0)
+    ax.set_ylabel("HBM in use\n(TB/s)", fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
+def _legend_handles(kinds: set[str], schedules: Mapping[str, Schedule]) -> list:
+    order = [k for k in KIND_COLOURS if k in kinds and k != PREFETCH_STREAM]
+    handles: list = [Patch(color=KIND_COLOURS[k], label=k) for k in order]
+    if kinds - set(KIND_COLOURS):
+        handles.append(Patch(color=OTHER_COLOUR, label="op"))
+    if PREFETCH_STREAM in kinds:
+        handles.append(Patch(color=KIND_COLOURS[PREFETCH_STREAM], label="prefetch chunk"))
+        handles.append(Line2D([], [], color=LINK_COLOUR, linewidth=0.8, label="chunk -> consumer"))
+    if any(_has_hardware(s) for s in schedules.values()):
+        handles.append(Patch(color=MAIN_HBM_COLOUR, alpha=0.45, label="HBM: ops"))
+        handles.append(Line2D([], [], color="black", linestyle="--", linewidth=0.8, label="usable L2"))
+        handles.append(Line2D([], [], color="black", linestyle=":", linewidth=0.9, label="HBM bandwidth"))
+    return handles
