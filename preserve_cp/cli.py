@@ -67,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.add_argument("--trace", metavar="FILE", help="write a Perfetto/Chrome trace")
 
+    f = sub.add_parser("footprint", help="per-layer footprint per device (paper Fig. 2)")
+    f.add_argument("--model", required=True)
+    f.add_argument("--dtype", choices=DTYPES, default="int8")
+    f.add_argument("--kv-dtype", choices=DTYPES, default=None)
+    f.add_argument("--batch", type=int, default=8)
+    f.add_argument("--context", type=int, default=16384)
+    f.add_argument("--devices", default="1,2,4,8,16,32", help="comma-separated device counts")
+    f.add_argument("--json", action="store_true")
+    f.add_argument("--plot", metavar="FILE", help="write the plot (.svg or .png)")
+
     w = sub.add_parser("sweep", help="run a grid of points on Dask, results in SQLite")
     w.add_argument("spec", help="sweep spec YAML")
     w.add_argument("--store", help="results file (default: <spec name>.sqlite beside the spec)")
@@ -106,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "sweep":
         return _sweep(args)
+    if args.cmd == "footprint":
+        return _footprint(args)
     if args.cmd == "hardware":
         if args.sub == "list":
             for n in list_hardware():
@@ -130,6 +142,34 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(json.dumps(load_model(args.name).model_dump(), indent=2))
         return 0
     return _solve(args)
+
+
+def _footprint(args: argparse.Namespace) -> int:
+    from .footprint import footprints
+
+    try:
+        devices = [int(x) for x in args.devices.split(",") if x.strip()]
+    except ValueError:
+        raise input_error("--devices", "value", "comma-separated integers", args.devices) from None
+    if not devices or any(d < 1 for d in devices):
+        raise input_error("--devices", "value", "integers >= 1", args.devices)
+    model = load_model(args.model)
+    rows = footprints(model, devices, dtype=args.dtype, kv_dtype=args.kv_dtype,
+                      batch=args.batch, context=args.context)
+    if args.plot:
+        from .viz.footprint_plot import footprint_figure, write_figure
+
+        write_figure(args.plot, footprint_figure(model.name, rows))
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+    else:
+        print(f"{model.name}, {args.dtype}, batch {args.batch}, context {args.context}: "
+              "one layer, per device (MB)")
+        print(f"{'devices':>8s} {'attention':>10s} {'MLP':>10s} {'KV-cache':>10s}")
+        for r in rows:
+            print(f"{r.devices:8d} {r.attention_weights_bytes / units.MB:10.2f} "
+                  f"{r.mlp_weights_bytes / units.MB:10.2f} {r.kv_cache_bytes / units.MB:10.2f}")
+    return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:

@@ -1,0 +1,57 @@
+"""Footprint plot (the paper's Fig. 2): per-layer attention and MLP bytes per device vs the
+number of devices, with the L2 sizes of the shipped devices as horizontal lines."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ..errors import InputError
+from ..footprint import Footprint
+from ..hardware import list_hardware, load_hardware
+from ..units import MB
+from ._io import write_bytes_atomic
+
+
+def footprint_figure(model: str, rows: Sequence[Footprint], *, with_kv: bool = True,
+                     hardware: Sequence[str] | None = None) -> Figure:
+    fig = Figure(figsize=(10, 5.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    d = [r.devices for r in rows]
+    ax.plot(d, [r.attention_weights_bytes / MB for r in rows], "o-", label="attention weights")
+    ax.plot(d, [r.mlp_weights_bytes / MB for r in rows], "s-", label="MLP weights")
+    if with_kv:
+        ax.plot(d, [r.kv_cache_bytes / MB for r in rows], "^--", label="KV-cache (one layer)")
+    names = list(hardware) if hardware is not None else list_hardware()
+    seen: dict[float, list[str]] = {}
+    for n in names:
+        seen.setdefault(round(load_hardware(n).l2_capacity_bytes / MB, 1), []).append(n)
+    for i, (mb, who) in enumerate(sorted(seen.items())):
+        ax.axhline(mb, color="grey", linewidth=0.7, linestyle=":")
+        # alternate label sides so close L2 sizes do not print over each other
+        x, ha = (d[-1] * 1.05, "left") if i % 2 == 0 else (d[0] / 1.05, "right")
+        ax.text(x, mb, f"{', '.join(who)} L2 {mb:g} MB", fontsize=7, va="center", ha=ha)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(d, [str(x) for x in d])
+    ax.set_xlabel("devices (tensor-parallel degree)")
+    ax.set_ylabel("bytes per device, one layer (MB)")
+    ax.set_title(f"{model}: per-layer footprint per device")
+    ax.legend(fontsize=8, loc="lower left")
+    return fig
+
+
+def write_figure(path: str | Path, fig: Figure) -> Path:
+    """Save ``fig`` as .svg or .png atomically."""
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix not in (".svg", ".png"):
+        raise InputError(f"{path}: expected a .svg or .png file name")
+    buf = io.BytesIO()
+    fig.savefig(buf, format=suffix[1:], dpi=130)
+    return write_bytes_atomic(target, buf.getvalue())
