@@ -10,12 +10,15 @@ at the first tensor that does not fit. Each tensor is prefetched at most once.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 import networkx as nx
 
+from .costs import OpCost
 from .errors import input_error
 from .graph import COLLECTIVE_KINDS
+from .hardware import Hardware
 from .plan import Plan, Prefetch
 
 
@@ -86,3 +89,54 @@ def _bfs_to_next_collective(g: nx.DiGraph, start: Any) -> list[Any]:
         order.append(n)
         queue.extend(s for s in g.successors(n) if s not in seen)
     return order
+
+
+#: tiles a fused GEMM+AllReduce kernel pipelines over (pipeline fill/drain = 1/TILES)
+FUSED_TILES = 8
+
+
+def fused_graph(g: nx.DiGraph, costs: Mapping[Any, OpCost], hw: Hardware,
+                tiles: int = FUSED_TILES) -> tuple[nx.DiGraph, dict[Any, OpCost]]:
+    """The graph with each allreduce fused into the GEMM that produces its input.
+
+    Model (after fused GEMM+collective kernels such as FLUX, arXiv 2406.06858, and T3,
+    arXiv 2401.16677): the GEMM is cut into ``tiles`` tiles and each tile's partial result
+    is reduced while the next tile computes, so the transfer part of the allreduce overlaps
+    the GEMM except for one tile of pipeline fill/drain; its latency part (α and hops) is
+    not hidden::
+
+        t_fused = latency + max(t_gemm, t_transfer) + min(t_gemm, t_transfer) / tiles
+
+    Only the two adjacent ops overlap (the PRESERVE paper's point: fusion cannot reach the
+    ops several steps later). The fused op runs on the compute stream with the GEMM's HBM
+    traffic.
+    """
+    from .costs import collective_parts
+
+    h = g.copy()
+    new_costs = dict(costs)
+    n_dev = int(g.graph.get("tp", hw.devices_per_node))
+    for ar in [n for n, a in g.nodes(data=True) if a.get("kind") == "allreduce"]:
+        gemms = [p for p in g.predecessors(ar) if g.nodes[p].get("kind") == "gemm"]
+        if not gemms:
+            continue
+        gm = gemms[-1] if len(gemms) == 1 else max(
+            gemms, key=lambda p: costs[p].duration_s(0.0))  # the later, larger GEMM
+        msg = float(sum((g.nodes[ar].get("reads") or {}).values()))
+        lat, xfer = collective_parts("allreduce", msg, n_dev, hw)
+        t_g = costs[gm].duration_s(0.0)
+        t = lat + max(t_g, xfer) + min(t_g, xfer) / tiles
+        a = dict(g.nodes[gm])
+        a.update(kind="gemm_allreduce", duration=t, prefetchable=[])
+        for s in list(h.successors(ar)):
+            h.add_edge(gm, s)
+        for p in list(h.predecessors(ar)):
+            if p != gm and not nx.has_path(h, p, gm):
+                h.add_edge(p, gm)  # keep the allreduce's other inputs before the fused op
+        h.remove_node(ar)
+        nx.set_node_attributes(h, {gm: a})
+        c = costs[gm]
+        new_costs[gm] = OpCost(gm, c.resource, t, 0.0, c.hbm_bytes, 0.0, c.hbm_bw, c.l2_bw,
+                               True)
+        del new_costs[ar]
+    return h, new_costs

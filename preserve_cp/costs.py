@@ -86,8 +86,15 @@ def collective_time_s(kind: str, message_bytes: float, n: int, hw: Hardware) -> 
     >>> round(collective_time_s("allreduce", 32768, 8, load_hardware("ascend-910b2")) * 1e6, 3)
     11.366
     """
+    latency, transfer = collective_parts(kind, message_bytes, n, hw)
+    return latency + transfer
+
+
+def collective_parts(kind: str, message_bytes: float, n: int, hw: Hardware
+                     ) -> tuple[float, float]:
+    """(latency, transfer) seconds of a collective: the α part and the bandwidth part."""
     if n <= 1:
-        return 0.0
+        return 0.0, 0.0
     bw = hw.link_bandwidth_bytes_per_s * hw.link_efficiency
     topo = hw.topology
     if topo == "ring":
@@ -99,12 +106,13 @@ def collective_time_s(kind: str, message_bytes: float, n: int, hw: Hardware) -> 
         side = max(2, round(n ** (1 / dims)))
         steps = 2 * dims * (side - 1)
     frac = (n - 1) / n
+    alpha = hw.collective_latency_s
     if kind == "allreduce":
-        return hw.collective_latency_s + steps * hw.hop_latency_s + 2 * frac * message_bytes / bw
+        return alpha + steps * hw.hop_latency_s, 2 * frac * message_bytes / bw
     if kind in ("allgather", "reduce_scatter"):
-        return hw.collective_latency_s + steps / 2 * hw.hop_latency_s + frac * message_bytes / bw
+        return alpha + steps / 2 * hw.hop_latency_s, frac * message_bytes / bw
     if kind == "all_to_all":
-        return hw.collective_latency_s + (n - 1) * hw.hop_latency_s + frac * message_bytes / bw
+        return alpha + (n - 1) * hw.hop_latency_s, frac * message_bytes / bw
     raise InputError(f"collective kind {kind!r}: expected one of {sorted(COLLECTIVE_KINDS)}")
 
 

@@ -90,6 +90,19 @@ class InterconnectSpec(_Strict):
     devices_per_node: Annotated[int, BeforeValidator(not_bool)] = Field(ge=1, le=1_000_000)
 
 
+class CostSpec(_Strict):
+    """Die-cost model parameters (see cost.py); every value should cite a source."""
+
+    process: str = ""
+    wafer_price_usd: Pos
+    wafer_diameter_mm: Pos = 300.0
+    defect_density_per_cm2: Pos
+    yield_alpha: Pos = 3.0
+    logic_area_mm2: Pos
+    sram_mb_per_mm2: Pos
+    fixed_cost_usd: NonNeg
+
+
 class HardwareSpec(_Strict):
     name: str = Field(min_length=1)
     vendor: str = ""
@@ -100,6 +113,7 @@ class HardwareSpec(_Strict):
     memory: MemorySpec
     interconnect: InterconnectSpec
     power_w: Pos | None = None
+    cost: CostSpec | None = None
 
     @model_validator(mode="after")
     def _uncertain_names_fields(self) -> HardwareSpec:
