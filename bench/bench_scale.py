@@ -64,8 +64,10 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
 
-    print(f"{'model':14s} {'phase':7s} {'tp':>2s} {'device':12s} {'batch':>5s} {'ctx':>6s} "
-          f"{'mk/LB':>8s} {'speedup':>8s} {'vs greedy':>9s} {'method':15s} {'time_s':>7s}")
+    print(
+        f"{'model':14s} {'phase':7s} {'tp':>2s} {'device':12s} {'batch':>5s} {'ctx':>6s} "
+        f"{'mk/LB':>8s} {'speedup':>8s} {'vs greedy':>9s} {'method':15s} {'time_s':>7s}"
+    )
     worst, n, over = 1.0, 0, []
     for model, phase, tp, dev, b, c in rows(args.quick):
         r, dt, skip = solve_row(model, phase, tp, dev, b, c, args.workers)
@@ -78,19 +80,24 @@ def main(argv=None) -> int:
         worst = max(worst, ratio)
         if ratio > 1.005:
             over.append(f"{model} {phase} tp{tp} {dev}")
-        print(f"{head} {ratio:8.5f} {r.speedup:8.4f} {r.greedy_makespan_s / r.makespan_s:9.4f} "
-              f"{r.method[:15]:15s} {dt:7.2f}")
-    print(f"\nrows solved: {n}; worst makespan/LB {worst:.5f}; rows above 1.005: {len(over)}"
-          + (f" ({', '.join(over)})" if over else ""))
+        print(
+            f"{head} {ratio:8.5f} {r.speedup:8.4f} {r.greedy_makespan_s / r.makespan_s:9.4f} "
+            f"{r.method[:15]:15s} {dt:7.2f}"
+        )
+    print(
+        f"\nrows solved: {n}; worst makespan/LB {worst:.5f}; rows above 1.005: {len(over)}"
+        + (f" ({', '.join(over)})" if over else "")
+    )
 
     print("\ntight L2: h100-sxm (50 MB L2), llama3-70b fp16 decode, tp 4, batch 4, ctx 16384")
-    g = pc.build_graph("llama3-70b", pc.Workload("decode", 4, 16384, 4, "fp16", "fp16",
-                                                  "fp16"))
+    g = pc.build_graph("llama3-70b", pc.Workload("decode", 4, 16384, 4, "fp16", "fp16", "fp16"))
     r = pc.solve(g, "h100-sxm", workers=args.workers)
-    print(f"  vanilla {r.baseline_makespan_s * 1e3:.4f} ms, greedy "
-          f"{r.greedy_makespan_s * 1e3:.4f} ms, optimised {r.makespan_s * 1e3:.4f} ms: "
-          f"{r.greedy_makespan_s / r.makespan_s:.4f}x over greedy, "
-          f"{r.speedup:.4f}x over vanilla, makespan/LB {r.makespan_s / r.lower_bound_s:.5f}")
+    print(
+        f"  vanilla {r.baseline_makespan_s * 1e3:.4f} ms, greedy "
+        f"{r.greedy_makespan_s * 1e3:.4f} ms, optimised {r.makespan_s * 1e3:.4f} ms: "
+        f"{r.greedy_makespan_s / r.makespan_s:.4f}x over greedy, "
+        f"{r.speedup:.4f}x over vanilla, makespan/LB {r.makespan_s / r.lower_bound_s:.5f}"
+    )
 
     times = {}
     for layers in (8, 80):
@@ -99,8 +106,10 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         pc.solve(g, "ascend-910b2", workers=args.workers)
         times[layers] = time.perf_counter() - t
-    print(f"\nscaling: solve(80 layers) / solve(8 layers) = {times[80] / times[8]:.2f} "
-          f"({times[80]:.2f} s / {times[8]:.2f} s)")
+    print(
+        f"\nscaling: solve(80 layers) / solve(8 layers) = {times[80] / times[8]:.2f} "
+        f"({times[80]:.2f} s / {times[8]:.2f} s)"
+    )
 
     m = pc.load_model("llama3-8b").model_copy(update={"num_layers": 9091})
     g = pc.build_graph(m, pc.Workload("decode", 1, 2048, 4))
@@ -112,8 +121,10 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     simulate(g, costs, pc.Plan("vanilla"), mach)
     sim = time.perf_counter() - t
-    print(f"simulator: simulate({g.number_of_nodes()} ops) / topological_sort = "
-          f"{sim / topo:.2f} ({sim:.2f} s / {topo:.2f} s)")
+    print(
+        f"simulator: simulate({g.number_of_nodes()} ops) / topological_sort = "
+        f"{sim / topo:.2f} ({sim:.2f} s / {topo:.2f} s)"
+    )
     return 0
 
 

@@ -95,8 +95,9 @@ def _bfs_to_next_collective(g: nx.DiGraph, start: Any) -> list[Any]:
 FUSED_TILES = 8
 
 
-def fused_graph(g: nx.DiGraph, costs: Mapping[Any, OpCost], hw: Hardware,
-                tiles: int = FUSED_TILES) -> tuple[nx.DiGraph, dict[Any, OpCost]]:
+def fused_graph(
+    g: nx.DiGraph, costs: Mapping[Any, OpCost], hw: Hardware, tiles: int = FUSED_TILES
+) -> tuple[nx.DiGraph, dict[Any, OpCost]]:
     """The graph with each allreduce fused into the GEMM that produces its input.
 
     Model (after fused GEMM+collective kernels such as FLUX, arXiv 2406.06858, and T3,
@@ -120,8 +121,9 @@ def fused_graph(g: nx.DiGraph, costs: Mapping[Any, OpCost], hw: Hardware,
         gemms = [p for p in g.predecessors(ar) if g.nodes[p].get("kind") == "gemm"]
         if not gemms:
             continue
-        gm = gemms[-1] if len(gemms) == 1 else max(
-            gemms, key=lambda p: costs[p].duration_s(0.0))  # the later, larger GEMM
+        gm = (
+            gemms[-1] if len(gemms) == 1 else max(gemms, key=lambda p: costs[p].duration_s(0.0))
+        )  # the later, larger GEMM
         msg = float(sum((g.nodes[ar].get("reads") or {}).values()))
         lat, xfer = collective_parts("allreduce", msg, n_dev, hw)
         t_g = costs[gm].duration_s(0.0)
@@ -136,7 +138,6 @@ def fused_graph(g: nx.DiGraph, costs: Mapping[Any, OpCost], hw: Hardware,
         h.remove_node(ar)
         nx.set_node_attributes(h, {gm: a})
         c = costs[gm]
-        new_costs[gm] = OpCost(gm, c.resource, t, 0.0, c.hbm_bytes, 0.0, c.hbm_bw, c.l2_bw,
-                               True)
+        new_costs[gm] = OpCost(gm, c.resource, t, 0.0, c.hbm_bytes, 0.0, c.hbm_bw, c.l2_bw, True)
         del new_costs[ar]
     return h, new_costs

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from . import units
 from .errors import PreserveError, input_error
-from .graph import COLLECTIVE_KINDS, build_graph
+from .graph import build_graph
 from .hardware import Hardware, list_hardware, load_hardware
 from .models import list_models, load_model
 from .plan import Result
@@ -66,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.add_argument("--trace", metavar="FILE", help="write a Perfetto/Chrome trace")
+    s.add_argument("--gantt", metavar="FILE", help="write a Gantt picture (.svg or .png)")
+    s.add_argument("--report", metavar="FILE", help="write a self-contained HTML report")
+    s.add_argument("--layers", metavar="A:B", help="zoom the Gantt/report to layers A..B")
+    s.add_argument(
+        "--compare",
+        action="store_true",
+        help="Gantt and trace show vanilla, greedy and optimised together",
+    )
 
     f = sub.add_parser("footprint", help="per-layer footprint per device (paper Fig. 2)")
     f.add_argument("--model", required=True)
@@ -76,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--devices", default="1,2,4,8,16,32", help="comma-separated device counts")
     f.add_argument("--json", action="store_true")
     f.add_argument("--plot", metavar="FILE", help="write the plot (.svg or .png)")
+
+    rp = sub.add_parser("reproduce", help="reproduce a paper's studies")
+    rp.add_argument("what", choices=("paper",))
+    rp.add_argument("--out", required=True, help="output folder (figures, CSVs, summary)")
+    rp.add_argument("--workers", type=int, default=2)
+    rp.add_argument("--scheduler", help="tcp://HOST:PORT of a running Dask scheduler")
+    rp.add_argument("--no-progress", action="store_true")
 
     w = sub.add_parser("sweep", help="run a grid of points on Dask, results in SQLite")
     w.add_argument("spec", help="sweep spec YAML")
@@ -118,6 +133,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _sweep(args)
     if args.cmd == "footprint":
         return _footprint(args)
+    if args.cmd == "reproduce":
+        from .reproduce import reproduce_paper
+
+        if not 1 <= args.workers <= 256:
+            raise input_error("--workers", "value", "an integer in [1, 256]", args.workers)
+        summary = reproduce_paper(
+            args.out, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress
+        )
+        print(
+            json.dumps(
+                {k: v for k, v in summary.items() if k != "dse"}
+                | {"dse": {k: v for k, v in summary["dse"].items() if k != "sensitivity"}},
+                indent=2,
+            )
+        )
+        return 0
     if args.cmd == "hardware":
         if args.sub == "list":
             for n in list_hardware():
@@ -154,8 +185,14 @@ def _footprint(args: argparse.Namespace) -> int:
     if not devices or any(d < 1 for d in devices):
         raise input_error("--devices", "value", "integers >= 1", args.devices)
     model = load_model(args.model)
-    rows = footprints(model, devices, dtype=args.dtype, kv_dtype=args.kv_dtype,
-                      batch=args.batch, context=args.context)
+    rows = footprints(
+        model,
+        devices,
+        dtype=args.dtype,
+        kv_dtype=args.kv_dtype,
+        batch=args.batch,
+        context=args.context,
+    )
     if args.plot:
         from .viz.footprint_plot import footprint_figure, write_figure
 
@@ -163,12 +200,16 @@ def _footprint(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2))
     else:
-        print(f"{model.name}, {args.dtype}, batch {args.batch}, context {args.context}: "
-              "one layer, per device (MB)")
+        print(
+            f"{model.name}, {args.dtype}, batch {args.batch}, context {args.context}: "
+            "one layer, per device (MB)"
+        )
         print(f"{'devices':>8s} {'attention':>10s} {'MLP':>10s} {'KV-cache':>10s}")
         for r in rows:
-            print(f"{r.devices:8d} {r.attention_weights_bytes / units.MB:10.2f} "
-                  f"{r.mlp_weights_bytes / units.MB:10.2f} {r.kv_cache_bytes / units.MB:10.2f}")
+            print(
+                f"{r.devices:8d} {r.attention_weights_bytes / units.MB:10.2f} "
+                f"{r.mlp_weights_bytes / units.MB:10.2f} {r.kv_cache_bytes / units.MB:10.2f}"
+            )
     return 0
 
 
@@ -235,10 +276,19 @@ def _solve(args: argparse.Namespace) -> int:
         raise input_error("--time-limit", "value", "seconds > 0", args.time_limit)
     if not 1 <= args.workers <= 256:
         raise input_error("--workers", "value", "an integer in [1, 256]", args.workers)
-    if args.trace:  # fail before the solve, not after it
-        trace = Path(args.trace)
-        if not trace.parent.is_dir() or trace.is_dir():
-            raise input_error("--trace", "FILE", "a file path in an existing folder", args.trace)
+    for flag in ("trace", "gantt", "report"):  # fail before the solve, not after it
+        value = getattr(args, flag)
+        if value:
+            out = Path(value)
+            if not out.parent.is_dir() or out.is_dir():
+                raise input_error(f"--{flag}", "FILE", "a file path in an existing folder", value)
+    if args.gantt and Path(args.gantt).suffix.lower() not in (".svg", ".png"):
+        raise input_error("--gantt", "FILE", "a .svg or .png file name", args.gantt)
+    layers = None
+    if args.layers:
+        from .viz.gantt import parse_layers
+
+        layers = parse_layers(args.layers)
     result = solve(
         g,
         hw,
@@ -249,10 +299,21 @@ def _solve(args: argparse.Namespace) -> int:
             budget_fraction=args.budget_fraction,
         ),
     )
+    plans = _plans(result) if args.compare else {"optimised": result.schedule}
     if args.trace:
         from .viz.perfetto import write_trace
 
-        write_trace(args.trace, result.schedule)
+        write_trace(args.trace, plans if args.compare else result.schedule)
+    if args.gantt:
+        from .viz.gantt import write_gantt
+
+        write_gantt(args.gantt, plans, layers=layers, title=f"{model.name} on {hw.name}")
+    if args.report:
+        from .viz.report import write_report
+
+        write_report(
+            args.report, result, g, hw, wl, layers=layers, title=f"{model.name} on {hw.name}"
+        )
     if args.json:
         print(result.to_json())
     else:
@@ -260,24 +321,13 @@ def _solve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _windows(result: Result, g: Any) -> list[tuple[str, float]]:
-    """Bytes prefetched per window (the span that starts with each collective)."""
-    starts = sorted(
-        (e.start_s, str(e.node))
-        for e in result.schedule.events
-        if g.nodes[e.node].get("kind") in COLLECTIVE_KINDS
-    )
-    out: dict[str, float] = {}
-    for c in result.schedule.chunks:
-        name = "before first collective"
-        for t, n in starts:
-            if t <= c.start_s + 1e-15:
-                name = n
-            else:
-                break
-        out[name] = out.get(name, 0.0) + c.bytes
-    order = {n: i for i, (_, n) in enumerate(starts)}
-    return sorted(out.items(), key=lambda kv: order.get(kv[0], -1))
+def _plans(r: Result) -> dict[str, Any]:
+    """vanilla, greedy (when there is one) and optimised schedules, in that order."""
+    out = {"vanilla": r.baselines["vanilla"]}
+    if "greedy" in r.baselines:
+        out["greedy"] = r.baselines["greedy"]
+    out["optimised"] = r.schedule
+    return out
 
 
 def _report(r: Result, g: Any, hw: Hardware, model: str, wl: Workload) -> str:
@@ -292,6 +342,14 @@ def _report(r: Result, g: Any, hw: Hardware, model: str, wl: Workload) -> str:
         f"{'plan':12s} {'makespan':>12s} {'speedup':>9s}",
         f"{'vanilla':12s} {base * ms:10.4f} ms {1.0:8.3f}x",
         f"{'greedy':12s} {greedy * ms:10.4f} ms {base / greedy:8.3f}x",
+        *(
+            [
+                f"{'fused':12s} {r.fused_makespan_s * ms:10.4f} ms "
+                f"{base / r.fused_makespan_s:8.3f}x   (GEMM+AllReduce fused, no prefetch)"
+            ]
+            if r.fused_makespan_s
+            else []
+        ),
         f"{'optimised':12s} {r.makespan_s * ms:10.4f} ms {base / r.makespan_s:8.3f}x"
         f"   ({r.makespan_s and greedy / r.makespan_s:.3f}x over greedy)",
         "",
@@ -301,7 +359,9 @@ def _report(r: Result, g: Any, hw: Hardware, model: str, wl: Workload) -> str:
         f"{len(r.schedule.chunks)} chunks; peak L2 held "
         f"{r.schedule.peak_l2_bytes() / units.MB:.1f} MB",
     ]
-    wins = _windows(r, g)
+    from .viz.report import prefetch_windows, window_totals
+
+    wins = [(w["window"], w["bytes"]) for w in window_totals(prefetch_windows(r, g, hw))]
     if wins:
         vals = [b for _, b in wins]
         lines.append(

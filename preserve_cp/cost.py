@@ -56,8 +56,9 @@ class CostModel:
         a = self.die_area_mm2(l2_bytes)
         dpw = self.dies_per_wafer(a)
         if dpw <= 0:
-            raise InputError(f"die of {a:.0f} mm2 does not fit on a {self.wafer_diameter_mm:g} "
-                             "mm wafer")
+            raise InputError(
+                f"die of {a:.0f} mm2 does not fit on a {self.wafer_diameter_mm:g} mm wafer"
+            )
         return self.wafer_price_usd / (dpw * self.yield_fraction(a))
 
     def device_cost_usd(self, l2_bytes: float) -> float:
@@ -68,8 +69,16 @@ def cost_model(hw: Hardware) -> CostModel:
     """The cost model of ``hw`` (its YAML ``cost`` section)."""
     spec = hw.spec.cost if hw.spec is not None else None
     if spec is None:
-        raise InputError(f"{hw.name}: cost: the hardware file has no cost section (needed for "
-                         "performance per cost)")
-    return CostModel(spec.wafer_price_usd, spec.wafer_diameter_mm, spec.defect_density_per_cm2,
-                     spec.yield_alpha, spec.logic_area_mm2, spec.sram_mb_per_mm2,
-                     spec.fixed_cost_usd)
+        raise InputError(
+            f"{hw.name}: cost: the hardware file has no cost section (needed for "
+            "performance per cost)"
+        )
+    return CostModel(
+        spec.wafer_price_usd,
+        spec.wafer_diameter_mm,
+        spec.defect_density_per_cm2,
+        spec.yield_alpha,
+        spec.logic_area_mm2,
+        spec.sram_mb_per_mm2,
+        spec.fixed_cost_usd,
+    )

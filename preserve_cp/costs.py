@@ -90,8 +90,7 @@ def collective_time_s(kind: str, message_bytes: float, n: int, hw: Hardware) -> 
     return latency + transfer
 
 
-def collective_parts(kind: str, message_bytes: float, n: int, hw: Hardware
-                     ) -> tuple[float, float]:
+def collective_parts(kind: str, message_bytes: float, n: int, hw: Hardware) -> tuple[float, float]:
     """(latency, transfer) seconds of a collective: the α part and the bandwidth part."""
     if n <= 1:
         return 0.0, 0.0

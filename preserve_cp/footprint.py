@@ -28,9 +28,15 @@ class Footprint:
         return asdict(self)
 
 
-def layer_footprint(model: ModelConfig | str, devices: int, *, dtype: str = "int8",
-                    kv_dtype: str | None = None, batch: int = 8,
-                    context: int = 16384) -> Footprint:
+def layer_footprint(
+    model: ModelConfig | str,
+    devices: int,
+    *,
+    dtype: str = "int8",
+    kv_dtype: str | None = None,
+    batch: int = 8,
+    context: int = 16384,
+) -> Footprint:
     """One layer's footprint per device.
 
     Llama-3-70B, int8, 8 devices: attention 8192 x (8192 + 2 x 1024) + 8192 x 8192 bytes / 8;

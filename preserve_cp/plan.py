@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 
@@ -115,6 +116,7 @@ class Result:
     predicted_makespan_s: float | None = None
     baseline_makespan_s: float | None = None
     greedy_makespan_s: float | None = None
+    fused_makespan_s: float | None = None
     tick_s: float | None = None
     l2_capacity_bytes: float = 0.0
     method: str = ""
@@ -147,6 +149,7 @@ class Result:
             "makespan_s": self.makespan_s,
             "baseline_makespan_s": self.baseline_makespan_s,
             "greedy_makespan_s": self.greedy_makespan_s,
+            "fused_makespan_s": self.fused_makespan_s,
             "speedup": self.speedup,
             "lower_bound_s": self.lower_bound_s,
             "gap": self.gap,
@@ -164,6 +167,33 @@ class Result:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    def gantt(
+        self,
+        path: str | Path,
+        *,
+        layers: tuple[int, int] | None = None,
+        compare: bool = False,
+        title: str = "",
+    ) -> Path:
+        """Write the Gantt of this result (with compare=True: vanilla, greedy, optimised stacked).
+
+        ``path`` ends in ``.svg`` or ``.png``; ``layers=(A, B)`` zooms on layers A..B
+        (inclusive). See :mod:`preserve_cp.viz.gantt`.
+        """
+        # local import: plan.py sits left of viz in the pipeline; this convenience method is
+        # the one allowed exception (tests/test_layout.py)
+        from .viz.gantt import write_gantt
+
+        schedules: dict[str, Schedule] = {}
+        if compare:
+            for name in ("vanilla", "greedy"):
+                if name in self.baselines:
+                    schedules[name] = self.baselines[name]
+            schedules["optimised"] = self.schedule
+        else:
+            schedules[self.plan.name or "plan"] = self.schedule
+        return write_gantt(path, schedules, layers=layers, title=title)
 
 
 def _jsonable(x: Any) -> Any:

@@ -21,7 +21,7 @@ from typing import Any
 import networkx as nx
 
 from . import units
-from .baselines import greedy_plan, vanilla_plan
+from .baselines import fused_graph, greedy_plan, vanilla_plan
 from .costs import OpCost, op_costs
 from .errors import InfeasibleError, SolverError
 from .graph import validate_graph
@@ -144,6 +144,10 @@ def solve(
         greedy, g_bad = sim(g_plan)
         if g_bad:
             greedy = None
+    fused = None
+    if hardware is not None and any(a.get("kind") == "allreduce" for _, a in g.nodes(data=True)):
+        fg, fc = fused_graph(g, costs, hardware)
+        fused = run_plan(fg, fc, Plan("fused"), machine)
     chain = chain_order(g) if has_tensors else None
     bounds = _bounds(g, costs, machine, chain, hardware is not None)
 
@@ -226,11 +230,16 @@ def solve(
         predicted_makespan_s=won.predicted_s if won is not None else None,
         baseline_makespan_s=vanilla.makespan_s,
         greedy_makespan_s=greedy.makespan_s if greedy is not None else vanilla.makespan_s,
+        fused_makespan_s=fused.makespan_s if fused is not None else None,
         tick_s=best_cp.tick_s if best_cp is not None else None,
         l2_capacity_bytes=machine.l2_capacity_bytes,
         method=method,
         bounds=bounds,
-        baselines={"vanilla": vanilla, **({"greedy": greedy} if greedy is not None else {})},
+        baselines={
+            "vanilla": vanilla,
+            **({"greedy": greedy} if greedy is not None else {}),
+            **({"fused": fused} if fused is not None else {}),
+        },
         violations=violations,
     )
 

@@ -13,10 +13,30 @@ from preserve_cp.footprint import layer_footprint
 
 
 def test_llama3_70b_json_matches_exact_arithmetic(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "preserve_cp.cli", "footprint", "--model",
-                          "llama3-70b", "--dtype", "int8", "--batch", "8", "--context", "16384",
-                          "--devices", "1,2,4,8,16,32", "--json", "--plot",
-                          str(tmp_path / "fp.png")], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "preserve_cp.cli",
+            "footprint",
+            "--model",
+            "llama3-70b",
+            "--dtype",
+            "int8",
+            "--batch",
+            "8",
+            "--context",
+            "16384",
+            "--devices",
+            "1,2,4,8,16,32",
+            "--json",
+            "--plot",
+            str(tmp_path / "fp.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     m = load_model("llama3-70b")

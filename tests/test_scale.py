@@ -42,8 +42,9 @@ def test_layer_structure_periods():
 
 
 def test_periodic_plan_is_tiled_verified_and_near_the_bound():
-    g, c, m = _setup("llama3-70b", pc.Workload("decode", 4, 16384, 8, "int8", "int8", "int8"),
-                     "ascend-910b2")
+    g, c, m = _setup(
+        "llama3-70b", pc.Workload("decode", 4, 16384, 8, "int8", "int8", "int8"), "ascend-910b2"
+    )
     ch = chain_order(g)
     out = solve_periodic(ch, g, c, m, ChainOptions(time_limit_s=20))
     assert out is not None and out.stats["periods"] == 72
@@ -77,10 +78,16 @@ def random_chains(draw):
         if not coll and draw(st.booleans()):
             reads[f"w{i}"] = draw(st.integers(10**5, 8 * 10**7))
             pf = [f"w{i}"]
-        g.add_node(f"n{i}", kind="allreduce" if coll else draw(st.sampled_from(
-            ["gemm", "attention", "norm"])), resource="comm" if coll else "compute",
-            flops=float(draw(st.integers(0, 10**12))), reads=reads,
-            writes_bytes=draw(st.integers(0, 10**6)), prefetchable=pf, layer=0)
+        g.add_node(
+            f"n{i}",
+            kind="allreduce" if coll else draw(st.sampled_from(["gemm", "attention", "norm"])),
+            resource="comm" if coll else "compute",
+            flops=float(draw(st.integers(0, 10**12))),
+            reads=reads,
+            writes_bytes=draw(st.integers(0, 10**6)),
+            prefetchable=pf,
+            layer=0,
+        )
         if i:
             g.add_edge(f"n{i - 1}", f"n{i}")
     g.graph["tp"] = 8
@@ -88,8 +95,11 @@ def random_chains(draw):
 
 
 @settings(max_examples=40, deadline=None)
-@given(g=random_chains(), l2_mb=st.floats(0.5, 120),
-       device=st.sampled_from(["ascend-910b2", "h100-sxm", "gaudi3"]))
+@given(
+    g=random_chains(),
+    l2_mb=st.floats(0.5, 120),
+    device=st.sampled_from(["ascend-910b2", "h100-sxm", "gaudi3"]),
+)
 def test_chain_bound_is_below_every_plan(g, l2_mb, device):
     hw = pc.load_hardware(device).with_overrides(l2_capacity_bytes=l2_mb * 1e6)
     c, m = op_costs(g, hw), machine_for(hw)

@@ -153,13 +153,28 @@ def expand(spec: SweepSpec, where: str = "spec") -> list[Point]:
         wl = Workload(ph, b, c, tp, dt, dt, dt)  # type: ignore[arg-type]
         for combo in itertools.product(*grids):
             ov = {k: float(v) for k, v in zip(keys, combo, strict=True)}
-            hw = apply_overrides(hws[h], ov, where)
-            fp = {
-                "version": VERSION,
-                "model": models[m].model_dump(),
-                "hardware": hardware_fingerprint(hw),
-                "workload": wl.to_dict(),
-                "solve": solve,
-            }
-            out.append(Point(m, h, wl, ov, solve, fp))
+            out.append(make_point(m, h, wl, ov, solve, models[m], hws[h], where))
     return out
+
+
+def make_point(
+    model: str,
+    hardware: str,
+    workload: Workload,
+    overrides: dict[str, float],
+    solve: dict[str, Any],
+    model_cfg: Any = None,
+    hw: Hardware | None = None,
+    where: str = "point",
+) -> Point:
+    """One point with its fingerprint (model shape, hardware after overrides, workload...)."""
+    cfg = model_cfg if model_cfg is not None else load_model(model)
+    base = hw if hw is not None else load_hardware(hardware)
+    fp = {
+        "version": VERSION,
+        "model": cfg.model_dump(),
+        "hardware": hardware_fingerprint(apply_overrides(base, overrides, where)),
+        "workload": workload.to_dict(),
+        "solve": solve,
+    }
+    return Point(model, hardware, workload, dict(overrides), dict(solve), fp)

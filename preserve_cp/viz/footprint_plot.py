@@ -17,8 +17,13 @@ from ..units import MB
 from ._io import write_bytes_atomic
 
 
-def footprint_figure(model: str, rows: Sequence[Footprint], *, with_kv: bool = True,
-                     hardware: Sequence[str] | None = None) -> Figure:
+def footprint_figure(
+    model: str,
+    rows: Sequence[Footprint],
+    *,
+    with_kv: bool = True,
+    hardware: Sequence[str] | None = None,
+) -> Figure:
     fig = Figure(figsize=(10, 5.2), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

@@ -9,7 +9,7 @@ window spans 10 s or more, e.g. a plain job shop whose durations are seconds):
 * thin vertical lines where each layer's first op starts, labelled ``L<i>`` (at most ~20);
 * under the lanes, when the schedule has hardware (usable L2 > 0): the L2 bytes held by
   prefetches (MB) against the usable L2 (dashed), and the HBM bandwidth in use (TB/s; ops
-  and prefetch stacked) against the HBM bandwidth (dashed).
+  and prefetch stacked) against the HBM bandwidth (dotted); see :mod:`._gantt_panels`.
 
 Ops, chunks and links are drawn as one collection each per block (an 80-layer decode plan has
 ~900 ops and ~1,200 chunks); with ``layers=(A, B)`` only what overlaps the window is drawn.
@@ -31,7 +31,7 @@ import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import LineCollection, PolyCollection
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -39,7 +39,8 @@ from matplotlib.patches import Patch
 from ..errors import InputError, input_error
 from ..graph import PREFETCH_STREAM
 from ..plan import Schedule
-from ..units import MB, TB
+from ..units import MB
+from ._gantt_panels import HBM_OPS_COLOUR, HBM_PREFETCH_COLOUR, PREFETCH_COLOUR, draw_hbm, draw_l2
 from ._io import write_bytes_atomic, write_text_atomic
 
 #: colour of each op kind (collectives in shades of red, prefetch chunks green)
@@ -53,13 +54,12 @@ KIND_COLOURS: dict[str, str] = {
     "allgather": "#E8898C",
     "reduce_scatter": "#8E2D30",
     "all_to_all": "#F0B6B8",
-    PREFETCH_STREAM: "#55A868",
+    PREFETCH_STREAM: PREFETCH_COLOUR,
 }
 #: colour of ops whose kind is not in :data:`KIND_COLOURS` (e.g. a plain DAG's ops)
 OTHER_COLOUR = "#A0A0A0"
 LINK_COLOUR = "#2D6B3C"
 LAYER_LINE_COLOUR = "#444444"
-MAIN_HBM_COLOUR = "#4C72B0"
 
 STREAM_ORDER = ("compute", "comm", PREFETCH_STREAM)
 SUFFIXES = (".svg", ".png")
@@ -68,6 +68,7 @@ WIDTH_IN = 14.0
 LANE_IN = 0.38  # height of one stream lane
 PANEL_IN = 0.85  # height of the L2 and of the HBM panel
 PNG_DPI = 130
+DENSE = 300  # from this many rectangles in a lane block on, no edges (and chunk runs merge)
 _LAYERS_RE = re.compile(r"\s*(\d+)\s*:\s*(\d+)\s*")
 
 
@@ -92,7 +93,8 @@ def layer_window(schedules: Mapping[str, Schedule], layers: tuple[int, int]) -> 
     The union over the schedules that hold both layers; :class:`InputError` if none does.
 
     >>> from preserve_cp.plan import Event, Schedule
-    >>> ev = (Event("a", "compute", 0.0, 1.0, "gemm", 0), Event("b", "compute", 1.0, 3.0, "gemm", 1))
+    >>> ev = (Event("a", "compute", 0.0, 1.0, "gemm", 0),
+    ...       Event("b", "compute", 1.0, 3.0, "gemm", 1))
     >>> layer_window({"s": Schedule(ev, (), (), (), 3.0, 0.0, 1.0)}, (1, 1))
     (1.0, 3.0)
     """
@@ -109,7 +111,9 @@ def layer_window(schedules: Mapping[str, Schedule], layers: tuple[int, int]) -> 
             ends.append(max(last))
     if not starts:
         have = f"{min(present)}:{max(present)}" if present else "none"
-        raise input_error("gantt", "layers", f"a range within the schedules' layers ({have})", f"{a}:{b}")
+        raise input_error(
+            "gantt", "layers", f"a range within the schedules' layers ({have})", f"{a}:{b}"
+        )
     return min(starts), max(ends)
 
 
@@ -124,7 +128,8 @@ def gantt_figure(
     Examples
     --------
     >>> from preserve_cp.plan import Event, Schedule
-    >>> s = Schedule((Event("a", "m1", 0.0, 2.0), Event("b", "m2", 1.0, 3.0)), (), (), (), 3.0, 0.0, 1.0)
+    >>> ev = (Event("a", "m1", 0.0, 2.0), Event("b", "m2", 1.0, 3.0))
+    >>> s = Schedule(ev, (), (), (), 3.0, 0.0, 1.0)
     >>> fig = gantt_figure({"plan": s})
     >>> len(fig.axes)  # no L2 / HBM panels without hardware
     1
@@ -147,7 +152,9 @@ def gantt_figure(
             ratios += [PANEL_IN, PANEL_IN]
         if i < len(schedules) - 1:
             ratios.append(0.3)  # spacer between blocks
-    fig = Figure(figsize=(WIDTH_IN, sum(ratios) + 1.2 + (0.3 if title else 0.0)), layout="constrained")
+    fig = Figure(
+        figsize=(WIDTH_IN, sum(ratios) + 1.2 + (0.3 if title else 0.0)), layout="constrained"
+    )
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(len(ratios), 1, height_ratios=ratios)
     first = next(iter(schedules.values()))
@@ -156,16 +163,21 @@ def gantt_figure(
     block_axes: list[list[Axes]] = []
     for name, s in schedules.items():
         ax = fig.add_subplot(grid[row], sharex=shared)
-        shared = shared or ax
+        shared = ax if shared is None else shared
         axes = [ax]
         kinds |= _draw_lanes(ax, name, s, lanes[name], window, scale)
-        ax.set_title(_block_title(name, s, first, next(iter(schedules))), loc="left", fontsize=10, pad=14)
+        ax.set_title(
+            _block_title(name, s, first, next(iter(schedules)), scale, unit),
+            loc="left",
+            fontsize=10,
+            pad=14,
+        )
         row += 1
         if _has_hardware(s):
             axes.append(fig.add_subplot(grid[row], sharex=shared))
             axes.append(fig.add_subplot(grid[row + 1], sharex=shared))
-            _draw_l2(axes[1], name, s, window, scale)
-            _draw_hbm(axes[2], name, s, window, scale)
+            draw_l2(axes[1], name, s, window, scale)
+            draw_hbm(axes[2], name, s, window, scale)
             row += 2
         _draw_layer_lines(axes, s, window, scale)
         row += 1  # spacer
@@ -173,11 +185,17 @@ def gantt_figure(
     for axes in block_axes:
         for a in axes[:-1]:
             a.tick_params(labelbottom=False)
-    shared.set_xlim(window[0] * scale, window[1] * scale)
+    block_axes[0][0].set_xlim(window[0] * scale, window[1] * scale)
     block_axes[-1][-1].set_xlabel(f"time ({unit})")
     if title:
         fig.suptitle(title, fontsize=12)
-    fig.legend(handles=_legend_handles(kinds, schedules), loc="outside upper center", ncols=8, fontsize=8, frameon=False)
+    fig.legend(
+        handles=_legend_handles(kinds, schedules),
+        loc="outside lower center",
+        ncols=8,
+        fontsize=8,
+        frameon=False,
+    )
     return fig
 
 
@@ -246,8 +264,10 @@ def _overlaps(start: float, end: float, window: tuple[float, float]) -> bool:
     return window[0] <= start <= window[1]
 
 
-def _block_title(name: str, s: Schedule, ref: Schedule, ref_name: str) -> str:
-    text = f"{name}: makespan {s.makespan_s * 1e3:.4g} ms"
+def _block_title(
+    name: str, s: Schedule, ref: Schedule, ref_name: str, scale: float, unit: str
+) -> str:
+    text = f"{name}: makespan {s.makespan_s * scale:.4g} {unit}"
     if s is not ref and ref.makespan_s > 0:
         text += f" ({(s.makespan_s / ref.makespan_s - 1) * 100:+.1f}% vs {ref_name})"
     if s.chunks:
@@ -257,14 +277,33 @@ def _block_title(name: str, s: Schedule, ref: Schedule, ref_name: str) -> str:
     return text
 
 
-def _rects(spans: Sequence[tuple[float, float, float]], scale: float) -> np.ndarray:
-    """(start_s, end_s, lane y) -> an (n, 4, 2) array of rectangle corners, bar height 0.8."""
+def _rects(spans: Sequence[tuple[float, float, float]], scale: float) -> list[np.ndarray]:
+    """(start_s, end_s, lane y) -> the (4, 2) corners of each rectangle, bar height 0.8."""
     a = np.asarray(spans, dtype=float).reshape(-1, 3)
     x0, x1, y = a[:, 0] * scale, a[:, 1] * scale, a[:, 2]
-    return np.stack(
-        [np.stack([x0, y - 0.4], 1), np.stack([x0, y + 0.4], 1), np.stack([x1, y + 0.4], 1), np.stack([x1, y - 0.4], 1)],
-        axis=1,
-    )
+    corners = [(x0, y - 0.4), (x0, y + 0.4), (x1, y + 0.4), (x1, y - 0.4)]
+    return list(np.stack([np.stack(c, 1) for c in corners], axis=1))
+
+
+def _chunk_spans(
+    chunks: list, window: tuple[float, float], y: float
+) -> list[tuple[float, float, float]]:
+    """Chunk rectangles; in a dense view (no edges drawn), runs of touching chunks become one.
+
+    Below ~a pixel the boundaries are invisible anyway, and a decode plan's back-to-back
+    chunks would otherwise be most of the SVG.
+    """
+    spans = sorted((c.start_s, c.end_s) for c in chunks)
+    if len(spans) < DENSE:
+        return [(a, b, y) for a, b in spans]
+    tol = (window[1] - window[0]) / 4000
+    merged = [list(spans[0])]
+    for a, b in spans[1:]:
+        if a - merged[-1][1] <= tol:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return [(a, b, y) for a, b in merged]
 
 
 def _draw_lanes(
@@ -274,7 +313,7 @@ def _draw_lanes(
     y_of = {lane: i for i, lane in enumerate(lanes)}
     ops = [e for e in s.events if _overlaps(e.start_s, e.end_s, window)]
     colours = [KIND_COLOURS.get(e.kind, OTHER_COLOUR) for e in ops]
-    thin = len(ops) < 300  # white edges separate ops only when they are wide enough to show
+    thin = len(ops) < DENSE  # white edges separate ops only when they are wide enough to show
     coll = PolyCollection(
         _rects([(e.start_s, e.end_s, y_of[e.resource]) for e in ops], scale),
         facecolors=colours,
@@ -289,27 +328,30 @@ def _draw_lanes(
     if chunks:
         pf = y_of[PREFETCH_STREAM]
         cc = PolyCollection(
-            _rects([(c.start_s, c.end_s, pf) for c in chunks], scale),
+            _rects(_chunk_spans(chunks, window, pf), scale),
             facecolors=KIND_COLOURS[PREFETCH_STREAM],
             edgecolors="white",
-            linewidths=0.3 if len(chunks) < 300 else 0.0,
+            linewidths=0.3 if len(chunks) < DENSE else 0.0,
         )
         cc.set_gid(f"chunks:{name}")
         ax.add_collection(cc)
     by_node = {e.node: e for e in s.events}
-    links = []
+    lx: list[float] = []
+    ly: list[float] = []
     for c in s.chunks:
         cons = by_node.get(c.consumer)
-        if cons is None or not _overlaps(min(c.end_s, cons.start_s), max(c.end_s, cons.start_s), window):
+        if cons is None or not _overlaps(
+            min(c.end_s, cons.start_s), max(c.end_s, cons.start_s), window
+        ):
             continue
-        yc = y_of[cons.resource]
-        ypf = y_of[PREFETCH_STREAM]
-        sign = 1.0 if yc > ypf else -1.0  # leave the chunk's edge facing the consumer's lane
-        links.append([(c.end_s * scale, ypf + 0.4 * sign), (cons.start_s * scale, yc - 0.4 * sign)])
-    if links:
-        lc = LineCollection(links, colors=LINK_COLOUR, linewidths=0.6, alpha=0.55)
-        lc.set_gid(f"links:{name}")
-        ax.add_collection(lc)
+        yc, ypf = y_of[cons.resource], y_of[PREFETCH_STREAM]
+        sign = 1.0 if yc > ypf else -1.0  # from the chunk's edge facing the consumer's lane
+        lx += [c.end_s * scale, cons.start_s * scale, math.nan]
+        ly += [ypf + 0.4 * sign, yc - 0.4 * sign, math.nan]
+    if lx:
+        # one polyline broken by NaNs: one SVG path for all links instead of one per link
+        (links,) = ax.plot(lx, ly, color=LINK_COLOUR, linewidth=0.6, alpha=0.55)
+        links.set_gid(f"links:{name}")
 
     ax.set_ylim(len(lanes) - 0.5, -0.5)  # first stream on top
     ax.set_yticks(range(len(lanes)), lanes, fontsize=8)
@@ -319,7 +361,9 @@ def _draw_lanes(
     return {e.kind for e in ops} | ({PREFETCH_STREAM} if chunks else set())
 
 
-def _label_ops(ax: Axes, ops: list, y_of: dict[str, int], window: tuple[float, float], scale: float) -> None:
+def _label_ops(
+    ax: Axes, ops: list, y_of: dict[str, int], window: tuple[float, float], scale: float
+) -> None:
     """Name the ops whose rectangles are wide enough for their name (zoomed views)."""
     span = window[1] - window[0]
     inches_per_s = (WIDTH_IN - 1.8) / span if span > 0 else 0.0
@@ -329,10 +373,21 @@ def _label_ops(ax: Axes, ops: list, y_of: dict[str, int], window: tuple[float, f
         if width_in < len(label) * 6.5 * 0.6 / 72 + 0.04:
             continue
         mid = (max(e.start_s, window[0]) + min(e.end_s, window[1])) / 2 * scale
-        ax.text(mid, y_of[e.resource], label, ha="center", va="center", fontsize=6.5, color="white", clip_on=True)
+        ax.text(
+            mid,
+            y_of[e.resource],
+            label,
+            ha="center",
+            va="center",
+            fontsize=6.5,
+            color="white",
+            clip_on=True,
+        )
 
 
-def _draw_layer_lines(axes: list[Axes], s: Schedule, window: tuple[float, float], scale: float) -> None:
+def _draw_layer_lines(
+    axes: list[Axes], s: Schedule, window: tuple[float, float], scale: float
+) -> None:
     first: dict[int, float] = {}
     for e in s.events:
         if e.layer >= 0 and (e.layer not in first or e.start_s < first[e.layer]):
@@ -342,77 +397,28 @@ def _draw_layer_lines(axes: list[Axes], s: Schedule, window: tuple[float, float]
         return
     xs = [t * scale for t, _ in shown]
     for ax in axes:
-        ax.vlines(xs, 0, 1, transform=ax.get_xaxis_transform(), colors=LAYER_LINE_COLOUR, linewidths=0.5, alpha=0.6)
+        ax.vlines(
+            xs,
+            0,
+            1,
+            transform=ax.get_xaxis_transform(),
+            colors=LAYER_LINE_COLOUR,
+            linewidths=0.5,
+            alpha=0.6,
+        )
     step = math.ceil(len(shown) / MAX_LAYER_LABELS)
     for i, (t, layer) in enumerate(shown):
         if i % step == 0:
             axes[0].text(
-                t * scale, 1.0, f"L{layer}", transform=axes[0].get_xaxis_transform(),
-                ha="left", va="bottom", fontsize=7, color=LAYER_LINE_COLOUR,
+                t * scale,
+                1.0,
+                f"L{layer}",
+                transform=axes[0].get_xaxis_transform(),
+                ha="left",
+                va="bottom",
+                fontsize=7,
+                color=LAYER_LINE_COLOUR,
             )
-
-
-def _steps(points: list[tuple[float, float]], window: tuple[float, float]) -> tuple[list[float], list[float]]:
-    """Piecewise-constant (time, level from then on) steps clipped to the window."""
-    level = 0.0
-    xs, ys = [window[0]], [0.0]
-    for t, v in points:
-        if t <= window[0]:
-            ys[0] = v
-        elif t < window[1]:
-            xs.append(t)
-            ys.append(v)
-    xs.append(window[1])
-    ys.append(ys[-1] if ys else level)
-    return xs, ys
-
-
-def _draw_l2(ax: Axes, name: str, s: Schedule, window: tuple[float, float], scale: float) -> None:
-    xs, ys = _steps(s.l2_profile(), window)
-    x = np.asarray(xs) * scale
-    y = np.asarray(ys) / MB
-    cap = s.l2_capacity_bytes / MB
-    ax.fill_between(x, y, step="post", color=KIND_COLOURS[PREFETCH_STREAM], alpha=0.35, linewidth=0)
-    (line,) = ax.step(x, y, where="post", color=KIND_COLOURS[PREFETCH_STREAM], linewidth=0.8)
-    line.set_gid(f"l2:{name}")
-    ax.axhline(cap, color="black", linestyle="--", linewidth=0.8)
-    ax.text(1.0, cap, f" usable L2\n {cap:.0f} MB", transform=ax.get_yaxis_transform(), fontsize=7, va="center")
-    ax.set_ylim(0, cap * 1.15)
-    ax.set_ylabel("L2 held\n(MB)", fontsize=8)
-    ax.tick_params(labelsize=7)
-
-
-def _draw_hbm(ax: Axes, name: str, s: Schedule, window: tuple[float, float], scale: float) -> None:
-    main: list[tuple[float, float]] = []
-    total: list[tuple[float, float]] = []
-    end = 0.0
-    for t0, t1, pf, mn in sorted(s.rate_segments):
-        if t0 > end:  # a gap: nothing runs
-            main.append((end, 0.0))
-            total.append((end, 0.0))
-        pf = pf if math.isfinite(pf) else 0.0
-        mn = mn if math.isfinite(mn) else 0.0
-        main.append((t0, mn))
-        total.append((t0, mn + pf))
-        end = max(end, t1)
-    main.append((end, 0.0))
-    total.append((end, 0.0))
-    xs, ym = _steps(main, window)
-    _, yt = _steps(total, window)
-    x = np.asarray(xs) * scale
-    ym_a, yt_a = np.asarray(ym) / TB, np.asarray(yt) / TB
-    ax.fill_between(x, ym_a, step="post", color=MAIN_HBM_COLOUR, alpha=0.45, linewidth=0, label="ops")
-    fill = ax.fill_between(x, ym_a, yt_a, step="post", color=KIND_COLOURS[PREFETCH_STREAM], alpha=0.6, linewidth=0)
-    fill.set_gid(f"hbm:{name}")
-    bw = s.hbm_bytes_per_s / TB
-    top = float(yt_a.max(initial=0.0))
-    if math.isfinite(bw):
-        ax.axhline(bw, color="black", linestyle=":", linewidth=0.9)
-        ax.text(1.0, bw, f" HBM\n {bw:.2f} TB/s", transform=ax.get_yaxis_transform(), fontsize=7, va="center")
-        top = max(top, bw)
-    ax.set_ylim(0, top * 1.2 if top > 0 else 1.0)
-    ax.set_ylabel("HBM in use\n(TB/s)", fontsize=8)
-    ax.tick_params(labelsize=7)
 
 
 def _legend_handles(kinds: set[str], schedules: Mapping[str, Schedule]) -> list:
@@ -424,7 +430,12 @@ def _legend_handles(kinds: set[str], schedules: Mapping[str, Schedule]) -> list:
         handles.append(Patch(color=KIND_COLOURS[PREFETCH_STREAM], label="prefetch chunk"))
         handles.append(Line2D([], [], color=LINK_COLOUR, linewidth=0.8, label="chunk -> consumer"))
     if any(_has_hardware(s) for s in schedules.values()):
-        handles.append(Patch(color=MAIN_HBM_COLOUR, alpha=0.45, label="HBM: ops"))
-        handles.append(Line2D([], [], color="black", linestyle="--", linewidth=0.8, label="usable L2"))
-        handles.append(Line2D([], [], color="black", linestyle=":", linewidth=0.9, label="HBM bandwidth"))
+        handles.append(Patch(color=HBM_OPS_COLOUR, label="HBM: ops"))
+        handles.append(Patch(color=HBM_PREFETCH_COLOUR, label="HBM: prefetch"))
+        handles.append(
+            Line2D([], [], color="black", linestyle="--", linewidth=0.8, label="usable L2")
+        )
+        handles.append(
+            Line2D([], [], color="black", linestyle=":", linewidth=0.9, label="HBM bandwidth")
+        )
     return handles

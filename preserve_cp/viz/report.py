@@ -1,0 +1,523 @@
+"""One self-contained HTML report of a solve: summary, compare Gantt, prefetch windows, inputs.
+
+The page needs nothing but itself: inline ``<style>``, the Gantt as inline SVG (in the element
+with id ``gantt``), no script, no external URL in any attribute, and a Content-Security-Policy
+that forbids every fetch (so a stray reference shows as a console error, never a request).
+Every string that comes from user data (model, tensor, op and hardware names) is HTML-escaped.
+
+Sections: summary (makespans of vanilla, greedy and optimised, speedups, lower bound, gap,
+solve time, verification, L2 use), the Gantt, the prefetch windows (an aggregate per window and
+the first :data:`MAX_CHUNK_ROWS` chunks), the workload and the hardware used.
+
+:func:`prefetch_windows` is the per-chunk table behind the window section (and the CLI summary).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..costs import op_costs
+from ..errors import InputError
+from ..graph import COLLECTIVE_KINDS
+from ..hardware import Hardware
+from ..plan import Result, Schedule
+from ..units import GB, MB, MIB, TB, TFLOPS, US
+from ..workload import Workload
+from .perfetto import write_text_atomic
+
+#: the window of a chunk that starts before any collective
+BEFORE_FIRST = "before first collective"
+#: chunk rows shown in the report; the rest are summarised per window
+MAX_CHUNK_ROWS = 200
+#: the page may fetch nothing: styles inline only, images only as data: URLs
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:"
+
+_STYLE = """
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
+ margin:16px 24px;color:#1d232a;background:#fff}
+h1{font-size:20px;margin:0 0 2px}h2{font-size:16px;margin:22px 0 6px}
+.sub{color:#555;margin:0 0 10px}
+.row{display:flex;flex-wrap:wrap;gap:14px 28px;align-items:flex-start}
+table{border-collapse:collapse;font-size:13px}
+th,td{border:1px solid #d4d8dd;padding:2px 8px;text-align:left;vertical-align:top}
+th{background:#f1f3f5;font-weight:600}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+table.kv th{background:#f8f9fa;font-weight:500}
+.ok{color:#1b7f3b;font-weight:600}.bad{color:#b42318;font-weight:600}
+.note{color:#555;font-size:13px;margin:6px 0}
+#gantt{overflow-x:auto;border:1px solid #d4d8dd;padding:4px;margin-top:4px}
+#gantt svg{display:block;max-width:100%;height:auto}
+.scroll{max-height:560px;overflow:auto;display:inline-block}
+.scroll th{position:sticky;top:0}
+code{font-size:12px}
+"""
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def prefetch_windows(
+    result: Result, graph: Any, hw: Hardware | None = None
+) -> list[dict[str, Any]]:
+    """One row per executed chunk of ``result.schedule``, in prefetch-stream order.
+
+    Keys: ``tensor``, ``bytes``, ``window`` (the collective whose start precedes the chunk's
+    start, or :data:`BEFORE_FIRST`), ``window_start_s`` (that collective's start; None before
+    the first), ``consumer``, ``start_s``, ``end_s`` and ``time_saved_s``: the consumer's
+    duration without L2 bytes minus with the bytes it found in L2 (``OpCost.duration_s``),
+    split across the consumer's chunks in proportion to their bytes. ``time_saved_s`` is None
+    when the ops cannot be costed (no ``hw`` and a graph without ``duration`` on every op).
+
+    >>> from preserve_cp.plan import ChunkEvent, Event, Plan, Schedule
+    >>> import networkx as nx
+    >>> g = nx.DiGraph()
+    >>> g.add_node("ar", kind="allreduce", resource="comm", duration=1.0)
+    >>> g.add_node("mm", kind="gemm", resource="compute", duration=2.0)
+    >>> ev = (Event("ar", "comm", 0.0, 1.0, "allreduce"), Event("mm", "compute", 1.0, 3.0, "gemm"))
+    >>> ch = (ChunkEvent(0, "w", 8.0, "mm", "ar", 0.5, 0.9, 3.0),)
+    >>> s = Schedule(ev, ch, (), (), 3.0, 10.0, 1.0)
+    >>> r = Result("optimal", 3.0, 3.0, 0.0, 0.1, True, Plan("p"), s)
+    >>> row = prefetch_windows(r, g)[0]
+    >>> row["window"], row["consumer"], row["time_saved_s"]
+    ('ar', 'mm', 0.0)
+    """
+    sched = result.schedule
+    starts = sorted(
+        (e.start_s, str(e.node))
+        for e in sched.events
+        if graph.nodes[e.node].get("kind") in COLLECTIVE_KINDS
+    )
+    times = [t for t, _ in starts]
+    saved = _saving_per_consumer(sched, graph, hw)
+    per_consumer: dict[Any, float] = {}
+    for c in sched.chunks:
+        per_consumer[c.consumer] = per_consumer.get(c.consumer, 0.0) + c.bytes
+    rows: list[dict[str, Any]] = []
+    for c in sched.chunks:
+        i = bisect_right(times, c.start_s + 1e-15)
+        share: float | None = None
+        if saved is not None:
+            total = per_consumer[c.consumer]
+            share = saved.get(c.consumer, 0.0) * (c.bytes / total) if total > 0 else 0.0
+        rows.append(
+            {
+                "tensor": c.tensor,
+                "bytes": float(c.bytes),
+                "window": starts[i - 1][1] if i else BEFORE_FIRST,
+                "window_start_s": starts[i - 1][0] if i else None,
+                "consumer": str(c.consumer),
+                "start_s": c.start_s,
+                "end_s": c.end_s,
+                "time_saved_s": share,
+            }
+        )
+    return rows
+
+
+def window_totals(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Aggregate :func:`prefetch_windows` rows per window, in the windows' time order.
+
+    Keys: ``window``, ``window_start_s``, ``chunks``, ``bytes``, ``time_saved_s`` (None if
+    any row's is).
+
+    >>> rows = [{"window": "b", "window_start_s": 2.0, "bytes": 3.0, "time_saved_s": 1.0},
+    ...         {"window": "a", "window_start_s": 1.0, "bytes": 1.0, "time_saved_s": 0.5},
+    ...         {"window": "b", "window_start_s": 2.0, "bytes": 4.0, "time_saved_s": 2.0}]
+    >>> [(w["window"], w["chunks"], w["bytes"], w["time_saved_s"]) for w in window_totals(rows)]
+    [('a', 1, 1.0, 0.5), ('b', 2, 7.0, 3.0)]
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        w = out.setdefault(
+            r["window"],
+            {
+                "window": r["window"],
+                "window_start_s": r["window_start_s"],
+                "chunks": 0,
+                "bytes": 0.0,
+                "time_saved_s": 0.0,
+            },
+        )
+        w["chunks"] += 1
+        w["bytes"] += r["bytes"]
+        if w["time_saved_s"] is not None and r["time_saved_s"] is not None:
+            w["time_saved_s"] += r["time_saved_s"]
+        else:
+            w["time_saved_s"] = None
+    return sorted(
+        out.values(),
+        key=lambda w: (
+            -float("inf") if w["window_start_s"] is None else w["window_start_s"],
+            w["window"],
+        ),
+    )
+
+
+def _saving_per_consumer(
+    sched: Schedule, graph: Any, hw: Hardware | None
+) -> dict[Any, float] | None:
+    try:
+        costs = op_costs(graph, hw)
+    except InputError:
+        return None
+    consumers = {c.consumer for c in sched.chunks}
+    out: dict[Any, float] = {}
+    for e in sched.events:
+        if e.node in consumers and e.node in costs:
+            cost = costs[e.node]
+            out[e.node] = max(0.0, cost.duration_s(0.0) - cost.duration_s(e.l2_bytes))
+    return out
+
+
+# --- page ------------------------------------------------------------------------------------
+
+
+def render_report(
+    result: Result,
+    graph: Any,
+    hw: Hardware | None,
+    workload: Workload | None,
+    gantt_svg_text: str,
+    *,
+    title: str = "",
+) -> str:
+    """The report page as one self-contained HTML string (``gantt_svg_text`` is inlined)."""
+    model = str(graph.graph.get("model", "")) if hasattr(graph, "graph") else ""
+    if not title:
+        on = f" on {hw.name}" if hw is not None else ""
+        title = f"Prefetch plan: {model or 'graph'}{on}"
+    rows = prefetch_windows(result, graph, hw)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<link rel="icon" href="data:,">',
+        f"<title>{_e(title)}</title>",
+        f"<style>{_STYLE}</style>",
+        "</head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="sub">{_e(_subtitle(model, hw, workload, graph))}</p>',
+        _summary(result, rows),
+        "<h2>Schedules: vanilla, greedy, optimised</h2>",
+        f'<div id="gantt">{inline_svg(gantt_svg_text)}</div>',
+        _windows_section(rows),
+        '<div class="row">',
+        _workload_section(model, workload, graph),
+        _hardware_section(hw),
+        "</div>",
+        "</body></html>",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def write_report(
+    path: str | Path,
+    result: Result,
+    graph: Any,
+    hw: Hardware | None,
+    workload: Workload | None,
+    *,
+    layers: tuple[int, int] | None = None,
+    title: str = "",
+) -> Path:
+    """Build the compare Gantt, render the page and write it to ``path`` atomically.
+
+    Errors writing the file are :class:`~preserve_cp.errors.InputError` naming ``path``.
+    """
+    from .gantt import gantt_svg
+
+    candidates = {
+        "vanilla": result.baselines.get("vanilla"),
+        "greedy": result.baselines.get("greedy"),
+        "optimised": result.schedule,
+    }
+    schedules = {k: s for k, s in candidates.items() if s is not None}
+    svg = gantt_svg(schedules, layers=layers)
+    return write_text_atomic(path, render_report(result, graph, hw, workload, svg, title=title))
+
+
+# --- sections --------------------------------------------------------------------------------
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _ms(s: float | None) -> str:
+    return "–" if s is None else f"{s * 1e3:.4f}"
+
+
+def _us(s: float | None) -> str:
+    return "–" if s is None else f"{s / US:.2f}"
+
+
+def _mb(b: float | None) -> str:
+    return "–" if b is None else f"{b / MB:.2f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "–" if a is None or b is None or b <= 0 else f"{a / b:.3f}×"
+
+
+def _subtitle(model: str, hw: Hardware | None, wl: Workload | None, graph: Any) -> str:
+    bits = [model or "user graph", hw.name if hw is not None else "no hardware (timed graph)"]
+    wd = _workload_dict(wl, graph)
+    if wd:
+        bits.append(
+            f"{wd.get('phase')}, batch {wd.get('batch')}, context {wd.get('context')}, "
+            f"tp {wd.get('tp')}, weights/acts/KV {wd.get('weight_dtype')}/"
+            f"{wd.get('act_dtype')}/{wd.get('kv_dtype')}"
+        )
+    return " · ".join(bits)
+
+
+def _kv_table(pairs: Iterable[tuple[str, str]], raw_values: bool = False) -> str:
+    body = "".join(
+        f"<tr><th>{_e(k)}</th><td>{v if raw_values else _e(v)}</td></tr>" for k, v in pairs
+    )
+    return f'<table class="kv">{body}</table>'
+
+
+def _summary(r: Result, rows: list[dict[str, Any]]) -> str:
+    vanilla = r.baseline_makespan_s
+    greedy = r.greedy_makespan_s
+    plans = [("vanilla", vanilla), ("greedy", greedy), ("optimised", r.makespan_s)]
+    head = (
+        '<tr><th>plan</th><th class="n">makespan (ms)</th><th class="n">speedup vs vanilla</th>'
+        '<th class="n">speedup vs greedy</th></tr>'
+    )
+    body = "".join(
+        f'<tr><td>{name}</td><td class="n">{_ms(t)}</td><td class="n">{_ratio(vanilla, t)}</td>'
+        f'<td class="n">{_ratio(greedy, t)}</td></tr>'
+        for name, t in plans
+    )
+    saved = [x["time_saved_s"] for x in rows]
+    total_saved = None if any(s is None for s in saved) else sum(saved)
+    verified = '<span class="ok">yes</span>' if r.verified else '<span class="bad">NO</span>'
+    kv = [
+        ("status", _e(r.status)),
+        ("verified", verified),
+        ("method", _e(r.method or "–")),
+        ("lower bound", f"{_ms(r.lower_bound_s)} ms"),
+        ("gap", f"{r.gap * 100:.2f} %"),
+        ("solve time", f"{r.solve_time_s:.2f} s"),
+        ("usable L2", f"{_mb(r.l2_capacity_bytes)} MB"),
+        (
+            "prefetched",
+            f"{_mb(r.plan.prefetched_bytes)} MB in {len(r.schedule.chunks)} chunks"
+            + (f" ({len(r.schedule.dropped)} dropped)" if r.schedule.dropped else ""),
+        ),
+        ("peak L2 held", f"{_mb(r.schedule.peak_l2_bytes())} MB"),
+        ("consumer time saved", f"{_us(total_saved)} µs"),
+    ]
+    out = [
+        "<h2>Summary</h2>",
+        '<div class="row">',
+        f"<table>{head}{body}</table>",
+        _kv_table(kv, raw_values=True),
+        "</div>",
+    ]
+    if r.violations:
+        items = "".join(f"<li>{_e(v)}</li>" for v in r.violations)
+        out.append(f'<p class="bad">verification violations:</p><ul>{items}</ul>')
+    return "\n".join(out)
+
+
+def _windows_section(rows: list[dict[str, Any]]) -> str:
+    out = ["<h2>Prefetch windows</h2>"]
+    if not rows:
+        out.append('<p class="note">The plan prefetches nothing.</p>')
+        return "\n".join(out)
+    wins = window_totals(rows)
+    out.append(
+        f'<p class="note">{len(rows)} chunks in {len(wins)} windows. A window starts with a '
+        "collective; time saved is the consumer's duration without its L2 bytes minus with "
+        "them, split across its chunks by bytes.</p>"
+    )
+    out.append('<div class="row"><div class="scroll"><table id="windows">')
+    out.append(
+        '<tr><th>window</th><th class="n">chunks</th><th class="n">MB</th>'
+        '<th class="n">time saved (µs)</th></tr>'
+    )
+    for w in wins:
+        out.append(
+            f'<tr><td>{_e(w["window"])}</td><td class="n">{w["chunks"]}</td>'
+            f'<td class="n">{_mb(w["bytes"])}</td><td class="n">{_us(w["time_saved_s"])}</td></tr>'
+        )
+    out.append('</table></div><div class="scroll"><table id="chunks">')
+    out.append(
+        '<tr><th class="n">#</th><th>tensor</th><th class="n">MB</th><th>window</th>'
+        '<th>consumer</th><th class="n">start (µs)</th><th class="n">end (µs)</th>'
+        '<th class="n">time saved (µs)</th></tr>'
+    )
+    for i, r in enumerate(rows[:MAX_CHUNK_ROWS]):
+        out.append(
+            f'<tr><td class="n">{i}</td><td>{_e(r["tensor"])}</td>'
+            f'<td class="n">{_mb(r["bytes"])}</td><td>{_e(r["window"])}</td>'
+            f'<td>{_e(r["consumer"])}</td><td class="n">{_us(r["start_s"])}</td>'
+            f'<td class="n">{_us(r["end_s"])}</td><td class="n">{_us(r["time_saved_s"])}</td></tr>'
+        )
+    out.append("</table></div></div>")
+    if len(rows) > MAX_CHUNK_ROWS:
+        more = len(rows) - MAX_CHUNK_ROWS
+        out.append(
+            f'<p class="note" id="more-chunks">First {MAX_CHUNK_ROWS} of {len(rows)} chunks '
+            f"shown; {more} more are not listed (the window table above counts them all).</p>"
+        )
+    return "\n".join(out)
+
+
+def _workload_dict(wl: Workload | None, graph: Any) -> dict[str, Any]:
+    if wl is not None:
+        return wl.to_dict()
+    found = graph.graph.get("workload") if hasattr(graph, "graph") else None
+    return dict(found) if isinstance(found, Mapping) else {}
+
+
+def _workload_section(model: str, wl: Workload | None, graph: Any) -> str:
+    wd = _workload_dict(wl, graph)
+    pairs: list[tuple[str, str]] = [("model", model or "–")]
+    if wd:
+        ctx = "KV length" if wd.get("phase") == "decode" else "prompt length"
+        pairs += [
+            ("phase", str(wd.get("phase"))),
+            ("batch", str(wd.get("batch"))),
+            (f"context ({ctx})", f"{wd.get('context')} tokens"),
+            ("tensor parallel", f"{wd.get('tp')} devices"),
+            ("weight dtype", str(wd.get("weight_dtype"))),
+            ("activation dtype", str(wd.get("act_dtype"))),
+            ("KV-cache dtype", str(wd.get("kv_dtype"))),
+        ]
+    else:
+        pairs.append(("workload", "not given"))
+    if hasattr(graph, "number_of_nodes"):
+        pairs.append(("graph ops", str(graph.number_of_nodes())))
+    return f"<div><h2>Workload</h2>{_kv_table(pairs)}</div>"
+
+
+def _hardware_section(hw: Hardware | None) -> str:
+    if hw is None:
+        return (
+            "<div><h2>Hardware</h2>"
+            '<p class="note">None: every op has a user-given duration.</p></div>'
+        )
+    unc = set(hw.uncertain)
+
+    def mark(*fields: str) -> str:
+        return " (estimate)" if any(f in unc for f in fields) else ""
+
+    pf = hw.prefetch_bandwidth_bytes_per_s
+    peaks = ", ".join(f"{k} {v / TFLOPS:.1f}" for k, v in hw.matmul_flops_per_s.items())
+    pairs: list[tuple[str, str]] = [
+        ("name", hw.name),
+        ("matrix peak", f"{peaks} TFLOP/s"),
+        (
+            "matrix efficiency",
+            f"{hw.matmul_efficiency * 100:.0f} %{mark('compute.matmul_efficiency')}",
+        ),
+        ("vector peak", f"{hw.vector_flops_per_s / TFLOPS:.1f} TFLOP/s"),
+        (
+            "vector efficiency",
+            f"{hw.vector_efficiency * 100:.0f} %{mark('compute.vector_efficiency')}",
+        ),
+        (
+            "kernel overhead",
+            f"{hw.kernel_overhead_s / US:.2f} µs{mark('compute.kernel_overhead_us')}",
+        ),
+        ("HBM capacity", f"{hw.hbm_capacity_bytes / GB:.1f} GB"),
+        (
+            "HBM bandwidth",
+            f"{hw.hbm_bandwidth_bytes_per_s / TB:.2f} TB/s × {hw.hbm_efficiency * 100:.0f} % = "
+            f"{hw.effective_hbm_bytes_per_s / TB:.2f} TB/s"
+            f"{mark('memory.hbm_bandwidth_tb_per_s', 'memory.hbm_efficiency')}",
+        ),
+        (
+            "L2 capacity",
+            f"{hw.l2_capacity_bytes / MIB:.1f} MiB ({hw.l2_capacity_bytes / MB:.1f} MB)",
+        ),
+        (
+            "L2 bandwidth",
+            f"{hw.l2_bandwidth_bytes_per_s / TB:.2f} TB/s{mark('memory.l2_bandwidth_tb_per_s')}",
+        ),
+        (
+            "usable L2 for prefetch",
+            f"{hw.usable_l2_bytes / MB:.1f} MB ({hw.l2_prefetch_fraction * 100:.0f} % of L2)"
+            f"{mark('memory.l2_prefetch_fraction')}",
+        ),
+        (
+            "prefetch engine",
+            f"{hw.effective_prefetch_bytes_per_s / TB:.2f} TB/s"
+            + ("" if pf is None else f" (own limit {pf / TB:.2f} TB/s)"),
+        ),
+        ("topology", f"{hw.topology}, {hw.devices_per_node} devices per node"),
+        (
+            "link bandwidth",
+            f"{hw.link_bandwidth_bytes_per_s / GB:.0f} GB/s × {hw.link_efficiency * 100:.0f} %"
+            f"{mark('interconnect.link_bandwidth_gb_per_s', 'interconnect.link_efficiency')}",
+        ),
+        (
+            "collective latency",
+            f"{hw.collective_latency_s / US:.1f} µs + {hw.hop_latency_s / US:.2f} µs per hop"
+            f"{mark('interconnect.collective_latency_us', 'interconnect.hop_latency_us')}",
+        ),
+        ("source file", hw.source_file or "–"),
+    ]
+    out = [f"<div><h2>Hardware</h2>{_kv_table(pairs)}"]
+    spec = hw.spec
+    if spec is not None and spec.sources:
+        items = "".join(
+            f"<li>[{_e(s.tag)}] <code>{_e(s.url)}</code>"
+            + (f" — {_e(s.used_for)}" if s.used_for else "")
+            + "</li>"
+            for s in spec.sources
+        )
+        out.append(
+            f'<p class="note">Sources (as cited in the file):</p><ul class="note">{items}</ul>'
+        )
+    out.append("</div>")
+    return "".join(out)
+
+
+# --- SVG -------------------------------------------------------------------------------------
+
+_PROLOGUE = re.compile(r"<\?xml.*?\?>|<!DOCTYPE[^>]*>|<metadata\b.*?</metadata>", re.S | re.I)
+_XMLNS = re.compile(r'\sxmlns(?::[\w.-]+)?="[^"]*"')
+_PATH_D = re.compile(r'\bd="([^"]*)"')
+_NUM = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+_CMD_SPACE = re.compile(r"\s*([MLHVCSQTAZmlhvcsqtaz])\s*")
+
+
+def inline_svg(svg_text: str) -> str:
+    """SVG text ready to sit inside HTML: no XML prologue, DOCTYPE, metadata or ``xmlns``
+    (the HTML parser supplies the namespaces), path data rounded to 0.01 user units.
+
+    Rounding keeps an 80-layer, three-schedule matplotlib Gantt well under 2 MB.
+
+    >>> inline_svg('<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg">'
+    ...            '<path d="M 1.234567 2 \\nL 3.000001 4 \\nz"/></svg>')
+    '<svg><path d="M1.23 2L3 4z"/></svg>'
+    """
+    text = _PROLOGUE.sub("", svg_text)
+    text = _XMLNS.sub("", text)
+    text = _PATH_D.sub(lambda m: f'd="{_compact_path(m.group(1))}"', text)
+    start = text.find("<svg")
+    if start < 0:
+        raise InputError("report: gantt_svg_text: expected SVG text with an <svg> element")
+    return text[start:].strip()
+
+
+def _compact_path(d: str) -> str:
+    d = _NUM.sub(_round_num, d)
+    return _CMD_SPACE.sub(r"\1", " ".join(d.split()))
+
+
+def _round_num(m: re.Match[str]) -> str:
+    t = f"{float(m.group()):.2f}".rstrip("0").rstrip(".")
+    return "0" if t in ("-0", "") else t
