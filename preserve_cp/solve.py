@@ -148,6 +148,8 @@ def solve(
     if hardware is not None and any(a.get("kind") == "allreduce" for _, a in g.nodes(data=True)):
         fg, fc = fused_graph(g, costs, hardware)
         fused = run_plan(fg, fc, Plan("fused"), machine)
+        if verify(fg, fused, machine):  # a baseline that fails its own check is not reported
+            fused = None
     chain = chain_order(g) if has_tensors else None
     bounds = _bounds(g, costs, machine, chain, hardware is not None)
 
@@ -165,7 +167,11 @@ def solve(
             cands.append((sched.makespan_s, 0, name, sched, outcome.plan, outcome))
 
     outcome: CpOutcome | None = None
-    if chain is not None:
+    base_best = min(s.makespan_s for s in (vanilla, greedy) if s is not None)
+    proven = base_best <= max(bounds.values()) * (1 + 1e-12)  # a baseline meets the bound
+    if proven:
+        pass  # nothing to optimise: the baseline is provably optimal
+    elif chain is not None:
         copts = ChainOptions(
             time_limit_s=left(),
             workers=opts.workers,
@@ -186,7 +192,7 @@ def solve(
             consider(mono, "chain-cpsat")
             outcome = outcome or mono
     else:
-        best_base = min((s for s in (vanilla, greedy) if s is not None), key=lambda s: s.makespan_s)
+        hint = min((s for s in (vanilla, greedy) if s is not None), key=lambda s: s.makespan_s)
         outcome = solve_general(
             g,
             costs,
@@ -197,7 +203,7 @@ def solve(
                 seed=opts.seed,
                 deterministic=opts.deterministic,
             ),
-            hint=best_base,
+            hint=hint,
         )
         consider(outcome, "interval-cpsat")
     if outcome is not None and outcome.bound_valid and outcome.cp_bound_s is not None:
@@ -206,11 +212,12 @@ def solve(
         cands.append((greedy.makespan_s, 1, "greedy", greedy, g_plan, None))
     cands.append((vanilla.makespan_s, 2, "vanilla", vanilla, vanilla_plan(), None))
     makespan, _, chosen, schedule, plan, won = min(cands, key=lambda c: (c[0] * (1 + 1e-12), c[1]))
-    method = (
-        chosen
-        if won is not None
-        else (f"kept {chosen} (optimiser: {outcome.status if outcome else 'not run'})")
-    )
+    if won is not None:
+        method = chosen
+    elif proven:
+        method = f"{chosen} (meets the lower bound; nothing to optimise)"
+    else:
+        method = f"kept {chosen} (optimiser: {outcome.status if outcome else 'no plan'})"
     violations: tuple[str, ...] = ()
     best_cp = won or outcome
     lb = max(bounds.values())
