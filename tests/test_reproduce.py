@@ -13,13 +13,19 @@ from preserve_cp.reproduce import dse_optima, e2e_split, reproduce_paper
 
 
 def test_small_reproduction_and_resume(tmp_path):
-    kw = dict(models=["llama3-8b", "phi3-medium"], batches=[1, 64], lengths=[2048, 32768],
-              l2_grid_mb=[0, 16, 64], workers=2, progress=False)
+    kw = dict(
+        models=["llama3-8b", "phi3-medium"],
+        batches=[1, 64],
+        lengths=[2048, 32768],
+        l2_grid_mb=[0, 16, 64],
+        workers=2,
+        progress=False,
+    )
     s = reproduce_paper(tmp_path, **kw)
     for name in ("footprint", "heatmap_speedup", "fused_vs_preserve", "dse_l2"):
         assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert (tmp_path / f"{name}.csv").stat().st_size > 0
-    rows = list(csv.DictReader(open(tmp_path / "heatmap_speedup.csv")))
+    rows = list(csv.DictReader((tmp_path / "heatmap_speedup.csv").read_text().splitlines()))
     assert len(rows) == 8 and {r["tp"] for r in rows} == {"4", "2"}  # phi3-medium at tp 2
     for r in rows:
         if r["status"] == "ok":
@@ -41,9 +47,11 @@ def test_e2e_split_and_cost_optimum_by_hand():
     p, d, mid = e2e_split(3000)
     assert (p, d, mid) == (2000, 1000, 2500)
     cm = CostModel(10000, 300, 0.1, 3, 500, 2.0, 1000)
-    rows = [{"l2_mb": 0, "tokens_per_s_vanilla": 100.0, "tokens_per_s_prefetch": 100.0},
-            {"l2_mb": 50, "tokens_per_s_vanilla": 100.0, "tokens_per_s_prefetch": 150.0},
-            {"l2_mb": 200, "tokens_per_s_vanilla": 100.0, "tokens_per_s_prefetch": 151.0}]
+    rows = [
+        {"l2_mb": 0, "tokens_per_s_vanilla": 100.0, "tokens_per_s_prefetch": 100.0},
+        {"l2_mb": 50, "tokens_per_s_vanilla": 100.0, "tokens_per_s_prefetch": 150.0},
+        {"l2_mb": 200, "tokens_per_s_vanilla": 100.0, "tokens_per_s_prefetch": 151.0},
+    ]
     o = dse_optima(rows, cm, 1)
     assert o["optimal_l2_mb_without_prefetch"] == 0 and o["optimal_l2_mb_with_prefetch"] == 50
     gain = (150 / cm.device_cost_usd(50e6)) / (100 / cm.device_cost_usd(0))
