@@ -118,12 +118,15 @@ def fused_graph(
     new_costs = dict(costs)
     n_dev = int(g.graph.get("tp", hw.devices_per_node))
     for ar in [n for n, a in g.nodes(data=True) if a.get("kind") == "allreduce"]:
-        gemms = [p for p in g.predecessors(ar) if g.nodes[p].get("kind") == "gemm"]
+        gemms = [p for p in h.predecessors(ar) if h.nodes[p].get("kind") == "gemm"]
         if not gemms:
             continue
         gm = (
             gemms[-1] if len(gemms) == 1 else max(gemms, key=lambda p: costs[p].duration_s(0.0))
         )  # the later, larger GEMM
+        others = [p for p in h.predecessors(ar) if p != gm]
+        if any(nx.has_path(h, gm, p) for p in others):
+            continue  # another input depends on the GEMM: fusing them would make a cycle
         msg = float(sum((g.nodes[ar].get("reads") or {}).values()))
         lat, xfer = collective_parts("allreduce", msg, n_dev, hw)
         t_g = costs[gm].duration_s(0.0)
@@ -132,8 +135,8 @@ def fused_graph(
         a.update(kind="gemm_allreduce", duration=t, prefetchable=[])
         for s in list(h.successors(ar)):
             h.add_edge(gm, s)
-        for p in list(h.predecessors(ar)):
-            if p != gm and not nx.has_path(h, p, gm):
+        for p in others:
+            if not nx.has_path(h, p, gm):
                 h.add_edge(p, gm)  # keep the allreduce's other inputs before the fused op
         h.remove_node(ar)
         nx.set_node_attributes(h, {gm: a})

@@ -41,29 +41,59 @@ class _Strict(BaseModel):
 
 
 class SourceSpec(_Strict):
-    tag: str = Field(min_length=1)
-    url: str = Field(min_length=1)
-    used_for: str = ""
+    tag: str = Field(min_length=1, description="Short label of the source, e.g. `NV-H100`.")
+    url: str = Field(min_length=1, description="Where the numbers can be checked.")
+    used_for: str = Field("", description="Which values this source supports.")
 
 
 class ComputeSpec(_Strict):
-    matmul_tflops: dict[Dtype, Pos] = Field(min_length=1)
-    vector_tflops: Pos
-    matmul_efficiency: Frac = 0.7
-    vector_efficiency: Frac = 0.5
-    kernel_overhead_us: NonNeg = 2.0
+    matmul_tflops: dict[Dtype, Pos] = Field(
+        min_length=1,
+        description="Dense matrix-unit peak per dtype (GEMM and attention ops); a dtype "
+        "missing here cannot be used for matrix ops on this device.",
+    )
+    vector_tflops: Pos = Field(
+        description="Vector-unit peak (norm, elementwise, embedding and other non-matrix ops)."
+    )
+    matmul_efficiency: Frac = Field(
+        0.7, description="Share of the matrix peak that ops achieve (multiplies the peak)."
+    )
+    vector_efficiency: Frac = Field(0.5, description="Share of the vector peak that ops achieve.")
+    kernel_overhead_us: NonNeg = Field(
+        2.0,
+        description="Fixed launch cost added to every compute op (not to collectives).",
+    )
 
 
 class MemorySpec(_Strict):
-    hbm_capacity_gb: Pos | None = None
-    hbm_capacity_gib: Pos | None = None
-    hbm_bandwidth_tb_per_s: Pos
-    hbm_efficiency: Frac = 0.8
-    l2_capacity_mb: Pos | None = None
-    l2_capacity_mib: Pos | None = None
-    l2_bandwidth_tb_per_s: Pos
-    l2_prefetch_fraction: Frac = 0.75
-    prefetch_bandwidth_tb_per_s: Pos | None = None
+    hbm_capacity_gb: Pos | None = Field(
+        None, description="HBM per device; give exactly one of `hbm_capacity_gb` / `_gib`."
+    )
+    hbm_capacity_gib: Pos | None = Field(
+        None, description="HBM per device; give exactly one of `hbm_capacity_gb` / `_gib`."
+    )
+    hbm_bandwidth_tb_per_s: Pos = Field(description="Peak HBM bandwidth per device.")
+    hbm_efficiency: Frac = Field(
+        0.8, description="Share of the HBM peak that ops and prefetches achieve together."
+    )
+    l2_capacity_mb: Pos | None = Field(
+        None, description="On-chip L2 per device; give exactly one of `l2_capacity_mb` / `_mib`."
+    )
+    l2_capacity_mib: Pos | None = Field(
+        None, description="On-chip L2 per device; give exactly one of `l2_capacity_mb` / `_mib`."
+    )
+    l2_bandwidth_tb_per_s: Pos = Field(
+        description="Rate at which an op reads bytes it finds in L2 (used as is, no efficiency)."
+    )
+    l2_prefetch_fraction: Frac = Field(
+        0.75,
+        description="Share of L2 that prefetched bytes may hold at once (the usable L2).",
+    )
+    prefetch_bandwidth_tb_per_s: Pos | None = Field(
+        None,
+        description="Own rate limit of the prefetch engine; none: the achievable HBM "
+        "bandwidth (peak x efficiency), which also caps it when given.",
+    )
 
     @model_validator(mode="after")
     def _one_of_each(self) -> MemorySpec:
@@ -82,38 +112,62 @@ class MemorySpec(_Strict):
 
 
 class InterconnectSpec(_Strict):
-    topology: Topology
-    link_bandwidth_gb_per_s: Pos
-    link_efficiency: Frac = 0.8
-    collective_latency_us: NonNeg = 8.0
-    hop_latency_us: NonNeg = 0.5
-    devices_per_node: Annotated[int, BeforeValidator(not_bool)] = Field(ge=1, le=1_000_000)
+    topology: Topology = Field(
+        description="How the devices of a node connect; sets the latency steps of a collective."
+    )
+    link_bandwidth_gb_per_s: Pos = Field(
+        description="Per-device, one-direction bandwidth into the fabric (the β of α-β)."
+    )
+    link_efficiency: Frac = Field(0.8, description="Share of the link bandwidth achieved.")
+    collective_latency_us: NonNeg = Field(
+        8.0, description="Fixed start-up latency of every collective (the α of α-β)."
+    )
+    hop_latency_us: NonNeg = Field(
+        0.5, description="Latency added per step of a collective's algorithm."
+    )
+    devices_per_node: Annotated[int, BeforeValidator(not_bool)] = Field(
+        ge=1,
+        le=1_000_000,
+        description="Devices in one node; the collective group size when a graph gives no tp.",
+    )
 
 
 class CostSpec(_Strict):
     """Die-cost model parameters (see cost.py); every value should cite a source."""
 
-    process: str = ""
-    wafer_price_usd: Pos
-    wafer_diameter_mm: Pos = 300.0
-    defect_density_per_cm2: Pos
-    yield_alpha: Pos = 3.0
-    logic_area_mm2: Pos
-    sram_mb_per_mm2: Pos
-    fixed_cost_usd: NonNeg
+    process: str = Field("", description="Process node, for people (not used in the model).")
+    wafer_price_usd: Pos = Field(description="Price of one processed wafer.")
+    wafer_diameter_mm: Pos = Field(300.0, description="Wafer diameter.")
+    defect_density_per_cm2: Pos = Field(description="Defect density D0 of the yield model.")
+    yield_alpha: Pos = Field(
+        3.0, description="Clustering parameter α of the negative-binomial yield model."
+    )
+    logic_area_mm2: Pos = Field(description="Die area without the L2 SRAM.")
+    sram_mb_per_mm2: Pos = Field(description="L2 SRAM density: MB of L2 per mm² of die.")
+    fixed_cost_usd: NonNeg = Field(
+        description="Cost per device besides the die (HBM, package, board, test)."
+    )
 
 
 class HardwareSpec(_Strict):
-    name: str = Field(min_length=1)
-    vendor: str = ""
-    description: str = ""
-    sources: list[SourceSpec] = Field(min_length=1)
-    uncertain: list[str] = Field(default_factory=list)
-    compute: ComputeSpec
-    memory: MemorySpec
-    interconnect: InterconnectSpec
-    power_w: Pos | None = None
-    cost: CostSpec | None = None
+    name: str = Field(min_length=1, description="Device name shown in outputs.")
+    vendor: str = Field("", description="Vendor, for people.")
+    description: str = Field("", description="One-paragraph description, for people.")
+    sources: list[SourceSpec] = Field(
+        min_length=1, description="Where the numbers come from (at least one)."
+    )
+    uncertain: list[str] = Field(
+        default_factory=list,
+        description="Dotted paths of fields whose value is an estimate, e.g. "
+        "`memory.l2_bandwidth_tb_per_s`; each must name an existing field.",
+    )
+    compute: ComputeSpec = Field(description="Compute peaks and efficiencies.")
+    memory: MemorySpec = Field(description="HBM and L2.")
+    interconnect: InterconnectSpec = Field(description="The node's fabric (collectives).")
+    power_w: Pos | None = Field(None, description="Board power, for people (not used).")
+    cost: CostSpec | None = Field(
+        None, description="Die-cost model, needed only for performance per cost."
+    )
 
     @model_validator(mode="after")
     def _uncertain_names_fields(self) -> HardwareSpec:
@@ -247,7 +301,8 @@ def load_hardware(name_or_path: str | Path | Hardware) -> Hardware:
     path = resolve_named_file(str(name_or_path), HARDWARE_DIR, "hardware")
     data = read_yaml_mapping(path)
     spec = validate(HardwareSpec, data, str(path.name if path.parent == HARDWARE_DIR else path))
-    return _from_spec(spec, str(path))
+    shipped = path.resolve().parent == HARDWARE_DIR
+    return _from_spec(spec, f"hardware/{path.name}" if shipped else str(path))
 
 
 def list_hardware() -> list[str]:

@@ -173,3 +173,38 @@ def test_never_worse_than_baselines_and_bound_below(phase):
     r = solve(g, "ascend-910b3", time_limit_s=3)
     assert r.makespan_s <= min(r.greedy_makespan_s, r.baseline_makespan_s) * (1 + 1e-12)
     assert r.lower_bound_s <= r.makespan_s
+
+
+def test_fused_baseline_never_makes_a_cycle():
+    # regression (found by a stress run): g1 feeds the allreduce directly and through x;
+    # fusing g1 with the allreduce would need x before g1, a cycle; the pair is left unfused
+    from preserve_cp.baselines import fused_graph
+
+    g = nx.DiGraph([("g1", "ar"), ("g1", "x"), ("x", "ar"), ("ar", "y")])
+    for n, kind, res in [
+        ("g1", "gemm", "compute"),
+        ("x", "norm", "compute"),
+        ("ar", "allreduce", "comm"),
+        ("y", "gemm", "compute"),
+    ]:
+        g.add_node(
+            n,
+            kind=kind,
+            resource=res,
+            flops=1e9,
+            reads={f"{n}.in": 10**6},
+            writes_bytes=0,
+            prefetchable=[],
+            layer=0,
+        )
+    g.graph["tp"] = 4
+    hw = load_hardware("h100-sxm")
+    fg, _ = fused_graph(g, op_costs(g, hw), hw)
+    assert nx.is_directed_acyclic_graph(fg) and "ar" in fg  # not fused
+    g.remove_edge("g1", "x")
+    g.add_edge("x", "g1")
+    fg, _ = fused_graph(g, op_costs(g, hw), hw)
+    assert nx.is_directed_acyclic_graph(fg) and "ar" not in fg  # fused, x kept before g1
+    assert fg.has_edge("x", "g1") and fg.has_edge("g1", "y")
+    r = solve(g, hw, time_limit_s=2)
+    assert r.verified and r.fused_makespan_s is not None

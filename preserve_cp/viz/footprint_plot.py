@@ -36,11 +36,22 @@ def footprint_figure(
     seen: dict[float, list[str]] = {}
     for n in names:
         seen.setdefault(round(load_hardware(n).l2_capacity_bytes / MB, 1), []).append(n)
-    for i, (mb, who) in enumerate(sorted(seen.items())):
+    last_y = 0.0
+    for mb, who in sorted(seen.items()):
         ax.axhline(mb, color="grey", linewidth=0.7, linestyle=":")
-        # alternate label sides so close L2 sizes do not print over each other
-        x, ha = (d[-1] * 1.05, "left") if i % 2 == 0 else (d[0] / 1.05, "right")
-        ax.text(x, mb, f"{', '.join(who)} L2 {mb:g} MB", fontsize=7, va="center", ha=ha)
+        # labels right of the plot, nudged apart (log scale) so close L2 sizes stay readable
+        y = max(mb, last_y * 1.12)
+        last_y = y
+        ax.annotate(
+            f"{', '.join(who)} L2 {mb:g} MB",
+            xy=(1.0, mb),
+            xycoords=("axes fraction", "data"),
+            xytext=(1.01, y),
+            textcoords=("axes fraction", "data"),
+            fontsize=7,
+            va="center",
+            ha="left",
+        )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(d, [str(x) for x in d])
