@@ -229,3 +229,20 @@ def test_cli_with_fuzzed_hardware_file(tmp_path, capsys):
 def test_every_error_is_a_preserve_error():
     assert issubclass(pc.InfeasibleError, PreserveError)
     assert issubclass(pc.SolverError, PreserveError)
+
+
+def test_no_eval_pickle_or_dynamic_import_in_the_package():
+    """Security: user input never reaches eval/exec, pickle or a dynamic import."""
+    import ast
+
+    banned_calls = {"eval", "exec", "compile", "__import__"}
+    banned_modules = {"pickle", "cPickle", "dill", "marshal", "shelve", "importlib"}
+    for py in (ROOT / "preserve_cp").rglob("*.py"):
+        tree = ast.parse(py.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id not in banned_calls, f"{py}: {node.func.id}()"
+            if isinstance(node, ast.Import):
+                assert not {a.name.split(".")[0] for a in node.names} & banned_modules, py
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert node.module.split(".")[0] not in banned_modules, py
