@@ -72,6 +72,14 @@ def test_sweep_on_an_existing_dask_cluster(tmp_path):
     assert len(rows) == 4
     csv_lines = (tmp_path / "r.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 5 and "override.l2_capacity_mb" in csv_lines[0]
+    # throughput per cost for every point (the hardware file has a cost section)
+    assert "tokens_per_s_per_kusd" in csv_lines[0]
+    st = Store(store)
+    per_cost = {
+        p.overrides["l2_capacity_mb"]: st.get(p.key)["tokens_per_s_per_kusd"]
+        for p in expand(SweepSpec(**SPEC))
+    }
+    assert per_cost[104] > per_cost[0]  # prefetching into a larger L2 pays for its area here
     # a rerun does no solver work
     again = _cli("sweep", str(spec), "--store", str(store), "--no-progress")
     assert "4 already stored, 0 solved now" in again.stdout

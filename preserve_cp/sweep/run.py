@@ -32,6 +32,11 @@ RESULT_FIELDS = (
     "l2_capacity_bytes",
     "prefetched_bytes",
     "solve_time_s",
+    "tokens_per_s",
+    "tokens_per_s_vanilla",
+    "device_cost_usd",
+    "tokens_per_s_per_kusd",
+    "tokens_per_s_per_kusd_vanilla",
     "error",
 )
 
@@ -55,7 +60,9 @@ def solve_point(point: Point) -> dict[str, Any]:
         return {"status": "infeasible", "error": str(exc)}
     except InputError as exc:
         return {"status": "invalid", "error": str(exc)}
-    return {
+    wl = point.workload
+    tokens = wl.batch if wl.phase == "decode" else wl.batch * wl.context
+    out: dict[str, Any] = {
         "status": r.status,
         "makespan_s": r.makespan_s,
         "baseline_makespan_s": r.baseline_makespan_s,
@@ -69,7 +76,18 @@ def solve_point(point: Point) -> dict[str, Any]:
         "l2_capacity_bytes": r.l2_capacity_bytes,
         "prefetched_bytes": r.plan.prefetched_bytes,
         "solve_time_s": r.solve_time_s,
+        # throughput of the tp group: tokens of the step / step time
+        "tokens_per_s": tokens / r.makespan_s,
+        "tokens_per_s_vanilla": tokens / (r.baseline_makespan_s or r.makespan_s),
     }
+    if hw.spec is not None and hw.spec.cost is not None:
+        from ..cost import cost_model
+
+        group_cost = wl.tp * cost_model(hw).device_cost_usd(hw.l2_capacity_bytes)
+        out["device_cost_usd"] = group_cost / wl.tp
+        out["tokens_per_s_per_kusd"] = 1e3 * out["tokens_per_s"] / group_cost
+        out["tokens_per_s_per_kusd_vanilla"] = 1e3 * out["tokens_per_s_vanilla"] / group_cost
+    return out
 
 
 def run_sweep(
