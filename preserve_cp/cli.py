@@ -85,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--json", action="store_true")
     f.add_argument("--plot", metavar="FILE", help="write the plot (.svg or .png)")
 
+    va = sub.add_parser("validate", help="compare the model with published measurements")
+    va.add_argument("--set", help="measurements YAML (default: the shipped validation set)")
+    va.add_argument("--json", action="store_true")
+    va.add_argument(
+        "--out", default="validation-results", help="folder for validation.csv and validation.png"
+    )
+
     rp = sub.add_parser("reproduce", help="reproduce a paper's studies")
     rp.add_argument("what", choices=("paper",))
     rp.add_argument("--out", required=True, help="output folder (figures, CSVs, summary)")
@@ -138,6 +145,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _sweep(args)
     if args.cmd == "footprint":
         return _footprint(args)
+    if args.cmd == "validate":
+        return _validate(args)
     if args.cmd == "reproduce":
         from .reproduce import reproduce_paper
 
@@ -178,6 +187,53 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(json.dumps(load_model(args.name).model_dump(), indent=2))
         return 0
     return _solve(args)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    from .validate import as_dicts, compare, load_points, summary
+    from .viz._io import write_text_atomic
+    from .viz.footprint_plot import write_figure
+    from .viz.paper_plots import validation_figure
+
+    comparisons = compare(load_points(args.set))
+    rows = as_dicts(comparisons)
+    summ = summary(comparisons)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise input_error("--out", "folder", "a folder that can be created", args.out) from exc
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(out / "validation.csv", buf.getvalue())
+    write_figure(out / "validation.png", validation_figure(rows))
+    if args.json:
+        print(json.dumps({"summary": summ, "points": rows}, indent=2))
+        return 0
+    print(
+        f"{'id':48s} {'split':7s} {'metric':26s} {'measured':>10s} {'predicted':>10s} {'error':>8s}"
+    )
+    for r in rows:
+        pred = "-" if r["predicted"] is None else f"{r['predicted']:10.4g}"
+        err = r["skipped"] or f"{r['error'] * 100:+7.1f}%"
+        print(
+            f"{r['id'][:48]:48s} {r['split']:7s} {r['metric'][:26]:26s} "
+            f"{r['measured']:10.4g} {pred:>10s} {err:>8s}"
+        )
+    for name in ("train", "holdout", "holdout_decode"):
+        g = summ[name]
+        if g["n"]:
+            print(
+                f"{name:15s} n={g['n']:3d}  median |error| {g['median_abs_error'] * 100:5.1f} %"
+                f"  within 10 %: {g['share_within_10pct'] * 100:5.1f} %"
+            )
+    print(f"wrote {out / 'validation.csv'} and {out / 'validation.png'}")
+    return 0
 
 
 def _footprint(args: argparse.Namespace) -> int:

@@ -132,3 +132,46 @@ def dse_figure(rows: Sequence[Mapping[str, Any]], optima: Mapping[str, Any]) -> 
     ax2.legend(fontsize=8, loc="lower right")
     fig.suptitle("L2 design space: Llama3-70B int8, tp 4, batch 4, 16K, ascend-910b2 class")
     return fig
+
+
+def validation_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """Predicted vs measured (log-log, one marker per metric), with ±10 % and ±20 % bands."""
+    fig = Figure(figsize=(6.5, 6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    metrics = sorted({r["metric"] for r in rows if r["predicted"] is not None})
+    for i, m in enumerate(metrics):
+        pts = [
+            (r["measured"], r["predicted"], r["split"])
+            for r in rows
+            if r["metric"] == m and r["predicted"] is not None
+        ]
+        for split, face in (("train", f"C{i}"), ("holdout", "none")):
+            xs = [a for a, _, s in pts if s == split]
+            ys = [b for _, b, s in pts if s == split]
+            ax.scatter(
+                xs,
+                ys,
+                marker="os^vDP<>"[i % 8],
+                facecolors=face,
+                edgecolors=f"C{i}",
+                label=f"{m} ({split})" if xs else None,
+            )
+    lo = min(
+        [r["measured"] for r in rows] + [r["predicted"] for r in rows if r["predicted"] is not None]
+    )
+    hi = max(
+        [r["measured"] for r in rows] + [r["predicted"] for r in rows if r["predicted"] is not None]
+    )
+    line = np.geomspace(lo * 0.8, hi * 1.25, 10)
+    ax.plot(line, line, "k-", linewidth=0.8)
+    for f, style in ((0.1, ":"), (0.2, "--")):
+        ax.plot(line, line * (1 + f), "k" + style, linewidth=0.5)
+        ax.plot(line, line * (1 - f), "k" + style, linewidth=0.5)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("measured (published)")
+    ax.set_ylabel("predicted (vanilla plan)")
+    ax.set_title("model vs published measurements (filled: train, open: holdout)")
+    ax.legend(fontsize=6, loc="upper left")
+    return fig

@@ -1,0 +1,198 @@
+"""Validation against published measurements (``preserve-cp validate``).
+
+Each point of ``validation/measurements.yaml`` is run through the model as a plain solve of
+the *vanilla* plan (the measured stacks do not prefetch) and compared with the published
+value, metric by metric:
+
+* ``time_per_output_token_ms``: one decode step at context input + output/2 (the mean step);
+* ``tokens_per_s_per_user``: output / (prefill + output x step); ``output_tokens_per_s_total``:
+  batch x output / (prefill + output x step) — published throughputs include the prompt;
+* ``ttft_ms``: the prefill of the input tokens (plus one decode step when it fits);
+* ``e2e_latency_s``: prefill + output x the mean decode step (exact for linear growth);
+* ``allreduce_latency_us``: the α-β collective time; ``allreduce_busbw_gb_per_s``: NCCL's bus
+  bandwidth 2 (n-1)/n x message / time.
+
+The error is signed: (predicted - measured) / measured. Points the model cannot express are
+reported as skipped with the reason (e.g. int4 weights, a model that is not shipped).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ._yaml import data_dir, read_yaml_mapping
+from .costs import collective_time_s, op_costs
+from .errors import InfeasibleError, InputError
+from .graph import build_graph
+from .hardware import list_hardware, load_hardware
+from .models import list_models
+from .plan import Plan
+from .simulate import simulate
+from .solve import check_fits, machine_for
+from .workload import Workload
+
+DEFAULT_SET = data_dir("validation") / "measurements.yaml"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    id: str
+    split: str
+    hardware: str
+    model: str
+    tp: int
+    batch: int
+    metric: str
+    measured: float
+    predicted: float | None
+    error: float | None
+    skipped: str = ""
+
+
+def parse_precision(text: str) -> tuple[str, str, str] | None:
+    """(weights, activations, KV) dtypes from a free-text precision, or None if unsupported.
+
+    >>> parse_precision("int8 weight-only (per-channel), bf16 activations/KV")
+    ('int8', 'bf16', 'bf16')
+    >>> parse_precision("fp8 weights/activations (--enable_fp8), fp8 KV cache")
+    ('fp8', 'fp8', 'fp8')
+    >>> parse_precision("int4 weight-only") is None
+    True
+    """
+    t = text.lower()
+    if "int4" in t or "fp4" in t:
+        return None
+    act = "fp16" if re.search(r"\bfp16\b|float16", t) and "bf16" not in t else "bf16"
+    if t.startswith("fp8") or "fp8 weights" in t:
+        kv = "fp8" if "kv" in t or t.strip() == "fp8" or "'llama" in t else act
+        return "fp8", "fp8", kv
+    if "int8 weight-only" in t:
+        return "int8", act, act
+    return act, act, act
+
+
+def _mean_decode_s(
+    model: str, hw: Any, batch: int, context: int, tp: int, dt: tuple[str, str, str]
+) -> float:
+    g = build_graph(model, Workload("decode", batch, max(1, context), tp, *dt))
+    check_fits(g, hw)
+    return simulate(g, op_costs(g, hw), Plan("vanilla"), machine_for(hw)).makespan_s
+
+
+def _prefill_s(
+    model: str, hw: Any, batch: int, prompt: int, tp: int, dt: tuple[str, str, str]
+) -> float:
+    g = build_graph(model, Workload("prefill", batch, max(1, prompt), tp, *dt))
+    return simulate(g, op_costs(g, hw), Plan("vanilla"), machine_for(hw)).makespan_s
+
+
+def predict(p: dict[str, Any]) -> float:
+    """The model's value for one point, in the point's metric and unit."""
+    hw = load_hardware(p["hardware"])
+    metric = p["metric"]
+    if metric.startswith("allreduce"):
+        n = int(p["devices"])
+        msg = float(p["message_bytes"])
+        t = collective_time_s("allreduce", msg, n, hw)
+        if metric == "allreduce_latency_us":
+            return t * 1e6
+        return 2 * (n - 1) / n * msg / t / 1e9
+    dt = parse_precision(str(p["precision"]))
+    if dt is None:
+        raise InputError(f"{p['id']}: precision: unsupported ({p['precision']})")
+    b, tp = int(p["batch"]), int(p["tp"])
+    inp, out = int(p["input_tokens"]), int(p["output_tokens"])
+    step = _mean_decode_s(p["model"], hw, b, inp + out // 2, tp, dt)
+    if metric == "time_per_output_token_ms":
+        return step * 1e3
+    pre = _prefill_s(p["model"], hw, b, inp, tp, dt)
+    e2e = pre + out * step  # a request's life: its prompt, then its output tokens
+    if metric == "tokens_per_s_per_user":
+        return out / e2e
+    if metric == "output_tokens_per_s_total":
+        return b * out / e2e
+    if metric == "ttft_ms":
+        return pre * 1e3
+    if metric == "e2e_latency_s":
+        return e2e
+    raise InputError(f"{p['id']}: metric: unknown {metric!r}")
+
+
+def load_points(path: str | Path | None = None) -> list[dict[str, Any]]:
+    f = Path(path) if path is not None else DEFAULT_SET
+    data = read_yaml_mapping(f)
+    pts = data.get("points")
+    if not isinstance(pts, list) or not pts:
+        raise InputError(f"{f}: points: expected a non-empty list")
+    for i, p in enumerate(pts):
+        for key in ("id", "split", "hardware", "model", "metric", "value"):
+            if not isinstance(p, dict) or key not in p:
+                raise InputError(f"{f}: points[{i}].{key}: required field is missing")
+        if (
+            not isinstance(p["value"], int | float)
+            or not math.isfinite(p["value"])
+            or p["value"] <= 0
+        ):
+            raise InputError(f"{f}: points[{i}].value: expected a number > 0")
+    return pts
+
+
+def compare(points: list[dict[str, Any]]) -> list[Comparison]:
+    shipped_hw, shipped_models = set(list_hardware()), set(list_models())
+    out = []
+    for p in points:
+        base: dict[str, Any] = dict(
+            id=str(p["id"]),
+            split=str(p["split"]),
+            hardware=str(p["hardware"]),
+            model=str(p["model"]),
+            tp=int(p.get("tp") or p.get("devices") or 1),
+            batch=int(p.get("batch") or 0),
+            metric=str(p["metric"]),
+            measured=float(p["value"]),
+        )
+        reason = ""
+        if p["hardware"] not in shipped_hw:
+            reason = "hardware not shipped"
+        elif p["model"] != "none" and p["model"] not in shipped_models:
+            reason = "model not shipped"
+        pred = None
+        if not reason:
+            try:
+                pred = predict(p)
+            except InfeasibleError:
+                reason = "does not fit in HBM in the model"
+            except InputError as exc:
+                reason = str(exc).split(": ", 1)[-1]
+        measured = float(base["measured"])
+        err = None if pred is None else (pred - measured) / measured
+        out.append(Comparison(**base, predicted=pred, error=err, skipped=reason))
+    return out
+
+
+def summary(rows: list[Comparison]) -> dict[str, Any]:
+    """Median |error| and share within 10 % per split (and decode-only holdout)."""
+    res: dict[str, Any] = {"points": len(rows), "skipped": sum(bool(r.skipped) for r in rows)}
+    decode = {"time_per_output_token_ms", "tokens_per_s_per_user", "output_tokens_per_s_total"}
+    groups = {
+        "train": [r for r in rows if r.split == "train"],
+        "holdout": [r for r in rows if r.split == "holdout"],
+        "holdout_decode": [r for r in rows if r.split == "holdout" and r.metric in decode],
+    }
+    for name, grp in groups.items():
+        errs = [abs(r.error) for r in grp if r.error is not None]
+        res[name] = {
+            "n": len(errs),
+            "median_abs_error": statistics.median(errs) if errs else None,
+            "share_within_10pct": sum(e <= 0.10 for e in errs) / len(errs) if errs else None,
+        }
+    return res
+
+
+def as_dicts(rows: list[Comparison]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in rows]
