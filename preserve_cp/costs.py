@@ -22,7 +22,6 @@ all-gather), and 2 * sum(side-1) on a torus.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,7 +172,3 @@ def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
             fixed=False,
         )
     return out
-
-
-def is_finite_positive(x: float) -> bool:
-    return math.isfinite(x) and x > 0

@@ -308,9 +308,6 @@ class _Builder:
 
 
 # ---------------------------------------------------------------------------------------
-REQUIRED = ("kind", "resource")
-
-
 def validate_graph(g: Any, *, need_duration: bool = False) -> nx.DiGraph:
     """Check a user's graph against the contract; raise InputError naming node and field.
 

@@ -189,9 +189,6 @@ class ChainModel:
             a_l2 = math.ceil(M * u / (c.l2_bw * tick))
             self.model.add(M * self.d[k] >= math.ceil(M * c.overhead_s / tick) + a_l2 * lk)
 
-    def moved_during(self, k: int) -> Any:
-        return sum(v for (_, kk), v in self.y.items() if kk == k)
-
     def _moved_index(self) -> dict[int, list[Any]]:
         idx: dict[int, list[Any]] = {}
         for (_, k), v in self.y.items():

@@ -74,8 +74,5 @@ class Store:
         for key, p, r in self.db.execute("SELECT key, point, result FROM results ORDER BY key"):
             yield key, json.loads(p), json.loads(r)
 
-    def count(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
-
     def close(self) -> None:
         self.db.close()
