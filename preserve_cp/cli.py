@@ -190,11 +190,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    import csv
-    import io
-
     from .validate import as_dicts, compare, load_points, summary
-    from .viz._io import write_text_atomic
+    from .viz._io import csv_text, write_text_atomic
     from .viz.footprint_plot import write_figure
     from .viz.paper_plots import validation_figure
 
@@ -206,11 +203,7 @@ def _validate(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise input_error("--out", "folder", "a folder that can be created", args.out) from exc
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(out / "validation.csv", buf.getvalue())
+    write_text_atomic(out / "validation.csv", csv_text(rows))
     write_figure(out / "validation.png", validation_figure(rows))
     if args.json:
         print(json.dumps({"summary": summ, "points": rows}, indent=2))

@@ -122,7 +122,6 @@ class Result:
     method: str = ""
     bounds: dict[str, float] = field(default_factory=dict)
     baselines: dict[str, Schedule] = field(default_factory=dict, repr=False, compare=False)
-    violations: tuple[str, ...] = ()
 
     @property
     def speedup(self) -> float | None:

@@ -20,8 +20,6 @@ rerun with the store present does no solver work.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from collections.abc import Sequence
@@ -37,6 +35,9 @@ from .hardware import load_hardware
 from .solve import check_fits
 from .sweep import Point, Store, run_sweep, text_progress
 from .sweep.spec import make_point
+from .viz._io import csv_text, write_text_atomic
+from .viz.footprint_plot import footprint_figure, write_figure
+from .viz.paper_plots import dse_figure, fused_figure, heatmap_figure
 from .workload import Workload
 
 PAPER_MODELS = ["llama3-8b", "llama3-70b", "qwen2-7b", "qwen2-72b", "phi3-small", "phi3-medium"]
@@ -122,17 +123,6 @@ def e2e(cell: Cell, store: Store, field: str) -> float | None:
     return float(rp[field]) + d * float(rd[field])
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    w = csv.DictWriter(buf, fieldnames=cols)
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-
 def reproduce_paper(
     out: str | Path,
     *,
@@ -145,9 +135,6 @@ def reproduce_paper(
     l2_grid_mb: Sequence[float] = L2_GRID_MB,
 ) -> dict[str, Any]:
     """Run the four studies into ``out``; return the summary (also written as summary.json)."""
-    from .viz._io import write_text_atomic
-    from .viz.footprint_plot import footprint_figure, write_figure
-    from .viz.paper_plots import dse_figure, fused_figure, heatmap_figure
 
     folder = Path(out)
     try:
@@ -158,7 +145,7 @@ def reproduce_paper(
     # (a) footprint: no solving
     fp = footprints("llama3-70b", [1, 2, 4, 8, 16, 32], dtype="int8", batch=8, context=16384)
     write_figure(folder / "footprint.png", footprint_figure("llama3-70b", fp))
-    write_text_atomic(folder / "footprint.csv", _csv([r.to_dict() for r in fp]))
+    write_text_atomic(folder / "footprint.csv", csv_text([r.to_dict() for r in fp]))
     # cells of (b), (c), (d)
     heat = {
         m: [[make_cell(m, b, L, heatmap_tp(m), "int8") for L in lengths] for b in batches]
@@ -200,8 +187,6 @@ def _heatmaps(
     folder: Path,
     figure: Any,
 ) -> dict[str, Any]:
-    from .viz._io import write_text_atomic
-    from .viz.footprint_plot import write_figure
 
     rows: list[dict[str, Any]] = []
     grids: dict[str, list[list[float | None]]] = {}
@@ -236,7 +221,7 @@ def _heatmaps(
                 )
             g_opt.append(g_row)
         grids[m] = g_opt
-    write_text_atomic(folder / "heatmap_speedup.csv", _csv(rows))
+    write_text_atomic(folder / "heatmap_speedup.csv", csv_text(rows))
     write_figure(
         folder / "heatmap_speedup.png",
         figure(grids, batches, lengths, {m: heat[m][0][0].tp for m in heat}),
@@ -264,8 +249,6 @@ def _fused(
     folder: Path,
     figure: Any,
 ) -> dict[str, Any]:
-    from .viz._io import write_text_atomic
-    from .viz.footprint_plot import write_figure
 
     rows: list[dict[str, Any]] = []
     ours: list[list[float | None]] = []
@@ -290,7 +273,7 @@ def _fused(
             )
         ours.append(a)
         theirs.append(b)
-    write_text_atomic(folder / "fused_vs_preserve.csv", _csv(rows))
+    write_text_atomic(folder / "fused_vs_preserve.csv", csv_text(rows))
     write_figure(folder / "fused_vs_preserve.png", figure(ours, theirs, batches, lengths))
     ratio = [float(r["preserve_over_fused"]) for r in rows if r["preserve_over_fused"]]
     return {
@@ -323,8 +306,6 @@ def dse_optima(rows: list[dict[str, Any]], cm: CostModel, tp: int) -> dict[str, 
 def _dse(
     cells: list[Cell], store: Store, grid_mb: Sequence[float], folder: Path, figure: Any
 ) -> dict[str, Any]:
-    from .viz._io import write_text_atomic
-    from .viz.footprint_plot import write_figure
 
     hw = load_hardware(DEVICE)
     cm = cost_model(hw)
@@ -345,7 +326,7 @@ def _dse(
                 "tokens_per_s_per_kusd_prefetch": 1e3 * toks / o / cost if o else None,
             }
         )
-    write_text_atomic(folder / "dse_l2.csv", _csv(rows))
+    write_text_atomic(folder / "dse_l2.csv", csv_text(rows))
     tp = cells[0].tp
     base = dse_optima(rows, cm, tp)
     write_figure(folder / "dse_l2.png", figure(rows, base))
@@ -359,7 +340,7 @@ def _dse(
         ("wafer price x2", {"wafer_price_usd": cm.wafer_price_usd * 2}),
     ]:
         sens.append({"variant": name, **dse_optima(rows, replace(cm, **change), tp)})
-    write_text_atomic(folder / "dse_sensitivity.csv", _csv(sens))
+    write_text_atomic(folder / "dse_sensitivity.csv", csv_text(sens))
     return {
         **base,
         "workload": "llama3-70b int8, tp 4, batch 4, length 16K end-to-end",

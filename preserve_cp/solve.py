@@ -218,7 +218,6 @@ def solve(
         method = f"{chosen} (meets the lower bound; nothing to optimise)"
     else:
         method = f"kept {chosen} (optimiser: {outcome.status if outcome else 'no plan'})"
-    violations: tuple[str, ...] = ()
     best_cp = won or outcome
     lb = max(bounds.values())
     if lb > makespan:
@@ -247,7 +246,6 @@ def solve(
             **({"greedy": greedy} if greedy is not None else {}),
             **({"fused": fused} if fused is not None else {}),
         },
-        violations=violations,
     )
 
 

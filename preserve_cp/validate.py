@@ -76,18 +76,12 @@ def parse_precision(text: str) -> tuple[str, str, str] | None:
     return act, act, act
 
 
-def _mean_decode_s(
-    model: str, hw: Any, batch: int, context: int, tp: int, dt: tuple[str, str, str]
+def _vanilla_s(
+    phase: str, model: str, hw: Any, batch: int, context: int, tp: int, dt: tuple[str, str, str]
 ) -> float:
-    g = build_graph(model, Workload("decode", batch, max(1, context), tp, *dt))
+    """Simulated step time of the vanilla plan (what a stack without prefetching runs)."""
+    g = build_graph(model, Workload(phase, batch, max(1, context), tp, *dt))  # type: ignore[arg-type]
     check_fits(g, hw)
-    return simulate(g, op_costs(g, hw), Plan("vanilla"), machine_for(hw)).makespan_s
-
-
-def _prefill_s(
-    model: str, hw: Any, batch: int, prompt: int, tp: int, dt: tuple[str, str, str]
-) -> float:
-    g = build_graph(model, Workload("prefill", batch, max(1, prompt), tp, *dt))
     return simulate(g, op_costs(g, hw), Plan("vanilla"), machine_for(hw)).makespan_s
 
 
@@ -107,10 +101,10 @@ def predict(p: dict[str, Any]) -> float:
         raise InputError(f"{p['id']}: precision: unsupported ({p['precision']})")
     b, tp = int(p["batch"]), int(p["tp"])
     inp, out = int(p["input_tokens"]), int(p["output_tokens"])
-    step = _mean_decode_s(p["model"], hw, b, inp + out // 2, tp, dt)
+    step = _vanilla_s("decode", p["model"], hw, b, inp + out // 2, tp, dt)
     if metric == "time_per_output_token_ms":
         return step * 1e3
-    pre = _prefill_s(p["model"], hw, b, inp, tp, dt)
+    pre = _vanilla_s("prefill", p["model"], hw, b, inp, tp, dt)
     e2e = pre + out * step  # a request's life: its prompt, then its output tokens
     if metric == "tokens_per_s_per_user":
         return out / e2e

@@ -48,3 +48,27 @@ def ft06_graph():
                 g.add_edge(prev, n)
             prev = n
     return g
+
+
+def stored_rows(store) -> int:
+    """Rows in a sweep's SQLite store (0 while the file does not exist yet)."""
+    import sqlite3
+
+    if not store.exists():
+        return 0
+    with sqlite3.connect(store) as db:
+        return int(db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+
+
+def wait_for_rows(store, proc, at_least: int, timeout_s: float = 240.0) -> int:
+    """Poll a running sweep until its store holds ``at_least`` rows or the process ends."""
+    import time
+
+    deadline = time.time() + timeout_s
+    n = 0
+    while time.time() < deadline and proc.poll() is None:
+        n = stored_rows(store)
+        if n >= at_least:
+            break
+        time.sleep(0.2)
+    return n

@@ -9,9 +9,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import yaml
+from conftest import wait_for_rows
 
 import preserve_cp as pc
 
@@ -97,15 +97,7 @@ def test_ctrl_c_during_a_sweep_leaves_the_store_consistent(tmp_path):
         text=True,
         start_new_session=True,
     )
-    deadline = time.time() + 240
-    n = 0
-    while time.time() < deadline and proc.poll() is None:
-        if store.exists():
-            with sqlite3.connect(store) as db:
-                n = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-            if n >= 2:
-                break
-        time.sleep(0.2)
+    n = wait_for_rows(store, proc, at_least=2)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert "Traceback" not in err

@@ -7,10 +7,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
+from conftest import wait_for_rows
 
 from preserve_cp.sweep import Store, SweepSpec, expand
 
@@ -117,13 +117,7 @@ def test_killed_sweep_resumes_without_loss_or_repeat(tmp_path):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if store.exists() and 1 <= len(_rows(store)) < len(points):
-            break
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
+    wait_for_rows(store, proc, at_least=1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     partial = _rows(store)

@@ -29,7 +29,7 @@ from ortools.sat.python import cp_model
 from ..costs import OpCost
 from ..plan import Plan, Prefetch
 from ..simulate import Machine
-from .common import STATUS_NAMES, CpOutcome, ceil_div, choose_tick, make_solver
+from .common import CpOutcome, ceil_div, choose_tick, run_model
 
 M = 100_000  # scale for fractional coefficients; floors/ceils keep every constraint conservative
 
@@ -342,11 +342,11 @@ def _repair(
     for key, v in cm.y.items():
         if cm.tensors[key[0]].first not in copies:
             cm.model.add(v == y.get(key, 0))
-    solver = make_solver(min(10.0, max(1.0, opts.time_limit_s / 3)), 1, opts.seed)
-    if solver.solve(cm.model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    limit = min(10.0, max(1.0, opts.time_limit_s / 3))
+    solver, _, ok = run_model(cm.model, limit, 1, opts.seed, False, 0.0)
+    if not ok:
         return None
-    hint = {v.name: solver.value(v) for v in (*cm.d.values(), *cm.y.values(), *cm.x.values())}
-    return hint
+    return {v.name: solver.value(v) for v in (*cm.d.values(), *cm.y.values(), *cm.x.values())}
 
 
 def solve_chain(
@@ -378,11 +378,9 @@ def solve_chain(
             cm.model.add_hint(cm.d[k], ceil_div(costs[n].duration_s(0.0), cm.tick) + 1)
         for v in (*cm.y.values(), *cm.x.values()):
             cm.model.add_hint(v, 0)
-    solver = make_solver(
-        opts.time_limit_s, opts.workers, opts.seed, opts.deterministic, opts.relative_gap
+    solver, name, ok = run_model(
+        cm.model, opts.time_limit_s, opts.workers, opts.seed, opts.deterministic, opts.relative_gap
     )
-    status = solver.solve(cm.model)
-    name = STATUS_NAMES.get(status, "unknown")
     stats = {
         "tensors": len(cm.tensors),
         "y_vars": len(cm.y),
@@ -390,7 +388,7 @@ def solve_chain(
         "wall_s": solver.wall_time,
         "warm_start": hint is not None,
     }
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    if not ok:
         return CpOutcome(Plan("optimised"), name, None, None, False, cm.tick, cm.families, stats)
     plan = cm.extract(solver)
     scale = cm.tick / (periodic.repeats if periodic is not None else 1)

@@ -87,6 +87,24 @@ def make_solver(
     return solver
 
 
+def run_model(
+    model: cp_model.CpModel,
+    time_limit_s: float,
+    workers: int,
+    seed: int,
+    deterministic: bool,
+    relative_gap: float,
+) -> tuple[cp_model.CpSolver, str, bool]:
+    """Solve ``model``; return the solver, the status name and whether a solution exists."""
+    solver = make_solver(time_limit_s, workers, seed, deterministic, relative_gap)
+    status = solver.solve(model)
+    return (
+        solver,
+        STATUS_NAMES.get(status, "unknown"),
+        status in (cp_model.OPTIMAL, cp_model.FEASIBLE),
+    )
+
+
 def chain_order(g: nx.DiGraph) -> list[Any] | None:
     """The ops in order if the edges order them totally (a chain), else None.
 

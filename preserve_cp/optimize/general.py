@@ -30,7 +30,7 @@ from ..costs import OpCost
 from ..graph import PREFETCH_STREAM
 from ..plan import Plan, Prefetch, Schedule
 from ..simulate import Machine
-from .common import STATUS_NAMES, CpOutcome, ceil_div, choose_tick, make_solver
+from .common import CpOutcome, ceil_div, choose_tick, run_model
 
 SHARE = 1000  # HBM bandwidth in integer shares
 
@@ -270,18 +270,16 @@ def solve_general(
     gm = GeneralModel(g, costs, machine, opts).build()
     if hint is not None:
         gm.hint_from(hint)
-    solver = make_solver(
-        opts.time_limit_s, opts.workers, opts.seed, opts.deterministic, opts.relative_gap
+    solver, name, ok = run_model(
+        gm.model, opts.time_limit_s, opts.workers, opts.seed, opts.deterministic, opts.relative_gap
     )
-    status = solver.solve(gm.model)
-    name = STATUS_NAMES.get(status, "unknown")
     stats = {
         "tensors": len(gm.tensors),
         "ops": g.number_of_nodes(),
         "exact_ticks": gm.exact,
         "wall_s": solver.wall_time,
     }
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    if not ok:
         return CpOutcome(Plan("optimised"), name, None, None, False, gm.tick, gm.families, stats)
     return CpOutcome(
         gm.extract(solver),

@@ -7,14 +7,13 @@ in flight; rerunning skips every stored point.
 
 from __future__ import annotations
 
-import csv
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import InfeasibleError, InputError, PreserveError
+from ..errors import InfeasibleError, InputError
 from .spec import Point, apply_overrides
 from .store import Store
 
@@ -170,27 +169,12 @@ def text_progress(stream: Any = None) -> Callable[[int, int, int], None]:
 
 def export_csv(store: Store, path: str | Path, points: Sequence[Point] | None = None) -> Path:
     """Write the stored results (of ``points`` when given, else all) as CSV."""
-    from ..viz.perfetto import write_text_atomic
+    from ..viz._io import csv_text, write_text_atomic
 
     wanted = None if points is None else {p.key for p in points}
-    rows = []
-    cols: list[str] = []
-    for key, pt, res in store.rows():
-        if wanted is not None and key not in wanted:
-            continue
-        row = {**pt, **{f: res.get(f) for f in RESULT_FIELDS}}
-        for c in row:
-            if c not in cols:
-                cols.append(c)
-        rows.append(row)
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols or ["key"])
-    w.writeheader()
-    for r in rows:
-        w.writerow(r)
-    try:
-        return write_text_atomic(path, buf.getvalue())
-    except PreserveError:
-        raise
+    rows = [
+        {**pt, **{f: res.get(f) for f in RESULT_FIELDS}}
+        for key, pt, res in store.rows()
+        if wanted is None or key in wanted
+    ]
+    return write_text_atomic(path, csv_text(rows))

@@ -8,9 +8,13 @@ the path.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 
@@ -53,3 +57,22 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     'hé'
     """
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
+    """CSV of ``rows``; the columns are every key, in order of first appearance.
+
+    >>> print(csv_text([{"a": 1}, {"a": 2, "b": 3}]), end="")
+    a,b
+    1,
+    2,3
+    """
+    rows = list(rows)
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
