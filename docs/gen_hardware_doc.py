@@ -28,6 +28,7 @@ from pydantic_core import PydanticUndefined
 
 from preserve_cp import _yaml, units
 from preserve_cp.hardware import (
+    CalibrationSpec,
     ComputeSpec,
     CostSpec,
     HardwareSpec,
@@ -47,6 +48,7 @@ SECTIONS: tuple[tuple[str, type[BaseModel], str], ...] = (
     ("memory", MemorySpec, "memory"),
     ("interconnect", InterconnectSpec, "interconnect"),
     ("cost", CostSpec, "cost"),
+    ("calibration", CalibrationSpec, "calibration"),
     ("sources entries", SourceSpec, "sources[]"),
 )
 
@@ -60,6 +62,7 @@ UNITS: dict[str, tuple[str, float | None, str]] = {
     "_mb": ("MB", units.MB, "B"),
     "_mib": ("MiB", units.MIB, "B"),
     "_us": ("µs", units.US, "s"),
+    "_kib": ("KiB", units.KIB, "B"),
     "_w": ("W", None, ""),
     "_usd": ("US dollars", None, ""),
     "_mm": ("mm", None, ""),

@@ -15,11 +15,13 @@ from typing import Any, NoReturn
 from . import units
 from .errors import PreserveError, input_error
 from .graph import build_graph
-from .hardware import Hardware, list_hardware, load_hardware
+from .hardware import HARDWARE_DIR, Hardware, list_hardware, load_hardware
 from .models import list_models, load_model
 from .plan import Result
 from .solve import SolveOptions, solve
-from .workload import DTYPES, Workload
+from .workload import ALLREDUCE_IMPLS, DTYPES, LM_HEAD_MODES, Workload
+
+_UNCAL_HELP = "ignore the hardware file's calibration section (use the written priors)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,6 +57,29 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument(
             f"--{kind}-dtype", choices=DTYPES, default=None, help=f"override the {kind} dtype"
         )
+    s.add_argument(
+        "--eager",
+        action="store_true",
+        help="the stack launches kernels eagerly (no CUDA graphs / graph capture)",
+    )
+    s.add_argument(
+        "--allreduce",
+        choices=ALLREDUCE_IMPLS,
+        default="nccl",
+        help="nccl: library α-β allreduce; custom: one-shot/two-shot kernel for small messages",
+    )
+    s.add_argument(
+        "--lm-head",
+        choices=LM_HEAD_MODES,
+        default="sharded",
+        help="LM head split over the TP ranks or replicated on each",
+    )
+    s.add_argument(
+        "--stack",
+        default="",
+        help="software stack name selecting the hardware file's per-step overhead (e.g. vllm)",
+    )
+    s.add_argument("--uncalibrated", action="store_true", help=_UNCAL_HELP)
     s.add_argument("--time-limit", type=float, default=30.0, help="seconds (default 30)")
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--seed", type=int, default=0)
@@ -91,6 +116,19 @@ def _parser() -> argparse.ArgumentParser:
     va.add_argument(
         "--out", default="validation-results", help="folder for validation.csv and validation.png"
     )
+    va.add_argument("--uncalibrated", action="store_true", help=_UNCAL_HELP)
+
+    ca = sub.add_parser(
+        "calibrate", help="fit a device's cost-model parameters to the training points"
+    )
+    ca.add_argument("hardware", help="shipped hardware NAME or a YAML path")
+    ca.add_argument("--set", help="measurements YAML (default: the shipped validation set)")
+    ca.add_argument(
+        "--write",
+        action="store_true",
+        help="replace the file's calibration section (otherwise print it)",
+    )
+    ca.add_argument("--date", help="date recorded in the section (default: today)")
 
     rp = sub.add_parser("reproduce", help="reproduce a paper's studies")
     rp.add_argument("what", choices=("paper",))
@@ -147,6 +185,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _footprint(args)
     if args.cmd == "validate":
         return _validate(args)
+    if args.cmd == "calibrate":
+        return _calibrate(args)
     if args.cmd == "reproduce":
         from .reproduce import reproduce_paper
 
@@ -195,7 +235,7 @@ def _validate(args: argparse.Namespace) -> int:
     from .viz.footprint_plot import write_figure
     from .viz.paper_plots import validation_figure
 
-    comparisons = compare(load_points(args.set))
+    comparisons = compare(load_points(args.set), calibrated=not args.uncalibrated)
     rows = as_dicts(comparisons)
     summ = summary(comparisons)
     out = Path(args.out)
@@ -313,8 +353,28 @@ def _show_hardware(hw: Hardware) -> None:
         print(f"  [{s['tag']}] {s['url']}")
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import calibrate, section_yaml, write_section
+
+    fit = calibrate(args.hardware, args.set, date=args.date)
+    text = section_yaml(fit)
+    if args.write:
+        path = write_section(args.hardware, text)
+        shown = f"hardware/{path.name}" if path.parent == HARDWARE_DIR else str(path)
+        print(f"wrote the calibration section of {shown}")
+    else:
+        print(text, end="")
+    b, a = fit.before, fit.after
+    print(
+        f"{fit.hardware}: {len(fit.points)} training points, median |error| "
+        f"{b * 100:.1f} % -> {a * 100:.1f} %",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _solve(args: argparse.Namespace) -> int:
-    hw = load_hardware(args.hardware)
+    hw = load_hardware(args.hardware, calibrated=not args.uncalibrated)
     model = load_model(args.model)
     wl = Workload(
         phase=args.phase,
@@ -324,6 +384,10 @@ def _solve(args: argparse.Namespace) -> int:
         weight_dtype=args.weight_dtype or args.dtype,
         act_dtype=args.act_dtype or args.dtype,
         kv_dtype=args.kv_dtype or args.dtype,
+        graph_capture=not args.eager,
+        allreduce=args.allreduce,
+        lm_head=args.lm_head,
+        stack=args.stack,
     )
     g = build_graph(model, wl)
     if not args.time_limit > 0:
@@ -392,6 +456,11 @@ def _report(r: Result, g: Any, hw: Hardware, model: str, wl: Workload) -> str:
         f"{model} on {hw.name}: {wl.phase}, batch {wl.batch}, context {wl.context}, tp {wl.tp}, "
         f"weights/acts/KV {wl.weight_dtype}/{wl.act_dtype}/{wl.kv_dtype}",
         f"usable L2 for prefetch: {r.l2_capacity_bytes / units.MB:.1f} MB",
+        *(
+            [f"timing: calibrated to published measurements ({hw.source_file}; docs/fidelity.md)"]
+            if hw.calibrated
+            else []
+        ),
         "",
         f"{'plan':12s} {'makespan':>12s} {'speedup':>9s}",
         f"{'vanilla':12s} {base * ms:10.4f} ms {1.0:8.3f}x",

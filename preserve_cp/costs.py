@@ -17,7 +17,24 @@ Collectives over ``n`` devices with message ``S`` and per-device link bandwidth 
     all_to_all     α + (n-1) * hop + (n-1)/n * S / B
 
 ``steps`` = 2(n-1) on a ring, 2 on a full mesh or switch (one-shot reduce-scatter +
-all-gather), and 2 * sum(side-1) on a torus.
+all-gather), and 2 * sum(side-1) on a torus; α grows by ``rank_latency`` per rank beyond
+the first. A run with ``allreduce: custom`` (one-shot/two-shot kernels such as vLLM's or
+TensorRT-LLM's) costs an allreduce of S <= ``custom_allreduce_max`` as::
+
+    one-shot (S <= custom_one_shot_max)   α_custom + (n-1) * S / B   (each rank reads every peer)
+    two-shot                              α_custom + 2 (n-1)/n * S / B
+
+Shape and size effects (each 0 by default, fitted per device by calibrate.py):
+
+* GEMM efficiency vs shape: ``eff(M) = matmul_efficiency * (M / matmul_full_rows) ** p`` for
+  ``M < matmul_full_rows`` (p = ``matmul_rows_exponent``; small-M GEMMs fill few tiles and
+  waves, while a GEMV's time stays near its weight streaming);
+* attention efficiency vs context: compute and HBM rates x ``C / (C + attention_half_context)``;
+* HBM bandwidth vs transfer size: an op moving S bytes gets ``B_hbm * S / (S + hbm_half)``;
+* launch overhead per compute op: ``kernel_overhead`` with graph capture, else
+  ``kernel_overhead_eager``;
+* sampling and host work: ``step_overhead[stack]`` once per step, on the op marked ``samples``
+  (the LM head).
 """
 
 from __future__ import annotations
@@ -75,7 +92,9 @@ class OpCost:
         return min(self.duration_s(x) for x in cands)
 
 
-def collective_time_s(kind: str, message_bytes: float, n: int, hw: Hardware) -> float:
+def collective_time_s(
+    kind: str, message_bytes: float, n: int, hw: Hardware, impl: str = "nccl"
+) -> float:
     """α-β time of one collective over ``n`` devices of ``hw``.
 
     Worked example (Ascend 910B2 full mesh, 8 devices, 32 KiB): α 10 µs + 2 hops x 0.5 µs
@@ -85,15 +104,26 @@ def collective_time_s(kind: str, message_bytes: float, n: int, hw: Hardware) -> 
     >>> round(collective_time_s("allreduce", 32768, 8, load_hardware("ascend-910b2")) * 1e6, 3)
     11.366
     """
-    latency, transfer = collective_parts(kind, message_bytes, n, hw)
+    latency, transfer = collective_parts(kind, message_bytes, n, hw, impl)
     return latency + transfer
 
 
-def collective_parts(kind: str, message_bytes: float, n: int, hw: Hardware) -> tuple[float, float]:
-    """(latency, transfer) seconds of a collective: the α part and the bandwidth part."""
+def collective_parts(
+    kind: str, message_bytes: float, n: int, hw: Hardware, impl: str = "nccl"
+) -> tuple[float, float]:
+    """(latency, transfer) seconds of a collective: the α part and the bandwidth part.
+
+    ``impl="custom"`` selects the one-shot/two-shot kernel for allreduces it can take.
+    """
     if n <= 1:
         return 0.0, 0.0
     bw = hw.link_bandwidth_bytes_per_s * hw.link_efficiency
+    if impl == "custom" and kind == "allreduce" and message_bytes <= hw.custom_allreduce_max_bytes:
+        lat = hw.custom_allreduce_latency_s
+        lat = hw.collective_latency_s if lat is None else lat
+        if message_bytes <= hw.custom_one_shot_max_bytes:
+            return lat, (n - 1) * message_bytes / bw
+        return lat, 2 * (n - 1) / n * message_bytes / bw
     topo = hw.topology
     if topo == "ring":
         steps = 2 * (n - 1)
@@ -104,7 +134,7 @@ def collective_parts(kind: str, message_bytes: float, n: int, hw: Hardware) -> t
         side = max(2, round(n ** (1 / dims)))
         steps = 2 * dims * (side - 1)
     frac = (n - 1) / n
-    alpha = hw.collective_latency_s
+    alpha = hw.collective_latency_s + (n - 1) * hw.rank_latency_s
     if kind == "allreduce":
         return alpha + steps * hw.hop_latency_s, 2 * frac * message_bytes / bw
     if kind in ("allgather", "reduce_scatter"):
@@ -119,6 +149,10 @@ def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
     out: dict[Any, OpCost] = {}
     n_dev = int(g.graph.get("tp", hw.devices_per_node if hw else 1))
     default_dtype = g.graph.get("dtype", "bf16")
+    wl = g.graph.get("workload") or {}
+    impl = str(wl.get("allreduce", "nccl"))
+    launch = hw.launch_overhead_s(bool(wl.get("graph_capture", True))) if hw else 0.0
+    step = hw.step_overhead_for(str(wl.get("stack", ""))) if hw else 0.0
     for node, a in g.nodes(data=True):
         reads = a.get("reads", {}) or {}
         pf_bytes = float(sum(reads[t] for t in a.get("prefetchable", [])))
@@ -136,7 +170,7 @@ def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
         kind = a["kind"]
         if kind in COLLECTIVE_KINDS:
             msg = float(sum(reads.values()))
-            t = collective_time_s(kind, msg, n_dev, hw)
+            t = collective_time_s(kind, msg, n_dev, hw, impl)
             out[node] = OpCost(
                 node,
                 a["resource"],
@@ -157,18 +191,32 @@ def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
                     f"expected one of {sorted(hw.matmul_flops_per_s)}"
                 )
             rate = hw.matmul_flops_per_s[dtype] * hw.matmul_efficiency
+            rows = a.get("rows")
+            if rows and float(rows) < hw.matmul_full_rows:
+                rate *= (float(rows) / hw.matmul_full_rows) ** hw.matmul_rows_exponent
         else:
             rate = hw.vector_flops_per_s * hw.vector_efficiency
+        hbm_bw = hw.effective_hbm_bytes_per_s * _ramp(hbm, hw.hbm_half_bytes)
+        if kind == "attention" and a.get("context"):
+            f = _ramp(float(a["context"]), hw.attention_half_context)
+            rate, hbm_bw = rate * f, hbm_bw * f
         compute = float(a.get("flops", 0.0)) / rate
         out[node] = OpCost(
             node,
             a["resource"],
             compute,
-            hw.kernel_overhead_s,
+            launch + (step if a.get("samples") else 0.0),
             hbm,
             pf_bytes,
-            hw.effective_hbm_bytes_per_s,
+            hbm_bw,
             hw.l2_bandwidth_bytes_per_s,
             fixed=False,
         )
     return out
+
+
+def _ramp(size: float, half: float) -> float:
+    """size / (size + half): the share of the full rate reached at ``size`` (1 when half=0)."""
+    if half <= 0 or size <= 0:
+        return 1.0
+    return size / (size + half)

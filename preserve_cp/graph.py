@@ -115,6 +115,7 @@ class _Builder:
         writes: float = 0.0,
         prefetchable: tuple[str, ...] = (),
         after: tuple[str, ...] | None = None,
+        **extra: Any,
     ) -> str:
         reads = {k: int(round(v)) for k, v in (reads or {}).items()}
         self.g.add_node(
@@ -126,6 +127,7 @@ class _Builder:
             writes_bytes=int(round(writes)),
             prefetchable=list(prefetchable),
             layer=layer,
+            **extra,
         )
         preds = after if after is not None else ((self.last,) if self.last else ())
         for p in preds:
@@ -155,6 +157,7 @@ class _Builder:
             writes=self.T * n * self.ab,
             prefetchable=(weight,),
             after=after,
+            rows=self.T,
         )
 
     def norm(self, name: str, layer: int, after: tuple[str, ...] | None = None) -> str:
@@ -209,6 +212,7 @@ class _Builder:
                 reads={f"L{l}.kv_cache": kv_layer, f"L{l}.q": T * self.q_l * self.ab},
                 writes=T * self.q_l * self.ab + wl.batch * 2 * self.kv_l * self.kb,
                 prefetchable=(f"L{l}.kv_cache",),
+                context=ctx,
             )
         else:
             pairs = wl.batch * (
@@ -221,6 +225,7 @@ class _Builder:
                 flops=4.0 * pairs * self.q_l,
                 reads={f"L{l}.qkv_act": T * (self.q_l + 2 * self.kv_l) * self.ab},
                 writes=T * self.q_l * self.ab + kv_layer,
+                context=ctx,
             )
         return self.gemm(f"L{l}.o_proj", l, self.q_l, h, f"L{l}.w_o")
 
@@ -244,7 +249,8 @@ class _Builder:
         m, wl, T = self.m, self.wl, self.T
         h = m.hidden_size
         tp = wl.tp
-        emb_w = self.vocab_l * h * self.wb
+        emb_rows = m.vocab_size if wl.lm_head == "replicated" else self.vocab_l
+        emb_w = emb_rows * h * self.wb
         self.weights_bytes += emb_w
         self.op(
             "embedding",
@@ -273,18 +279,22 @@ class _Builder:
                     self.allreduce(f"L{l}.mlp_allreduce", l)
         self.norm("final_norm", -1)
         head_w = "embedding.w" if m.tied_embeddings else "lm_head.w"
+        # some stacks keep the whole LM head on every rank (no logits gather)
+        vocab_head = m.vocab_size if wl.lm_head == "replicated" else self.vocab_l
         if not m.tied_embeddings:
-            self.weights_bytes += self.vocab_l * h * self.wb
+            self.weights_bytes += vocab_head * h * self.wb
         self.op(
             "lm_head",
             "gemm",
             -1,
-            flops=2.0 * wl.batch * h * self.vocab_l,
-            reads={head_w: self.vocab_l * h * self.wb, "lm_head.in": wl.batch * h * self.ab},
-            writes=wl.batch * self.vocab_l * 4,
+            flops=2.0 * wl.batch * h * vocab_head,
+            reads={head_w: vocab_head * h * self.wb, "lm_head.in": wl.batch * h * self.ab},
+            writes=wl.batch * vocab_head * 4,
             prefetchable=(head_w,),
+            rows=wl.batch,
+            samples=True,
         )
-        if tp > 1:
+        if tp > 1 and wl.lm_head == "sharded":
             logits = wl.batch * self.vocab_l * tp * 4
             self.op(
                 "lm_head.allgather",

@@ -7,6 +7,7 @@ Each file cites its sources and lists in ``uncertain`` the fields whose value is
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,32 @@ class ComputeSpec(_Strict):
     vector_efficiency: Frac = Field(0.5, description="Share of the vector peak that ops achieve.")
     kernel_overhead_us: NonNeg = Field(
         2.0,
-        description="Fixed launch cost added to every compute op (not to collectives).",
+        description="Fixed launch cost added to every compute op (not to collectives) when "
+        "the step runs as a captured graph (CUDA graphs, compiled).",
+    )
+    kernel_overhead_eager_us: NonNeg | None = Field(
+        None,
+        description="Launch and dispatch cost per compute op when the step runs eagerly "
+        "(no graph capture); none: `kernel_overhead_us`.",
+    )
+    matmul_full_rows: NonNeg = Field(
+        0.0,
+        description="GEMM efficiency vs shape: a GEMM over M < this rows (tokens) reaches "
+        "`matmul_efficiency` x (M / this) ^ `matmul_rows_exponent`; 0: no shape effect.",
+    )
+    matmul_rows_exponent: Frac = Field(
+        0.5, description="Exponent of the small-M efficiency law (see `matmul_full_rows`)."
+    )
+    attention_half_context: NonNeg = Field(
+        0.0,
+        description="Attention efficiency vs context: an attention op over C tokens runs at "
+        "C / (C + this) of its compute and HBM rates; 0: no context effect.",
+    )
+    step_overhead_us: dict[str, NonNeg] = Field(
+        default_factory=dict,
+        description="Per-step cost of sampling and host-side work (scheduling, input "
+        "preparation) by software stack name, added once per step after the LM head; "
+        "key `default` for a stack not named; none: 0.",
     )
 
 
@@ -75,6 +101,11 @@ class MemorySpec(_Strict):
     hbm_bandwidth_tb_per_s: Pos = Field(description="Peak HBM bandwidth per device.")
     hbm_efficiency: Frac = Field(
         0.8, description="Share of the HBM peak that ops and prefetches achieve together."
+    )
+    hbm_half_mib: NonNeg = Field(
+        0.0,
+        description="Achieved HBM bandwidth vs transfer size: an op moving S bytes reaches "
+        "peak x efficiency x S / (S + this); 0: no size effect.",
     )
     l2_capacity_mb: Pos | None = Field(
         None, description="On-chip L2 per device; give exactly one of `l2_capacity_mb` / `_mib`."
@@ -125,6 +156,26 @@ class InterconnectSpec(_Strict):
     hop_latency_us: NonNeg = Field(
         0.5, description="Latency added per step of a collective's algorithm."
     )
+    rank_latency_us: NonNeg = Field(
+        0.0,
+        description="Start-up latency added per rank beyond the first (library collectives "
+        "whose set-up grows with the group, e.g. NCCL).",
+    )
+    custom_allreduce_latency_us: NonNeg | None = Field(
+        None,
+        description="Latency of a custom one-shot/two-shot allreduce kernel (runs that "
+        "choose `allreduce: custom`); none: `collective_latency_us`.",
+    )
+    custom_one_shot_max_kib: NonNeg = Field(
+        256.0,
+        description="Largest message the custom allreduce sends one-shot (every rank reads "
+        "every peer's buffer); larger ones go two-shot.",
+    )
+    custom_allreduce_max_kib: NonNeg = Field(
+        8192.0,
+        description="Largest message the custom allreduce handles; larger ones fall back to "
+        "the library (α-β) allreduce.",
+    )
     devices_per_node: Annotated[int, BeforeValidator(not_bool)] = Field(
         ge=1,
         le=1_000_000,
@@ -149,6 +200,24 @@ class CostSpec(_Strict):
     )
 
 
+class CalibrationSpec(_Strict):
+    """What was fitted to published measurements, on which points, and when (see calibrate.py)."""
+
+    date: str = Field(min_length=1, description="Day of the fit, ISO format.")
+    set: str = Field(min_length=1, description="Measurement file the points come from.")
+    split: str = Field("train", description="The subset fitted (never the held-out points).")
+    points: list[str] = Field(min_length=1, description="Ids of the points fitted.")
+    fitted: dict[str, NonNeg] = Field(
+        min_length=1,
+        description="Dotted field path -> fitted value; replaces that field when the file "
+        "is loaded (the value written in its section stays the prior).",
+    )
+    train_median_abs_error: dict[str, NonNeg] = Field(
+        default_factory=dict,
+        description="Median |relative error| on the fitted points, `before` and `after`.",
+    )
+
+
 class HardwareSpec(_Strict):
     name: str = Field(min_length=1, description="Device name shown in outputs.")
     vendor: str = Field("", description="Vendor, for people.")
@@ -168,19 +237,58 @@ class HardwareSpec(_Strict):
     cost: CostSpec | None = Field(
         None, description="Die-cost model, needed only for performance per cost."
     )
+    calibration: CalibrationSpec | None = Field(
+        None, description="Values fitted to published measurements (applied on load)."
+    )
 
     @model_validator(mode="after")
-    def _uncertain_names_fields(self) -> HardwareSpec:
+    def _paths_name_fields(self) -> HardwareSpec:
         for path in self.uncertain:
-            node: Any = self
-            for part in path.split("."):
-                if isinstance(node, BaseModel) and part in type(node).model_fields:
-                    node = getattr(node, part)
-                elif isinstance(node, dict) and part in node:
-                    node = node[part]
-                else:
-                    raise ValueError(f"field paths that exist (uncertain: {path!r} does not)")
+            if not _has_path(self, path, numeric=False):
+                raise ValueError(f"field paths that exist (uncertain: {path!r} does not)")
+        if self.calibration is not None:
+            for path in self.calibration.fitted:
+                if not _has_path(self, path, numeric=True):
+                    raise ValueError(
+                        f"numeric field paths (calibration.fitted: {path!r} is not one)"
+                    )
         return self
+
+
+_MAPPING_FIELDS = {"compute.step_overhead_us"}
+
+
+def _has_path(spec: BaseModel, path: str, *, numeric: bool) -> bool:
+    """Whether dotted ``path`` names a field of ``spec`` (for ``numeric``: a number field, or
+    a new key of a stack-keyed mapping such as ``compute.step_overhead_us.vllm``)."""
+    head, _, last = path.rpartition(".")
+    if numeric and head in _MAPPING_FIELDS and last:
+        return True
+    node: Any = spec
+    for part in path.split("."):
+        if isinstance(node, BaseModel) and part in type(node).model_fields:
+            node = getattr(node, part)
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return False
+    if not numeric:
+        return True
+    if node is None:  # optional number left at its default
+        return path.rsplit(".", 1)[-1].endswith(("_us", "_kib", "_mib", "_tb_per_s"))
+    return isinstance(node, int | float) and not isinstance(node, bool)
+
+
+def apply_calibration(data: dict[str, Any], fitted: dict[str, float]) -> dict[str, Any]:
+    """A copy of a hardware mapping with each dotted path of ``fitted`` set to its value."""
+    out = copy.deepcopy(data)
+    for path, value in fitted.items():
+        node = out
+        *parents, last = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
 
 
 @dataclass(frozen=True)
@@ -215,6 +323,17 @@ class Hardware:
     collective_latency_s: float
     hop_latency_s: float
     devices_per_node: int
+    kernel_overhead_eager_s: float | None = None
+    matmul_full_rows: float = 0.0
+    matmul_rows_exponent: float = 0.5
+    attention_half_context: float = 0.0
+    step_overhead_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    hbm_half_bytes: float = 0.0
+    rank_latency_s: float = 0.0
+    custom_allreduce_latency_s: float | None = None
+    custom_one_shot_max_bytes: float = 256 * 1024.0
+    custom_allreduce_max_bytes: float = 8 * 1024.0**2
+    calibrated: bool = False
     source_file: str = ""
     uncertain: tuple[str, ...] = ()
     spec: HardwareSpec | None = dataclasses.field(default=None, repr=False, compare=False)
@@ -237,6 +356,17 @@ class Hardware:
             return cap
         return min(cap, self.prefetch_bandwidth_bytes_per_s)
 
+    def launch_overhead_s(self, graph_capture: bool = True) -> float:
+        """Fixed cost per compute op, with or without graph capture."""
+        if graph_capture or self.kernel_overhead_eager_s is None:
+            return self.kernel_overhead_s
+        return self.kernel_overhead_eager_s
+
+    def step_overhead_for(self, stack: str = "") -> float:
+        """Per-step sampling and host cost of software ``stack`` (``default`` otherwise)."""
+        table = self.step_overhead_s
+        return table.get(stack, table.get("default", 0.0)) if stack else table.get("default", 0.0)
+
     def with_overrides(self, **changes: Any) -> Hardware:
         """A copy with SI fields replaced (for sweeps), re-checked for sign.
 
@@ -252,7 +382,7 @@ class Hardware:
         return dataclasses.replace(self, **changes)
 
 
-def _from_spec(spec: HardwareSpec, source: str) -> Hardware:
+def _from_spec(spec: HardwareSpec, source: str, calibrated: bool = False) -> Hardware:
     mem, comp, net = spec.memory, spec.compute, spec.interconnect
     hbm = (mem.hbm_capacity_gb or 0) * units.GB + (mem.hbm_capacity_gib or 0) * units.GIB
     l2 = (mem.l2_capacity_mb or 0) * units.MB + (mem.l2_capacity_mib or 0) * units.MIB
@@ -277,14 +407,36 @@ def _from_spec(spec: HardwareSpec, source: str) -> Hardware:
         collective_latency_s=net.collective_latency_us * units.US,
         hop_latency_s=net.hop_latency_us * units.US,
         devices_per_node=net.devices_per_node,
+        kernel_overhead_eager_s=(
+            None
+            if comp.kernel_overhead_eager_us is None
+            else comp.kernel_overhead_eager_us * units.US
+        ),
+        matmul_full_rows=comp.matmul_full_rows,
+        matmul_rows_exponent=comp.matmul_rows_exponent,
+        attention_half_context=comp.attention_half_context,
+        step_overhead_s={k: v * units.US for k, v in comp.step_overhead_us.items()},
+        hbm_half_bytes=mem.hbm_half_mib * units.MIB,
+        rank_latency_s=net.rank_latency_us * units.US,
+        custom_allreduce_latency_s=(
+            None
+            if net.custom_allreduce_latency_us is None
+            else net.custom_allreduce_latency_us * units.US
+        ),
+        custom_one_shot_max_bytes=net.custom_one_shot_max_kib * units.KIB,
+        custom_allreduce_max_bytes=net.custom_allreduce_max_kib * units.KIB,
+        calibrated=calibrated,
         source_file=source,
         uncertain=tuple(spec.uncertain),
         spec=spec,
     )
 
 
-def load_hardware(name_or_path: str | Path | Hardware) -> Hardware:
+def load_hardware(name_or_path: str | Path | Hardware, *, calibrated: bool = True) -> Hardware:
     """Load a shipped device by NAME or a user's YAML by path.
+
+    A file with a ``calibration`` section has its fitted values applied unless
+    ``calibrated=False`` (then the values written in the sections, the priors, are used).
 
     Examples
     --------
@@ -302,7 +454,13 @@ def load_hardware(name_or_path: str | Path | Hardware) -> Hardware:
     data = read_yaml_mapping(path)
     spec = validate(HardwareSpec, data, str(path.name if path.parent == HARDWARE_DIR else path))
     shipped = path.resolve().parent == HARDWARE_DIR
-    return _from_spec(spec, f"hardware/{path.name}" if shipped else str(path))
+    where = f"hardware/{path.name}" if shipped else str(path)
+    use_fit = calibrated and spec.calibration is not None
+    if use_fit:
+        assert spec.calibration is not None
+        merged = apply_calibration(data, spec.calibration.fitted)
+        spec = validate(HardwareSpec, merged, f"{where} (with its calibration applied)")
+    return _from_spec(spec, where, calibrated=use_fit)
 
 
 def list_hardware() -> list[str]:

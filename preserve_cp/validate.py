@@ -7,17 +7,20 @@ value, metric by metric:
 * ``time_per_output_token_ms``: one decode step at context input + output/2 (the mean step);
 * ``tokens_per_s_per_user``: output / (prefill + output x step); ``output_tokens_per_s_total``:
   batch x output / (prefill + output x step) — published throughputs include the prompt;
-* ``ttft_ms``: the prefill of the input tokens (plus one decode step when it fits);
+* ``ttft_ms``: the prefill of the input tokens;
 * ``e2e_latency_s``: prefill + output x the mean decode step (exact for linear growth);
-* ``allreduce_latency_us``: the α-β collective time; ``allreduce_busbw_gb_per_s``: NCCL's bus
-  bandwidth 2 (n-1)/n x message / time.
+* ``allreduce_latency_us``: the collective time (library α-β or custom kernel);
+  ``allreduce_busbw_gb_per_s``: NCCL's bus bandwidth 2 (n-1)/n x message / time.
 
-The error is signed: (predicted - measured) / measured. Points the model cannot express are
+How the stack ran the step comes from the point's ``stack``, ``cuda_graphs``, ``allreduce``
+and ``lm_head`` fields (see :func:`run_options`). The error is signed:
+(predicted - measured) / measured. Points the model cannot express are
 reported as skipped with the reason (e.g. int4 weights, a model that is not shipped).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import statistics
@@ -25,11 +28,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
+
 from ._yaml import data_dir, read_yaml_mapping
 from .costs import collective_time_s, op_costs
 from .errors import InfeasibleError, InputError
 from .graph import build_graph
-from .hardware import list_hardware, load_hardware
+from .hardware import Hardware, list_hardware, load_hardware
 from .models import list_models
 from .plan import Plan
 from .simulate import simulate
@@ -76,23 +81,51 @@ def parse_precision(text: str) -> tuple[str, str, str] | None:
     return act, act, act
 
 
+@functools.lru_cache(maxsize=256)
+def _graph(model: str, wl: Workload) -> nx.DiGraph:
+    return build_graph(model, wl)
+
+
+def run_options(p: dict[str, Any]) -> dict[str, Any]:
+    """How the point's software ran the step, as Workload fields (defaults where unstated).
+
+    >>> run_options({"stack": "vllm", "cuda_graphs": "unknown", "allreduce": "custom"})
+    {'graph_capture': True, 'allreduce': 'custom', 'lm_head': 'sharded', 'stack': 'vllm'}
+    """
+    graphs = p.get("cuda_graphs", True)
+    return {
+        "graph_capture": graphs if isinstance(graphs, bool) else True,
+        "allreduce": str(p.get("allreduce", "nccl")),
+        "lm_head": str(p.get("lm_head", "sharded")),
+        "stack": str(p.get("stack", "")),
+    }
+
+
 def _vanilla_s(
-    phase: str, model: str, hw: Any, batch: int, context: int, tp: int, dt: tuple[str, str, str]
+    phase: str,
+    model: str,
+    hw: Hardware,
+    batch: int,
+    context: int,
+    tp: int,
+    dt: tuple[str, str, str],
+    opts: dict[str, Any],
 ) -> float:
     """Simulated step time of the vanilla plan (what a stack without prefetching runs)."""
-    g = build_graph(model, Workload(phase, batch, max(1, context), tp, *dt))  # type: ignore[arg-type]
+    g = _graph(model, Workload(phase, batch, max(1, context), tp, *dt, **opts))  # type: ignore[arg-type]
     check_fits(g, hw)
     return simulate(g, op_costs(g, hw), Plan("vanilla"), machine_for(hw)).makespan_s
 
 
-def predict(p: dict[str, Any]) -> float:
-    """The model's value for one point, in the point's metric and unit."""
-    hw = load_hardware(p["hardware"])
+def predict(p: dict[str, Any], hw: Hardware | None = None, *, calibrated: bool = True) -> float:
+    """The model's value for one point, in the point's metric and unit (on ``hw`` if given)."""
+    hw = hw if hw is not None else load_hardware(p["hardware"], calibrated=calibrated)
     metric = p["metric"]
+    opts = run_options(p)
     if metric.startswith("allreduce"):
         n = int(p["devices"])
         msg = float(p["message_bytes"])
-        t = collective_time_s("allreduce", msg, n, hw)
+        t = collective_time_s("allreduce", msg, n, hw, opts["allreduce"])
         if metric == "allreduce_latency_us":
             return t * 1e6
         return 2 * (n - 1) / n * msg / t / 1e9
@@ -101,10 +134,10 @@ def predict(p: dict[str, Any]) -> float:
         raise InputError(f"{p['id']}: precision: unsupported ({p['precision']})")
     b, tp = int(p["batch"]), int(p["tp"])
     inp, out = int(p["input_tokens"]), int(p["output_tokens"])
-    step = _vanilla_s("decode", p["model"], hw, b, inp + out // 2, tp, dt)
+    step = _vanilla_s("decode", p["model"], hw, b, inp + out // 2, tp, dt, opts)
     if metric == "time_per_output_token_ms":
         return step * 1e3
-    pre = _vanilla_s("prefill", p["model"], hw, b, inp, tp, dt)
+    pre = _vanilla_s("prefill", p["model"], hw, b, inp, tp, dt, opts)
     e2e = pre + out * step  # a request's life: its prompt, then its output tokens
     if metric == "tokens_per_s_per_user":
         return out / e2e
@@ -136,7 +169,7 @@ def load_points(path: str | Path | None = None) -> list[dict[str, Any]]:
     return pts
 
 
-def compare(points: list[dict[str, Any]]) -> list[Comparison]:
+def compare(points: list[dict[str, Any]], *, calibrated: bool = True) -> list[Comparison]:
     shipped_hw, shipped_models = set(list_hardware()), set(list_models())
     out = []
     for p in points:
@@ -158,7 +191,7 @@ def compare(points: list[dict[str, Any]]) -> list[Comparison]:
         pred = None
         if not reason:
             try:
-                pred = predict(p)
+                pred = predict(p, calibrated=calibrated)
             except InfeasibleError:
                 reason = "does not fit in HBM in the model"
             except InputError as exc:

@@ -10,6 +10,8 @@ from .units import DTYPE_BYTES
 
 Phase = Literal["decode", "prefill"]
 DTYPES = ("fp16", "bf16", "fp8", "int8")
+ALLREDUCE_IMPLS = ("nccl", "custom")
+LM_HEAD_MODES = ("sharded", "replicated")
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,13 @@ class Workload:
 
     ``decode``: one new token per sequence, attending over ``context`` cached tokens.
     ``prefill``: ``context`` prompt tokens per sequence, causal attention.
+
+    How the software runs the step (these change costs, not the graph's shape, except
+    ``lm_head``): ``graph_capture`` (CUDA graphs / compiled step vs eager launches),
+    ``allreduce`` (``nccl``: the library's α-β collective; ``custom``: one-shot/two-shot
+    kernel for small messages), ``lm_head`` (``sharded`` over TP ranks, or ``replicated``
+    on every rank as some stacks do), ``stack`` (names the per-step host overhead in the
+    hardware file, e.g. ``vllm``).
 
     >>> Workload(phase="decode", batch=4, context=16384, tp=8).tokens
     4
@@ -32,6 +41,10 @@ class Workload:
     weight_dtype: str = "bf16"
     act_dtype: str = "bf16"
     kv_dtype: str = "bf16"
+    graph_capture: bool = True
+    allreduce: str = "nccl"
+    lm_head: str = "sharded"
+    stack: str = ""
 
     def __post_init__(self) -> None:
         where = "workload"
@@ -45,6 +58,15 @@ class Workload:
             value = getattr(self, field)
             if value not in DTYPES:
                 raise input_error(where, field, f"one of {', '.join(DTYPES)}", value)
+        if not isinstance(self.graph_capture, bool):
+            raise input_error(where, "graph_capture", "true or false", self.graph_capture)
+        for field, options in (("allreduce", ALLREDUCE_IMPLS), ("lm_head", LM_HEAD_MODES)):
+            if getattr(self, field) not in options:
+                raise input_error(
+                    where, field, f"one of {', '.join(options)}", getattr(self, field)
+                )
+        if not isinstance(self.stack, str) or len(self.stack) > 64 or not self.stack.isprintable():
+            raise input_error(where, "stack", "a short software-stack name", self.stack)
 
     @property
     def tokens(self) -> int:

@@ -88,7 +88,7 @@ def test_links_between_pages_resolve() -> None:
 # --- generated blocks -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("script", ["gen_hardware_doc.py", "gen_api_doc.py"])
+@pytest.mark.parametrize("script", ["gen_hardware_doc.py", "gen_api_doc.py", "gen_fidelity_doc.py"])
 def test_generated_block_matches_the_code(script: str) -> None:
     gen = _load(script)
     text = gen.DOC.read_text(encoding="utf-8")

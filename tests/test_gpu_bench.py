@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from preserve_cp import load_hardware
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "gpu" / "prefetch_bench.py"
 
 
@@ -42,7 +44,7 @@ def test_predict_by_hand_h100(pb):
     ovh = 2e-6
     compute = 2 * n * k / (989.4e12 * 0.7)
     other = 2 * k + 2 * n  # x read + y write
-    p = pb.predict("h100-sxm", w, standin)
+    p = pb.predict("h100-sxm", w, standin, calibrated=False)  # the priors, by hand
     assert p["streaming_s"] == pytest.approx(max(compute, (w + other) / hbm_eff) + ovh)
     assert p["streaming_s"] == pytest.approx(w / hbm_eff + ovh, rel=2e-3)
     assert p["resident_s"] == pytest.approx(max(compute, other / hbm_eff, w / l2_bw) + ovh)
@@ -80,7 +82,8 @@ def test_short_window(pb, hw):
 
 def test_short_window_moves_part(pb):
     p = pb.predict("h100-sxm", 32e6, 5e-6)
-    assert p["moved_bytes"] == pytest.approx(5e-6 * 3.35e12 * 0.8)
+    eff = load_hardware("h100-sxm").hbm_efficiency  # calibrated by default
+    assert p["moved_bytes"] == pytest.approx(5e-6 * 3.35e12 * eff)
     assert p["saving_s"] < p["streaming_s"] - p["resident_s"]
 
 
@@ -126,7 +129,11 @@ def test_result_document_round_trip(pb, tmp_path):
         "rows",
     }
     assert back["device"] == "NVIDIA H100 80GB HBM3" and back["hardware"] == "h100-sxm"
-    assert back["model_inputs"]["effective_hbm_bytes_per_s"] == pytest.approx(2.68e12)
+    eff = load_hardware("h100-sxm").hbm_efficiency
+    assert back["model_inputs"]["effective_hbm_bytes_per_s"] == pytest.approx(3.35e12 * eff)
+    assert back["model_inputs"]["calibrated"] is True
+    prior = pb.result_document("x", "h100-sxm", [], versions_info=ver, calibrated=False)
+    assert prior["model_inputs"]["effective_hbm_bytes_per_s"] == pytest.approx(2.68e12)
     row = back["rows"][0]
     assert set(row) == {"size_mb", "weight_bytes", "measured", "predicted", "compare"}
     assert row["compare"]["streaming_s"]["ratio"] == pytest.approx(1.1)

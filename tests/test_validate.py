@@ -1,6 +1,6 @@
 """`preserve-cp validate`: the shipped validation set runs, every point is predicted (or skipped
 with its reason), and the metric mappings match hand arithmetic. Error thresholds on the
-training subset come with calibration (fidelity issue, still open)."""
+training subset are in tests/test_fidelity.py."""
 
 from __future__ import annotations
 

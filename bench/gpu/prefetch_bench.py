@@ -93,7 +93,12 @@ def _bench_graph(weight_bytes: float, standin_s: float, k: int) -> nx.DiGraph:
 
 
 def predict(
-    hardware_name: str, weight_bytes: float, standin_s: float, k: int = K_DEFAULT
+    hardware_name: str,
+    weight_bytes: float,
+    standin_s: float,
+    k: int = K_DEFAULT,
+    *,
+    calibrated: bool = True,
 ) -> dict[str, Any]:
     """The model's numbers for one weight size (seconds, bytes).
 
@@ -103,8 +108,9 @@ def predict(
     ``moved_bytes``: what the prefetch moves during the stand-in window at the effective
     prefetch rate; ``saving_window_s`` = duration_s(0) - duration_s(moved_bytes), the same
     saving in closed form (equal to ``saving_s`` when the prefetch ends inside the window).
+    ``calibrated=False`` uses the hardware file's priors instead of its calibration.
     """
-    hw = load_hardware(hardware_name)
+    hw = load_hardware(hardware_name, calibrated=calibrated)
     g = _bench_graph(weight_bytes, standin_s, k)
     costs = op_costs(g, hw)
     gemv = costs["gemv"]
@@ -184,13 +190,15 @@ def result_document(
     rows: list[dict[str, Any]],
     versions_info: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
+    *,
+    calibrated: bool = True,
 ) -> dict[str, Any]:
     """The JSON saved in the repo: date, GPU, versions, hardware-file values, per-size rows.
 
     Each row holds ``size_mb``, ``weight_bytes``, ``measured``, ``predicted`` and
     ``compare`` (see :func:`compare`).
     """
-    hw = load_hardware(hardware_name)
+    hw = load_hardware(hardware_name, calibrated=calibrated)
     return {
         "schema": SCHEMA,
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -205,6 +213,8 @@ def result_document(
             "l2_capacity_bytes": hw.l2_capacity_bytes,
             "usable_l2_bytes": hw.usable_l2_bytes,
             "kernel_overhead_s": hw.kernel_overhead_s,
+            "hbm_half_bytes": hw.hbm_half_bytes,
+            "calibrated": hw.calibrated,
         },
         "settings": dict(settings or {}),
         "rows": list(rows),

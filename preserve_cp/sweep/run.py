@@ -7,6 +7,7 @@ in flight; rerunning skips every stored point.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -116,6 +117,11 @@ def run_sweep(
         from distributed import Client, LocalCluster, as_completed
 
         cluster = None
+        # distributed logs INFO lines (with tracebacks of closed comms) while it shuts down
+        # after Ctrl-C; only errors are worth a user's screen
+        dlog = logging.getLogger("distributed")
+        old_level = dlog.level
+        dlog.setLevel(logging.ERROR)
         try:
             if scheduler:
                 try:
@@ -124,7 +130,12 @@ def run_sweep(
                     raise InputError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
             else:
                 cluster = LocalCluster(
-                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                    env={"DASK_LOGGING__DISTRIBUTED": "error"},
                 )
                 client = Client(cluster)
             try:
@@ -142,8 +153,11 @@ def run_sweep(
             finally:
                 client.close()
         finally:
-            if cluster is not None:
-                cluster.close()
+            try:
+                if cluster is not None:
+                    cluster.close()
+            finally:
+                dlog.setLevel(old_level)
     return {"total": total, "stored_before": before, "solved": solved}
 
 
