@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,10 @@ def make_solver(
     solver.parameters.max_time_in_seconds = max(0.01, float(time_limit_s))
     solver.parameters.num_workers = max(1, int(workers))
     solver.parameters.random_seed = int(seed)
+    if threading.current_thread() is not threading.main_thread():
+        # only the main thread may own the SIGINT handler (sweep workers run solves in
+        # threads; there it aborted the process on Ctrl-C)
+        solver.parameters.catch_sigint_signal = False
     if deterministic:
         solver.parameters.interleave_search = True
     return solver

@@ -8,7 +8,9 @@ in flight; rerunning skips every stored point.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -129,14 +131,22 @@ def run_sweep(
                 except (OSError, TimeoutError) as exc:
                     raise InputError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
             else:
-                cluster = LocalCluster(
-                    n_workers=workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                    silence_logs=logging.ERROR,
-                    env={"DASK_LOGGING__DISTRIBUTED": "error"},
-                )
+                # worker processes inherit an ignored SIGINT: Ctrl-C reaches this process
+                # only, which closes the cluster (no half-dead workers printing tracebacks)
+                main = threading.current_thread() is threading.main_thread()
+                old_int = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+                try:
+                    cluster = LocalCluster(
+                        n_workers=workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=None,
+                        silence_logs=logging.ERROR,
+                        env={"DASK_LOGGING__DISTRIBUTED": "error"},
+                    )
+                finally:
+                    if old_int is not None:
+                        signal.signal(signal.SIGINT, old_int)
                 client = Client(cluster)
             try:
                 futures = {
