@@ -12,10 +12,10 @@ this script would write, so the numbers on the page are the tool's.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+import _docgen  # docs/_docgen.py (this folder is on sys.path when run as a script)
 import yaml
 
 from preserve_cp.hardware import HARDWARE_DIR
@@ -76,26 +76,11 @@ def render() -> str:
 
 def splice(text: str, block: str) -> str:
     """``text`` with everything between the markers replaced by ``block``."""
-    try:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-    except ValueError:
-        raise SystemExit(f"{DOC.name}: expected the markers {BEGIN} and {END}") from None
-    return f"{head}{BEGIN}\n{block}{END}{tail}"
+    return _docgen.splice(DOC, BEGIN, END, text, block)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--check", action="store_true", help="exit 1 when the block is stale")
-    args = p.parse_args(argv)
-    old = DOC.read_text(encoding="utf-8")
-    new = splice(old, render())
-    if args.check:
-        print("up to date" if new == old else f"{DOC.name}: generated block is stale")
-        return 0 if new == old else 1
-    DOC.write_text(new, encoding="utf-8")
-    print(f"{DOC.name}: {'unchanged' if new == old else 'rewritten'}")
-    return 0
+    return _docgen.main(DOC, BEGIN, END, render, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

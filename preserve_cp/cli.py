@@ -213,7 +213,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                     f"{hw.link_bandwidth_bytes_per_s / units.GB:6.0f} GB/s  {hw.topology}"
                 )
         else:
-            _show_hardware(load_hardware(args.name))
+            _show_hardware(load_hardware(args.name), load_hardware(args.name, calibrated=False))
         return 0
     if args.cmd == "models":
         if args.sub == "list":
@@ -337,16 +337,26 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_hardware(hw: Hardware) -> None:
-    spec = hw.spec
-    assert spec is not None
+def _show_hardware(hw: Hardware, prior: Hardware) -> None:
+    spec, prior_spec = hw.spec, prior.spec
+    assert spec is not None and prior_spec is not None
     print(f"# {hw.name} ({hw.source_file})")
     data = spec.model_dump(exclude_none=True)
+    before = prior_spec.model_dump(exclude_none=True)
+    cal = spec.calibration
     for section in ("compute", "memory", "interconnect"):
         print(f"{section}:")
         for k, v in data[section].items():
-            mark = "  (uncertain)" if f"{section}.{k}" in hw.uncertain else ""
-            print(f"  {k}: {v}{mark}")
+            path = f"{section}.{k}"
+            marks = ["uncertain"] if path in hw.uncertain else []
+            if cal is not None and any(f == path or f.startswith(path + ".") for f in cal.fitted):
+                marks.append(f"fitted; prior {before[section].get(k, 'unset')}")
+            print(f"  {k}: {v}" + (f"  ({', '.join(marks)})" if marks else ""))
+    if cal is not None:
+        print(
+            f"calibration: {len(cal.points)} training points of {cal.set}, {cal.date}; "
+            "see docs/fidelity.md"
+        )
     print(f"usable L2 for prefetch: {hw.usable_l2_bytes / units.MB:.1f} MB")
     print("sources:")
     for s in data["sources"]:

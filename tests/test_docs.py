@@ -27,6 +27,8 @@ FENCE = re.compile(r"```(\w*)\n(.*?)```", re.S)
 def _load(script: str) -> ModuleType:
     """Import a script of docs/ (not a package) as a module."""
     path = DOCS / script
+    if str(DOCS) not in sys.path:  # as when run: the scripts import docs/_docgen.py
+        sys.path.insert(0, str(DOCS))
     spec = importlib.util.spec_from_file_location(f"_docs_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)

@@ -228,3 +228,23 @@ def test_shipped_calibration_is_reproducible(name):
     fit = calibrate(name, date=raw["calibration"]["date"])
     assert fit.fitted == pytest.approx(raw["calibration"]["fitted"])
     assert list(fit.points) == raw["calibration"]["points"]
+
+
+def test_hardware_show_marks_fitted_values_with_their_priors():
+    out = subprocess.run(
+        [sys.executable, "-m", "preserve_cp.cli", "hardware", "show", "h100-sxm"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    fitted = load_hardware("h100-sxm").matmul_efficiency
+    assert f"matmul_efficiency: {fitted}  (uncertain, fitted; prior 0.7)" in out.stdout
+    assert "calibration: 6 training points" in out.stdout
+    plain = subprocess.run(
+        [sys.executable, "-m", "preserve_cp.cli", "hardware", "show", "ascend-910b2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "fitted" not in plain.stdout and "calibration:" not in plain.stdout
