@@ -226,7 +226,7 @@ def test_training_error_thresholds():
 def test_shipped_calibration_is_reproducible(name):
     raw = yaml.safe_load((ROOT / "hardware" / f"{name}.yaml").read_text(encoding="utf-8"))
     fit = calibrate(name, date=raw["calibration"]["date"])
-    assert fit.fitted == pytest.approx(raw["calibration"]["fitted"])
+    assert fit.fitted == pytest.approx(raw["calibration"]["fitted"], rel=1e-3, abs=1e-9)
     assert list(fit.points) == raw["calibration"]["points"]
 
 
