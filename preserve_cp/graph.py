@@ -336,6 +336,9 @@ def validate_graph(g: Any, *, need_duration: bool = False) -> nx.DiGraph:
         raise input_error("graph", "type", "a networkx.DiGraph", type(g).__name__)
     if g.number_of_nodes() == 0:
         raise input_error("graph", "nodes", "at least one node", 0)
+    wl = g.graph.get("workload")
+    if wl is not None and not isinstance(wl, dict):
+        raise input_error("graph", "workload", "a mapping (Workload.to_dict())", wl)
     loops = list(nx.selfloop_edges(g))
     if loops:
         raise input_error("graph", "edges", "no self-loops", f"{loops[0][0]} -> {loops[0][0]}")
@@ -387,7 +390,9 @@ def validate_graph(g: Any, *, need_duration: bool = False) -> nx.DiGraph:
 def _check_costed(where: str, a: dict[str, Any]) -> None:
     if not isinstance(a.get("kind"), str):
         raise input_error(where, "kind", "an op kind such as 'gemm' (or a duration)", a.get("kind"))
-    for field in ("flops", "writes_bytes"):
+    for field in ("flops", "writes_bytes", "rows", "context"):  # the last two are optional
         v = a.get(field, 0)
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
             raise input_error(where, field, "a finite number >= 0", v)
+    if not isinstance(a.get("samples", False), bool):
+        raise input_error(where, "samples", "true or false", a.get("samples"))

@@ -248,3 +248,23 @@ def test_hardware_show_marks_fitted_values_with_their_priors():
         timeout=120,
     )
     assert "fitted" not in plain.stdout and "calibration:" not in plain.stdout
+
+
+@pytest.mark.parametrize(
+    "attrs, graph_attrs, message",
+    [
+        ({"rows": "x"}, {}, "rows: expected a finite number >= 0, found 'x'"),
+        ({"context": -1}, {}, "context: expected a finite number >= 0, found -1"),
+        ({"samples": "yes"}, {}, "samples: expected true or false"),
+        ({}, {"workload": "x"}, "workload: expected a mapping"),
+    ],
+)
+def test_bad_optional_cost_attributes_of_a_users_graph(attrs, graph_attrs, message):
+    import networkx as nx
+
+    from preserve_cp import solve
+
+    g = nx.DiGraph(**graph_attrs)
+    g.add_node("a", kind="gemm", resource="compute", flops=1.0, reads={"w": 10}, **attrs)
+    with pytest.raises(InputError, match=message):
+        solve(g, "h100-sxm")
