@@ -244,9 +244,10 @@ def _validate(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise input_error("--out", "folder", "a folder that can be created", args.out) from exc
     write_text_atomic(out / "validation.csv", csv_text(rows))
-    write_figure(out / "validation.png", validation_figure(rows))
+    calibrated = not args.uncalibrated
+    write_figure(out / "validation.png", validation_figure(rows, calibrated))
     if args.json:
-        print(json.dumps({"summary": summ, "points": rows}, indent=2))
+        print(json.dumps({"calibrated": calibrated, "summary": summ, "points": rows}, indent=2))
         return 0
     print(
         f"{'id':48s} {'split':7s} {'metric':26s} {'measured':>10s} {'predicted':>10s} {'error':>8s}"
@@ -258,6 +259,11 @@ def _validate(args: argparse.Namespace) -> int:
             f"{r['id'][:48]:48s} {r['split']:7s} {r['metric'][:26]:26s} "
             f"{r['measured']:10.4g} {pred:>10s} {err:>8s}"
         )
+    print(
+        "hardware calibrations applied (docs/fidelity.md)"
+        if calibrated
+        else "priors only (--uncalibrated)"
+    )
     for name in ("train", "holdout", "holdout_decode"):
         g = summ[name]
         if g["n"]:

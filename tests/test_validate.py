@@ -28,6 +28,7 @@ def test_validate_runs_on_the_shipped_set(tmp_path):
     assert out.returncode == 0, out.stderr
     assert time.perf_counter() - t0 < 120
     doc = json.loads(out.stdout)
+    assert doc["calibrated"] is True
     pts = doc["points"]
     assert len(pts) >= 20
     for p in pts:

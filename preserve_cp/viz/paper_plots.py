@@ -134,7 +134,7 @@ def dse_figure(rows: Sequence[Mapping[str, Any]], optima: Mapping[str, Any]) -> 
     return fig
 
 
-def validation_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
+def validation_figure(rows: Sequence[Mapping[str, Any]], calibrated: bool = True) -> Figure:
     """Predicted vs measured (log-log, one marker per metric), with ±10 % and ±20 % bands."""
     fig = Figure(figsize=(6.5, 6), layout="constrained")
     FigureCanvasAgg(fig)
@@ -172,6 +172,7 @@ def validation_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
     ax.set_yscale("log")
     ax.set_xlabel("measured (published)")
     ax.set_ylabel("predicted (vanilla plan)")
-    ax.set_title("model vs published measurements (filled: train, open: holdout)")
+    which = "calibrated model" if calibrated else "model with priors"
+    ax.set_title(f"{which} vs published measurements (filled: train, open: holdout)")
     ax.legend(fontsize=6, loc="upper left")
     return fig
