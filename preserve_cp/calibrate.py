@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,12 +113,12 @@ def _predictions(points: list[dict[str, Any]], hw: Hardware) -> list[float | Non
     return out
 
 
-def _loss(points: list[dict[str, Any]], preds: list[float | None]) -> float:
+def _loss(points: list[dict[str, Any]], preds: Sequence[float | None]) -> float:
     errs = [math.log(v / float(p["value"])) ** 2 for p, v in zip(points, preds, strict=True) if v]
     return sum(errs) / len(errs) if errs else 0.0
 
 
-def _median_abs(points: list[dict[str, Any]], preds: list[float | None]) -> float:
+def _median_abs(points: list[dict[str, Any]], preds: Sequence[float | None]) -> float:
     errs = [abs(v / float(p["value"]) - 1) for p, v in zip(points, preds, strict=True) if v]
     return statistics.median(errs) if errs else 0.0
 
@@ -137,11 +138,10 @@ def calibrate(
     where = str(path.name if path.parent == HARDWARE_DIR else path)
     spec = validate(HardwareSpec, data, where)
     set_file = Path(set_path) if set_path is not None else DEFAULT_SET
-    train = [
-        p
-        for p in training_points(spec.name, load_points(set_file))
-        if _predictions([p], _hardware(data, {}, where))[0] is not None
-    ]
+    candidates = training_points(spec.name, load_points(set_file))
+    at_prior = _predictions(candidates, _hardware(data, {}, where))
+    train = [p for p, v in zip(candidates, at_prior, strict=True) if v is not None]
+    base = [v for v in at_prior if v is not None]
     if not train:
         raise InputError(
             f"{set_file}: points: no training point on hardware {spec.name!r} that the model "
@@ -152,7 +152,6 @@ def calibrate(
         (f"{STEP_OVERHEAD[0]}.{s}", STEP_OVERHEAD[1], STEP_OVERHEAD[2]) for s in stacks
     ]
     prior = {path_: _prior(spec, data, path_) for path_, _, _ in params}
-    base = _predictions(train, _hardware(data, {}, where))
 
     # fit only what moves a training prediction
     active: list[tuple[str, float, float]] = []

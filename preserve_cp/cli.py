@@ -213,7 +213,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                     f"{hw.link_bandwidth_bytes_per_s / units.GB:6.0f} GB/s  {hw.topology}"
                 )
         else:
-            _show_hardware(load_hardware(args.name), load_hardware(args.name, calibrated=False))
+            hw = load_hardware(args.name)
+            _show_hardware(hw, load_hardware(args.name, calibrated=False) if hw.calibrated else hw)
         return 0
     if args.cmd == "models":
         if args.sub == "list":

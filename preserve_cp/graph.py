@@ -98,6 +98,8 @@ class _Builder:
         self.kv_l = self.kv_heads_l * model.head_dim
         self.ffn_l = model.intermediate_size // tp
         self.vocab_l = math.ceil(model.vocab_size / tp)
+        # some stacks keep the embedding and LM head whole on every rank (no logits gather)
+        self.vocab_head = model.vocab_size if wl.lm_head == "replicated" else self.vocab_l
         self.T = wl.tokens
         self.weights_bytes = 0.0
         self.kv_bytes = 0.0
@@ -249,8 +251,7 @@ class _Builder:
         m, wl, T = self.m, self.wl, self.T
         h = m.hidden_size
         tp = wl.tp
-        emb_rows = m.vocab_size if wl.lm_head == "replicated" else self.vocab_l
-        emb_w = emb_rows * h * self.wb
+        emb_w = self.vocab_head * h * self.wb
         self.weights_bytes += emb_w
         self.op(
             "embedding",
@@ -279,8 +280,7 @@ class _Builder:
                     self.allreduce(f"L{l}.mlp_allreduce", l)
         self.norm("final_norm", -1)
         head_w = "embedding.w" if m.tied_embeddings else "lm_head.w"
-        # some stacks keep the whole LM head on every rank (no logits gather)
-        vocab_head = m.vocab_size if wl.lm_head == "replicated" else self.vocab_l
+        vocab_head = self.vocab_head  # whole vocabulary when replicated
         if not m.tied_embeddings:
             self.weights_bytes += vocab_head * h * self.wb
         self.op(

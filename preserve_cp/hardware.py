@@ -274,8 +274,8 @@ def _has_path(spec: BaseModel, path: str, *, numeric: bool) -> bool:
             return False
     if not numeric:
         return True
-    if node is None:  # optional number left at its default
-        return path.rsplit(".", 1)[-1].endswith(("_us", "_kib", "_mib", "_tb_per_s"))
+    if node is None:  # an optional field left unset: its type is checked when the file is
+        return True  # validated again with the fitted values applied (load_hardware)
     return isinstance(node, int | float) and not isinstance(node, bool)
 
 
@@ -364,8 +364,7 @@ class Hardware:
 
     def step_overhead_for(self, stack: str = "") -> float:
         """Per-step sampling and host cost of software ``stack`` (``default`` otherwise)."""
-        table = self.step_overhead_s
-        return table.get(stack, table.get("default", 0.0)) if stack else table.get("default", 0.0)
+        return self.step_overhead_s.get(stack, self.step_overhead_s.get("default", 0.0))
 
     def with_overrides(self, **changes: Any) -> Hardware:
         """A copy with SI fields replaced (for sweeps), re-checked for sign.
@@ -455,12 +454,11 @@ def load_hardware(name_or_path: str | Path | Hardware, *, calibrated: bool = Tru
     spec = validate(HardwareSpec, data, str(path.name if path.parent == HARDWARE_DIR else path))
     shipped = path.resolve().parent == HARDWARE_DIR
     where = f"hardware/{path.name}" if shipped else str(path)
-    use_fit = calibrated and spec.calibration is not None
-    if use_fit:
-        assert spec.calibration is not None
+    if calibrated and spec.calibration is not None:
         merged = apply_calibration(data, spec.calibration.fitted)
         spec = validate(HardwareSpec, merged, f"{where} (with its calibration applied)")
-    return _from_spec(spec, where, calibrated=use_fit)
+        return _from_spec(spec, where, calibrated=True)
+    return _from_spec(spec, where)
 
 
 def list_hardware() -> list[str]:

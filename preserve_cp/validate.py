@@ -171,6 +171,10 @@ def load_points(path: str | Path | None = None) -> list[dict[str, Any]]:
 
 def compare(points: list[dict[str, Any]], *, calibrated: bool = True) -> list[Comparison]:
     shipped_hw, shipped_models = set(list_hardware()), set(list_models())
+    devices = {  # each device file read once
+        name: load_hardware(name, calibrated=calibrated)
+        for name in {str(p["hardware"]) for p in points} & shipped_hw
+    }
     out = []
     for p in points:
         base: dict[str, Any] = dict(
@@ -191,7 +195,7 @@ def compare(points: list[dict[str, Any]], *, calibrated: bool = True) -> list[Co
         pred = None
         if not reason:
             try:
-                pred = predict(p, calibrated=calibrated)
+                pred = predict(p, devices[p["hardware"]])
             except InfeasibleError:
                 reason = "does not fit in HBM in the model"
             except InputError as exc:
