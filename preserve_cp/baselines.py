@@ -15,7 +15,7 @@ from typing import Any
 
 import networkx as nx
 
-from .costs import OpCost
+from .costs import OpCost, collective_parts
 from .errors import input_error
 from .graph import COLLECTIVE_KINDS
 from .hardware import Hardware
@@ -112,8 +112,6 @@ def fused_graph(
     ops several steps later). The fused op runs on the compute stream with the GEMM's HBM
     traffic.
     """
-    from .costs import collective_parts
-
     h = g.copy()
     new_costs = dict(costs)
     n_dev = int(g.graph.get("tp", hw.devices_per_node))

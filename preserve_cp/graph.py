@@ -318,6 +318,21 @@ class _Builder:
 
 
 # ---------------------------------------------------------------------------------------
+def tensor_readers(g: nx.DiGraph) -> dict[str, list[Any]]:
+    """The ops that read each tensor, in node order.
+
+    >>> g = nx.DiGraph()
+    >>> g.add_node("a", reads={"w": 4, "x": 1}); g.add_node("b", reads={"w": 4})
+    >>> tensor_readers(g)
+    {'w': ['a', 'b'], 'x': ['a']}
+    """
+    out: dict[str, list[Any]] = {}
+    for n, a in g.nodes(data=True):
+        for t in a.get("reads") or {}:
+            out.setdefault(t, []).append(n)
+    return out
+
+
 def validate_graph(g: Any, *, need_duration: bool = False) -> nx.DiGraph:
     """Check a user's graph against the contract; raise InputError naming node and field.
 

@@ -9,7 +9,7 @@ range*), and every op reading the tensor (and its ``sync`` op, if any) waits for
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -197,26 +197,3 @@ class Result:
 
 def _jsonable(x: Any) -> Any:
     return x if x is None or isinstance(x, str | int | float) else str(x)
-
-
-def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    """Plan -> plain dict (JSON-ready).
-
-    >>> p = Plan("x", (Prefetch("w", 10.0, "c", "a"),))
-    >>> plan_from_dict(plan_to_dict(p)) == p
-    True
-    """
-    return {
-        "name": plan.name,
-        "prefetches": [asdict(p) for p in plan.prefetches],
-        "order": None if plan.order is None else {k: list(v) for k, v in plan.order.items()},
-    }
-
-
-def plan_from_dict(d: dict[str, Any]) -> Plan:
-    order = d.get("order")
-    return Plan(
-        name=d["name"],
-        prefetches=tuple(Prefetch(**p) for p in d.get("prefetches", [])),
-        order=None if order is None else {k: tuple(v) for k, v in order.items()},
-    )

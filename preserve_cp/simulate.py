@@ -30,7 +30,7 @@ import networkx as nx
 
 from .costs import OpCost
 from .errors import InputError, SolverError
-from .graph import PREFETCH_STREAM
+from .graph import PREFETCH_STREAM, tensor_readers
 from .plan import ChunkEvent, Event, Plan, Schedule
 
 EPS = 1e-12
@@ -123,10 +123,7 @@ class _Sim:
     ) -> None:
         self.g, self.costs, self.plan, self.m = g, costs, plan, machine
         self.prio = prio if prio is not None else priorities(g, costs)
-        self.readers: dict[str, list[Any]] = {}
-        for n, a in g.nodes(data=True):
-            for t in a.get("reads", {}) or {}:
-                self.readers.setdefault(t, []).append(n)
+        self.readers = tensor_readers(g)
         self.chunks = list(plan.prefetches)
         self.by_tensor: dict[str, list[int]] = {}
         for i, c in enumerate(self.chunks):
@@ -323,12 +320,8 @@ class _Sim:
                 for tname in attrs[n].get("reads", {}) or {}:
                     readers_left[tname] -= 1
                     if readers_left[tname] == 0:
-                        for i in range(len(self.chunks)):
-                            if (
-                                self.chunks[i].tensor == tname
-                                and chunk_state[i] == "done"
-                                and i not in c_release
-                            ):
+                        for i in self.by_tensor.get(tname, ()):
+                            if chunk_state[i] == "done" and i not in c_release:
                                 c_release[i] = t
                                 l2_used -= self.chunks[i].bytes
                 for s in succ[n]:
@@ -395,10 +388,7 @@ def verify(g: nx.DiGraph, schedule: Schedule, machine: Machine) -> list[str]:
         for (_, e0, a), (s1, _, b) in zip(items, items[1:], strict=False):
             if s1 < e0 - tol:
                 out.append(f"stream {s!r}: {a!r} and {b!r} overlap")
-    readers: dict[str, list[Any]] = {}
-    for n, a in g.nodes(data=True):
-        for t in a.get("reads") or {}:
-            readers.setdefault(t, []).append(n)
+    readers = tensor_readers(g)
     for c in schedule.chunks:
         for n in readers.get(c.tensor, ()):
             if by_node[n].start_s < c.end_s - tol:

@@ -12,6 +12,7 @@ The pipeline as a literal list of stages:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping
@@ -115,7 +116,7 @@ def solve(
     """
     opts = options or SolveOptions()
     if overrides:
-        opts = SolveOptions(**{**opts.__dict__, **overrides})
+        opts = dataclasses.replace(opts, **overrides)
     t0 = time.perf_counter()
     hardware = None if hw is None else load_hardware(hw)
     g = validate_graph(graph, need_duration=hardware is None)
@@ -151,7 +152,7 @@ def solve(
         if verify(fg, fused, machine):  # a baseline that fails its own check is not reported
             fused = None
     chain = chain_order(g) if has_tensors else None
-    bounds = _bounds(g, costs, machine, chain, hardware is not None)
+    bounds = _bounds(g, costs, machine, chain)
 
     def left() -> float:
         return max(0.05, opts.time_limit_s - (time.perf_counter() - t0))
@@ -160,6 +161,8 @@ def solve(
     cands: list[tuple[float, int, str, Schedule, Plan, CpOutcome | None]] = []
 
     def consider(outcome: CpOutcome, name: str) -> None:
+        if outcome.status not in ("optimal", "feasible"):
+            return  # no solution: its empty plan is not the optimiser's answer
         if not outcome.plan.prefetches and outcome.plan.order is None and chain is None:
             return
         sched, bad = sim(outcome.plan)
@@ -187,7 +190,7 @@ def solve(
         good = cands and (cands[0][0] - lb) <= opts.target_gap * cands[0][0]
         if opts.method == "monolithic" or (opts.method == "auto" and not good):
             mono = solve_chain(
-                chain, g, costs, machine, ChainOptions(**{**copts.__dict__, "time_limit_s": left()})
+                chain, g, costs, machine, dataclasses.replace(copts, time_limit_s=left())
             )
             consider(mono, "chain-cpsat")
             outcome = outcome or mono
@@ -254,13 +257,12 @@ def _bounds(
     costs: Mapping[Any, OpCost],
     machine: Machine,
     chain: list[Any] | None,
-    with_hw: bool,
 ) -> dict[str, float]:
     out = {
         "critical_path": critical_path_bound(g, costs),
         "resource_load": resource_load_bound(g, costs),
     }
-    if chain is not None and with_hw:
+    if chain is not None:  # a chain is only ordered when hardware prices its tensors
         lp = chain_lp_bound(chain, g, costs, machine, hbm_contention=machine.contention)
         if lp is not None and math.isfinite(lp):
             out["chain_lp"] = lp

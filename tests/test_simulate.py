@@ -49,7 +49,8 @@ def test_prefetch_during_allreduce_and_during_l2_reads():
     s = simulate(g, c, plan, UNIT)
     # prefetch: w1 2 B during ar (0-2, HBM free), then w2's 1 B must wait for HBM room:
     # g1 reads 2 B from HBM (2 s) and 2 B from L2 (0.25 s) -> 2 s, HBM rate 1 B/s: no room,
-    # so w2 moves at 2-? only after g1: g1 2-4, w2 4-5 while g2 waits, g2 5-8 (3 B from HBM)
+    # so w2 starts at 2 but gets HBM room only when g1 ends at 4: it moves in 4-5 while g2
+    # waits, then g2 runs 5-8 (3 B from HBM)
     ev = {e.node: (e.start_s, e.end_s) for e in s.events}
     assert ev == {"ar": (0.0, 2.0), "g1": (2.0, 4.0), "g2": (5.0, 8.0)}
     ch = {x.tensor: (x.start_s, x.end_s, x.release_s) for x in s.chunks}

@@ -119,10 +119,10 @@ def chain_lp_bound(
         by_first.setdefault(f, []).append(t)
     # running sums as variables keep every row short (GLOP is much faster that way)
     cap = machine.l2_capacity_bytes * mb
-    need_prev: Any = 0.0
+    need_prev: Any = 0.0  # bytes needed in L2 by the consumers before op k
     moved_prev: Any = 0.0
-    cons_prev: Any = 0.0
     for k in range(len(chain)):
+        consumed = need_prev  # what the ops before k have consumed (and L2 may have freed)
         if k in by_first:
             need = solver.NumVar(0.0, inf, f"need{k}")
             solver.Add(need == need_prev + sum(x[t] for t in by_first[k]))
@@ -130,12 +130,8 @@ def chain_lp_bound(
             need_prev = need
         moved = solver.NumVar(0.0, inf, f"moved{k}")
         solver.Add(moved == moved_prev + z[k])
-        solver.Add(moved - cons_prev <= cap)
+        solver.Add(moved - consumed <= cap)
         moved_prev = moved
-        if k in by_first:
-            cons = solver.NumVar(0.0, inf, f"cons{k}")
-            solver.Add(cons == cons_prev + sum(x[t] for t in by_first[k]))
-            cons_prev = cons
     solver.Minimize(sum(d))
     if solver.Solve() != pywraplp.Solver.OPTIMAL:
         return None

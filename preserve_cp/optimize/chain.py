@@ -27,11 +27,18 @@ from ortools.linear_solver import pywraplp
 from ortools.sat.python import cp_model
 
 from ..costs import OpCost
+from ..graph import tensor_readers
 from ..plan import Plan, Prefetch
 from ..simulate import Machine
-from .common import CpOutcome, ceil_div, choose_tick, run_model
-
-M = 100_000  # scale for fractional coefficients; floors/ceils keep every constraint conservative
+from .common import (
+    SCALE,
+    CpOutcome,
+    add_roofline_rows,
+    byte_unit,
+    ceil_div,
+    choose_tick,
+    run_model,
+)
 
 
 @dataclass(frozen=True)
@@ -112,7 +119,7 @@ class ChainModel:
         self.tick, _ = choose_tick([], vanilla, max_ticks=2e6)
         self.tensors = self._tensors()
         biggest = max((t.bytes for t in self.tensors.values()), default=1.0)
-        self.unit = float(2 ** max(0, math.ceil(math.log2(max(1.0, biggest / 2**20)))))
+        self.unit = byte_unit(biggest)
         for t in self.tensors.values():
             t.units = int(t.bytes // self.unit)
         self.model: Any = cp_model.CpModel() if backend == "cp" else _LpBackend()
@@ -126,10 +133,10 @@ class ChainModel:
     # -- data ----------------------------------------------------------------------
     def _tensors(self) -> dict[str, _Tensor]:
         out: dict[str, _Tensor] = {}
-        readers: dict[str, list[int]] = {}
-        for n in self.chain:
-            for t in self.g.nodes[n].get("reads", {}) or {}:
-                readers.setdefault(t, []).append(self.pos[n])
+        readers = {
+            t: [self.pos[n] for n in ns if n in self.pos]
+            for t, ns in tensor_readers(self.g).items()
+        }
         for n in self.chain:
             a = self.g.nodes[n]
             for t in a.get("prefetchable", []):
@@ -164,7 +171,10 @@ class ChainModel:
                 running = running + v
                 self.cum[t.name, k] = running
             self.x[t.name] = m.new_int_var(0, t.units, f"x[{t.name}]")
-            m.add(self.x[t.name] == sum(self.y[t.name, k] for k in self.hosts(t)))
+            m.add(self.x[t.name] == running)
+        self.moved: dict[int, list[Any]] = {}  # host op -> the bytes moved during it
+        for (_, k), v in self.y.items():
+            self.moved.setdefault(k, []).append(v)
 
     def l2_of(self, k: int) -> Any:
         return sum(self.x[t] for t in self.l2_units_of(k))
@@ -179,37 +189,24 @@ class ChainModel:
             if c.fixed or not names:
                 self.model.add(self.d[k] >= ceil_div(c.duration_s(0.0), tick))
                 continue
-            lk = self.l2_of(k)
-            self.model.add(self.d[k] >= ceil_div(c.compute_s + c.overhead_s, tick))
-            a_hbm = math.floor(M * u / (c.hbm_bw * tick))
-            self.model.add(
-                M * self.d[k]
-                >= math.ceil(M * (c.hbm_bytes / c.hbm_bw + c.overhead_s) / tick) - a_hbm * lk
-            )
-            a_l2 = math.ceil(M * u / (c.l2_bw * tick))
-            self.model.add(M * self.d[k] >= math.ceil(M * c.overhead_s / tick) + a_l2 * lk)
-
-    def _moved_index(self) -> dict[int, list[Any]]:
-        idx: dict[int, list[Any]] = {}
-        for (_, k), v in self.y.items():
-            idx.setdefault(k, []).append(v)
-        return idx
+            add_roofline_rows(self.model, self.d[k], c, self.l2_of(k), tick, u)
 
     def add_hbm_contention(self) -> None:
         self.families.append("hbm_contention")
-        b = math.floor(M * self.m.hbm_bytes_per_s * self.tick / self.unit)
-        for k, vs in self._moved_index().items():
+        b = math.floor(SCALE * self.m.hbm_bytes_per_s * self.tick / self.unit)
+        for k, vs in self.moved.items():
             c = self.costs[self.chain[k]]
             lk: Any = self.l2_of(k) if not c.fixed else 0
             self.model.add(
-                M * sum(vs) - M * lk <= b * (self.d[k] - 1) - math.ceil(M * c.hbm_bytes / self.unit)
+                SCALE * sum(vs) - SCALE * lk
+                <= b * (self.d[k] - 1) - math.ceil(SCALE * c.hbm_bytes / self.unit)
             )
 
     def add_prefetch_rate(self) -> None:
         self.families.append("prefetch_rate")
-        r = math.floor(M * self.m.prefetch_bytes_per_s * self.tick / self.unit)
-        for k, vs in self._moved_index().items():
-            self.model.add(M * sum(vs) <= r * (self.d[k] - 1))
+        r = math.floor(SCALE * self.m.prefetch_bytes_per_s * self.tick / self.unit)
+        for k, vs in self.moved.items():
+            self.model.add(SCALE * sum(vs) <= r * (self.d[k] - 1))
 
     def add_l2_capacity(self) -> None:
         self.families.append("l2_capacity")
@@ -220,9 +217,8 @@ class ChainModel:
                 per_slot.setdefault(k, []).append(self.cum[t.name, k])
             for k in range(t.first, t.last + 1):
                 per_slot.setdefault(k, []).append(self.x[t.name])
-        for _k, terms in per_slot.items():
-            if len(terms) > 0:
-                self.model.add(sum(terms) <= cap)
+        for terms in per_slot.values():
+            self.model.add(sum(terms) <= cap)
 
     def add_periodic_pattern(self) -> None:
         """Steady-state blocks repeat block 0: same durations, same bytes per relative host."""
@@ -325,28 +321,27 @@ def _lp_warm_start(
 
 
 def _repair(
-    chain: list[Any],
-    g: nx.DiGraph,
-    costs: Mapping[Any, OpCost],
-    machine: Machine,
-    opts: ChainOptions,
-    y: dict[tuple[str, int], int],
-    periodic: PeriodicSpec | None = None,
+    cm: ChainModel, y: dict[tuple[str, int], int], opts: ChainOptions
 ) -> dict[str, int] | None:
-    """Fix the rounded bytes and let CP-SAT pick the durations: a complete, feasible hint."""
-    cm = ChainModel(chain, g, costs, machine, opts, periodic=periodic).build()
+    """Fix the rounded bytes on a copy of the built model and let CP-SAT pick the durations:
+    a complete, feasible hint (by variable name) for the real solve."""
+    rep = cm.model.clone()
+
+    def var(v: Any) -> Any:
+        return rep.get_int_var_from_proto_index(v.index)
+
     copies = range(0)
-    if periodic is not None:  # copies of block 0 follow from the periodic rows
-        lo = periodic.block_start + periodic.block_ops
-        copies = range(lo, periodic.block_start + periodic.repeats * periodic.block_ops)
+    if cm.periodic is not None:  # copies of block 0 follow from the periodic rows
+        p = cm.periodic
+        copies = range(p.block_start + p.block_ops, p.block_start + p.repeats * p.block_ops)
     for key, v in cm.y.items():
         if cm.tensors[key[0]].first not in copies:
-            cm.model.add(v == y.get(key, 0))
+            rep.add(var(v) == y.get(key, 0))
     limit = min(10.0, max(1.0, opts.time_limit_s / 3))
-    solver, _, ok = run_model(cm.model, limit, 1, opts.seed, False, 0.0)
+    solver, _, ok = run_model(rep, limit, 1, opts.seed, False, 0.0)
     if not ok:
         return None
-    return {v.name: solver.value(v) for v in (*cm.d.values(), *cm.y.values(), *cm.x.values())}
+    return {v.name: solver.value(var(v)) for v in (*cm.d.values(), *cm.y.values(), *cm.x.values())}
 
 
 def solve_chain(
@@ -363,13 +358,14 @@ def solve_chain(
     by a trivial CP-SAT solve; the result is a complete feasible hint for the real solve.
     """
     opts = opts or ChainOptions()
-    cm = ChainModel(chain, g, costs, machine, opts, periodic=periodic).build()
-    if not cm.tensors:
+    cm = ChainModel(chain, g, costs, machine, opts, periodic=periodic)
+    if not cm.tensors:  # nothing to prefetch: no model to build
         return CpOutcome(
-            Plan("optimised"), "optimal", None, None, False, cm.tick, cm.families, {"tensors": 0}
+            Plan("optimised"), "optimal", None, None, False, cm.tick, [], {"tensors": 0}
         )
+    cm.build()
     y0 = _lp_warm_start(chain, g, costs, machine, opts, periodic)
-    hint = _repair(chain, g, costs, machine, opts, y0, periodic) if y0 is not None else None
+    hint = _repair(cm, y0, opts) if y0 is not None else None
     if hint is not None:
         for v in (*cm.d.values(), *cm.y.values(), *cm.x.values()):
             cm.model.add_hint(v, hint[v.name])

@@ -11,7 +11,11 @@ from typing import Any
 import networkx as nx
 from ortools.sat.python import cp_model
 
+from ..costs import OpCost
 from ..plan import Plan
+
+SCALE = 100_000
+"""Scale for fractional coefficients; floors and ceils keep every row conservative."""
 
 STATUS_NAMES = {
     cp_model.OPTIMAL: "optimal",
@@ -34,6 +38,31 @@ class CpOutcome:
     tick_s: float
     families: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+
+
+def byte_unit(biggest_bytes: float) -> float:
+    """The models' byte unit: the power of two that puts the biggest tensor near 2**20 units.
+
+    >>> byte_unit(1e6), byte_unit(64 * 2**20)
+    (1.0, 64.0)
+    """
+    return float(2 ** max(0, math.ceil(math.log2(max(1.0, biggest_bytes / 2**20)))))
+
+
+def add_roofline_rows(
+    model: Any, dur: Any, c: OpCost, l2_units: Any, tick: float, unit: float
+) -> None:
+    """``dur`` (ticks) >= the op's roofline with ``l2_units`` (byte units) of its reads found
+    in L2: the compute, HBM and L2 terms, each with the launch overhead, rounded so that no
+    feasible schedule is cut off."""
+    model.add(dur >= ceil_div(c.compute_s + c.overhead_s, tick))
+    a_hbm = math.floor(SCALE * unit / (c.hbm_bw * tick))
+    model.add(
+        SCALE * dur
+        >= math.ceil(SCALE * (c.hbm_bytes / c.hbm_bw + c.overhead_s) / tick) - a_hbm * l2_units
+    )
+    a_l2 = math.ceil(SCALE * unit / (c.l2_bw * tick))
+    model.add(SCALE * dur >= math.ceil(SCALE * c.overhead_s / tick) + a_l2 * l2_units)
 
 
 def choose_tick(

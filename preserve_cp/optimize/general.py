@@ -27,10 +27,10 @@ import networkx as nx
 from ortools.sat.python import cp_model
 
 from ..costs import OpCost
-from ..graph import PREFETCH_STREAM
+from ..graph import PREFETCH_STREAM, tensor_readers
 from ..plan import Plan, Prefetch, Schedule
 from ..simulate import Machine
-from .common import CpOutcome, ceil_div, choose_tick, run_model
+from .common import CpOutcome, add_roofline_rows, byte_unit, ceil_div, choose_tick, run_model
 
 SHARE = 1000  # HBM bandwidth in integer shares
 
@@ -57,10 +57,7 @@ class GeneralModel:
         durs = [c.duration_s(0.0) for c in costs.values()]
         self.tick, self.exact = choose_tick(durs, sum(durs))
         self.model = cp_model.CpModel()
-        self.readers: dict[str, list[Any]] = {}
-        for n, a in g.nodes(data=True):
-            for t in a.get("reads", {}) or {}:
-                self.readers.setdefault(t, []).append(n)
+        self.readers = tensor_readers(g)
         self.tensors: dict[str, float] = {}
         if machine.l2_capacity_bytes > 0 and math.isfinite(machine.prefetch_bytes_per_s):
             for _n, a in g.nodes(data=True):
@@ -69,7 +66,7 @@ class GeneralModel:
                     if 0 < b <= machine.l2_capacity_bytes and t not in self.tensors:
                         self.tensors[t] = b
         biggest = max(self.tensors.values(), default=1.0)
-        self.unit = float(2 ** max(0, math.ceil(math.log2(max(1.0, biggest / 2**20)))))
+        self.unit = byte_unit(biggest)
         pf_ticks = sum(
             ceil_div(b / machine.prefetch_bytes_per_s, self.tick) for b in self.tensors.values()
         )
@@ -175,25 +172,15 @@ class GeneralModel:
             names = [t for t in self.g.nodes[n].get("prefetchable", []) if t in self.p]
             # bytes found in L2 (in units): sum of p[t] * bytes[t]
             xs = sum(self.p[t] * int(self.tensors[t] // self.unit) for t in names)
-            u = self.unit
-            a_hbm = math.floor(M_SCALE * u / (c.hbm_bw * tick))
-            m.add(
-                M_SCALE * self.size[n]
-                >= math.ceil(M_SCALE * (c.hbm_bytes / c.hbm_bw + c.overhead_s) / tick) - a_hbm * xs
-            )
-            a_l2 = math.ceil(M_SCALE * u / (c.l2_bw * tick))
-            m.add(M_SCALE * self.size[n] >= math.ceil(M_SCALE * c.overhead_s / tick) + a_l2 * xs)
-            m.add(self.size[n] >= ceil_div(c.compute_s + c.overhead_s, tick))
+            add_roofline_rows(m, self.size[n], c, xs, tick, self.unit)
 
-    def set_makespan_objective(self) -> cp_model.IntVar:
+    def set_makespan_objective(self) -> None:
         self.families.append("makespan_objective")
         mk = self.model.new_int_var(0, self.horizon, "makespan")
         for n in self.g.nodes:
             if self.g.out_degree(n) == 0:
                 self.model.add(mk >= self.end[n])
         self.model.minimize(mk)
-        self.makespan = mk
-        return mk
 
     def build(self) -> GeneralModel:
         o = self.opts
@@ -253,9 +240,6 @@ class GeneralModel:
                 )
             )
         return Plan("optimised", tuple(out), {k: tuple(v) for k, v in order.items()})
-
-
-M_SCALE = 100_000
 
 
 def solve_general(
