@@ -24,7 +24,8 @@ from typing import Literal
 
 import preserve_cp as pc
 from preserve_cp.footprint import footprints
-from preserve_cp.viz.footprint_plot import footprint_figure, write_figure
+from preserve_cp.viz._io import write_figure
+from preserve_cp.viz.footprint_plot import footprint_figure
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "figures"

@@ -19,9 +19,15 @@ from .hardware import HARDWARE_DIR, Hardware, list_hardware, load_hardware
 from .models import list_models, load_model
 from .plan import Result
 from .solve import SolveOptions, solve
+from .viz._io import FIGURE_SUFFIXES
 from .workload import ALLREDUCE_IMPLS, DTYPES, LM_HEAD_MODES, Workload
 
 _UNCAL_HELP = "ignore the hardware file's calibration section (use the written priors)"
+
+
+def _check_workers(workers: int) -> None:
+    if not 1 <= workers <= 256:
+        raise input_error("--workers", "value", "an integer in [1, 256]", workers)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -190,8 +196,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "reproduce":
         from .reproduce import reproduce_paper
 
-        if not 1 <= args.workers <= 256:
-            raise input_error("--workers", "value", "an integer in [1, 256]", args.workers)
+        _check_workers(args.workers)
         summary = reproduce_paper(
             args.out, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress
         )
@@ -232,8 +237,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from .validate import as_dicts, compare, load_points, summary
-    from .viz._io import csv_text, write_text_atomic
-    from .viz.footprint_plot import write_figure
+    from .viz._io import csv_text, write_figure, write_text_atomic
     from .viz.paper_plots import validation_figure
 
     comparisons = compare(load_points(args.set), calibrated=not args.uncalibrated)
@@ -295,7 +299,8 @@ def _footprint(args: argparse.Namespace) -> int:
         context=args.context,
     )
     if args.plot:
-        from .viz.footprint_plot import footprint_figure, write_figure
+        from .viz._io import write_figure
+        from .viz.footprint_plot import footprint_figure
 
         write_figure(args.plot, footprint_figure(model.name, rows))
     if args.json:
@@ -317,8 +322,7 @@ def _footprint(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from .sweep import Store, expand, export_csv, load_spec, run_sweep, text_progress
 
-    if not 1 <= args.workers <= 256:
-        raise input_error("--workers", "value", "an integer in [1, 256]", args.workers)
+    _check_workers(args.workers)
     if args.scheduler and not args.scheduler.startswith(("tcp://", "tls://", "inproc://")):
         raise input_error("--scheduler", "address", "tcp://HOST:PORT", args.scheduler)
     spec = load_spec(args.spec)
@@ -409,15 +413,14 @@ def _solve(args: argparse.Namespace) -> int:
     g = build_graph(model, wl)
     if not args.time_limit > 0:
         raise input_error("--time-limit", "value", "seconds > 0", args.time_limit)
-    if not 1 <= args.workers <= 256:
-        raise input_error("--workers", "value", "an integer in [1, 256]", args.workers)
+    _check_workers(args.workers)
     for flag in ("trace", "gantt", "report"):  # fail before the solve, not after it
         value = getattr(args, flag)
         if value:
             out = Path(value)
             if not out.parent.is_dir() or out.is_dir():
                 raise input_error(f"--{flag}", "FILE", "a file path in an existing folder", value)
-    if args.gantt and Path(args.gantt).suffix.lower() not in (".svg", ".png"):
+    if args.gantt and Path(args.gantt).suffix.lower() not in FIGURE_SUFFIXES:
         raise input_error("--gantt", "FILE", "a .svg or .png file name", args.gantt)
     layers = None
     if args.layers:
@@ -434,7 +437,7 @@ def _solve(args: argparse.Namespace) -> int:
             budget_fraction=args.budget_fraction,
         ),
     )
-    plans = _plans(result) if args.compare else {"optimised": result.schedule}
+    plans = result.compared_schedules() if args.compare else {"optimised": result.schedule}
     if args.trace:
         from .viz.perfetto import write_trace
 
@@ -454,15 +457,6 @@ def _solve(args: argparse.Namespace) -> int:
     else:
         print(_report(result, g, hw, model.name, wl))
     return 0
-
-
-def _plans(r: Result) -> dict[str, Any]:
-    """vanilla, greedy (when there is one) and optimised schedules, in that order."""
-    out = {"vanilla": r.baselines["vanilla"]}
-    if "greedy" in r.baselines:
-        out["greedy"] = r.baselines["greedy"]
-    out["optimised"] = r.schedule
-    return out
 
 
 def _report(r: Result, g: Any, hw: Hardware, model: str, wl: Workload) -> str:

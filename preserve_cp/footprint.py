@@ -67,4 +67,5 @@ def layer_footprint(
 
 
 def footprints(model: ModelConfig | str, devices: list[int], **kw: Any) -> list[Footprint]:
-    return [layer_footprint(model, d, **kw) for d in devices]
+    cfg = load_model(model)  # read once, not once per device count
+    return [layer_footprint(cfg, d, **kw) for d in devices]

@@ -19,6 +19,7 @@ Collectives read their message (``reads``) and run over ``graph.graph["tp"]`` de
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import networkx as nx
@@ -30,6 +31,16 @@ from .workload import Workload
 COLLECTIVE_KINDS = frozenset({"allreduce", "allgather", "reduce_scatter", "all_to_all"})
 MATMUL_KINDS = frozenset({"gemm", "attention"})
 PREFETCH_STREAM = "prefetch"
+
+
+def stream_order(streams: Iterable[str]) -> list[str]:
+    """Streams in display order: compute, comm, prefetch, then the others by name.
+
+    >>> stream_order(["prefetch", "dma", "comm", "compute"])
+    ['compute', 'comm', 'prefetch', 'dma']
+    """
+    first = ("compute", "comm", PREFETCH_STREAM)
+    return sorted(streams, key=lambda s: (first.index(s) if s in first else len(first), s))
 
 
 def check_tp(model: ModelConfig, tp: int) -> None:

@@ -137,8 +137,8 @@ class Result:
                 "bytes": c.bytes,
                 "start_s": c.start_s,
                 "end_s": c.end_s,
-                "consumer": _jsonable(c.consumer),
-                "anchor": _jsonable(c.anchor),
+                "consumer": json_value(c.consumer),
+                "anchor": json_value(c.anchor),
                 "release_s": c.release_s,
             }
             for c in self.schedule.chunks
@@ -184,16 +184,20 @@ class Result:
         # the one allowed exception (tests/test_layout.py)
         from .viz.gantt import write_gantt
 
-        schedules: dict[str, Schedule] = {}
-        if compare:
-            for name in ("vanilla", "greedy"):
-                if name in self.baselines:
-                    schedules[name] = self.baselines[name]
-            schedules["optimised"] = self.schedule
-        else:
-            schedules[self.plan.name or "plan"] = self.schedule
+        schedules = (
+            self.compared_schedules() if compare else {self.plan.name or "plan": self.schedule}
+        )
         return write_gantt(path, schedules, layers=layers, title=title)
 
+    def compared_schedules(self) -> dict[str, Schedule]:
+        """vanilla, greedy (when there is one) and the chosen schedule, in that order."""
+        out: dict[str, Schedule] = {
+            n: self.baselines[n] for n in ("vanilla", "greedy") if n in self.baselines
+        }
+        out["optimised"] = self.schedule
+        return out
 
-def _jsonable(x: Any) -> Any:
+
+def json_value(x: Any) -> Any:
+    """A node id as JSON can hold it (strings and numbers as they are, the rest as text)."""
     return x if x is None or isinstance(x, str | int | float) else str(x)

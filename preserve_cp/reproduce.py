@@ -20,6 +20,7 @@ rerun with the store present does no solver work.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Sequence
@@ -27,16 +28,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from . import units
 from .cost import CostModel, cost_model
 from .errors import InfeasibleError, InputError
 from .footprint import footprints
 from .graph import build_graph
-from .hardware import load_hardware
+from .hardware import Hardware, load_hardware
+from .models import ModelConfig, load_model
 from .solve import check_fits
 from .sweep import Point, Store, run_sweep, text_progress
 from .sweep.spec import make_point
-from .viz._io import csv_text, write_text_atomic
-from .viz.footprint_plot import footprint_figure, write_figure
+from .viz._io import csv_text, write_figure, write_text_atomic
+from .viz.footprint_plot import footprint_figure
 from .viz.paper_plots import dse_figure, fused_figure, heatmap_figure
 from .workload import Workload
 
@@ -67,12 +70,9 @@ def e2e_split(length: int) -> tuple[int, int, int]:
 class Cell:
     """One end-to-end cell: a prefill point and a decode point (or why there are none)."""
 
-    model: str
     batch: int
     length: int
     tp: int
-    dtype: str
-    overrides: tuple[tuple[str, float], ...] = ()
     prefill: Point | None = None
     decode: Point | None = None
     skip: str = ""
@@ -80,6 +80,16 @@ class Cell:
     @property
     def points(self) -> list[Point]:
         return [p for p in (self.prefill, self.decode) if p is not None]
+
+
+@functools.cache
+def _device() -> Hardware:
+    return load_hardware(DEVICE)
+
+
+@functools.cache
+def _model(name: str) -> ModelConfig:
+    return load_model(name)
 
 
 def make_cell(
@@ -92,21 +102,19 @@ def make_cell(
 ) -> Cell:
     ov = dict(overrides or {})
     p, _d, mid = e2e_split(length)
-    hw = load_hardware(DEVICE)
-    base = Cell(model, batch, length, tp, dtype, tuple(sorted(ov.items())))
+    hw, cfg = _device(), _model(model)
+    base = Cell(batch, length, tp)
     try:
-        check_fits(
-            build_graph(model, Workload("decode", batch, length, tp, dtype, dtype, dtype)), hw
-        )
+        check_fits(build_graph(cfg, Workload("decode", batch, length, tp, dtype, dtype, dtype)), hw)
     except InfeasibleError:
         return replace(base, skip="OOM")
     except InputError:
         return replace(base, skip="tp")
     pre = make_point(
-        model, DEVICE, Workload("prefill", batch, p, tp, dtype, dtype, dtype), ov, SOLVE
+        model, DEVICE, Workload("prefill", batch, p, tp, dtype, dtype, dtype), ov, SOLVE, cfg, hw
     )
     dec = make_point(
-        model, DEVICE, Workload("decode", batch, mid, tp, dtype, dtype, dtype), ov, SOLVE
+        model, DEVICE, Workload("decode", batch, mid, tp, dtype, dtype, dtype), ov, SOLVE, cfg, hw
     )
     return replace(base, prefill=pre, decode=dec)
 
@@ -169,9 +177,9 @@ def reproduce_paper(
             progress=text_progress() if progress else None,
         )
         summary: dict[str, Any] = {"points": counts, "device": DEVICE}
-        summary["heatmaps"] = _heatmaps(heat, store, batches, lengths, folder, heatmap_figure)
-        summary["fused"] = _fused(fused, store, batches, lengths, folder, fused_figure)
-        summary["dse"] = _dse(dse, store, l2_grid_mb, folder, dse_figure)
+        summary["heatmaps"] = _heatmaps(heat, store, batches, lengths, folder)
+        summary["fused"] = _fused(fused, store, batches, lengths, folder)
+        summary["dse"] = _dse(dse, store, l2_grid_mb, folder)
     finally:
         store.close()
     summary["wall_s"] = time.perf_counter() - t0
@@ -185,9 +193,7 @@ def _heatmaps(
     batches: Sequence[int],
     lengths: Sequence[int],
     folder: Path,
-    figure: Any,
 ) -> dict[str, Any]:
-
     rows: list[dict[str, Any]] = []
     grids: dict[str, list[list[float | None]]] = {}
     worst_vs_greedy = float("inf")
@@ -224,7 +230,7 @@ def _heatmaps(
     write_text_atomic(folder / "heatmap_speedup.csv", csv_text(rows))
     write_figure(
         folder / "heatmap_speedup.png",
-        figure(grids, batches, lengths, {m: heat[m][0][0].tp for m in heat}),
+        heatmap_figure(grids, batches, lengths, {m: heatmap_tp(m) for m in heat}),
     )
     vals = [float(r["speedup_optimised"]) for r in rows if r["speedup_optimised"] is not None]
     gvals = [float(r["speedup_greedy"]) for r in rows if r["speedup_greedy"] is not None]
@@ -247,9 +253,7 @@ def _fused(
     batches: Sequence[int],
     lengths: Sequence[int],
     folder: Path,
-    figure: Any,
 ) -> dict[str, Any]:
-
     rows: list[dict[str, Any]] = []
     ours: list[list[float | None]] = []
     theirs: list[list[float | None]] = []
@@ -274,7 +278,7 @@ def _fused(
         ours.append(a)
         theirs.append(b)
     write_text_atomic(folder / "fused_vs_preserve.csv", csv_text(rows))
-    write_figure(folder / "fused_vs_preserve.png", figure(ours, theirs, batches, lengths))
+    write_figure(folder / "fused_vs_preserve.png", fused_figure(ours, theirs, batches, lengths))
     ratio = [float(r["preserve_over_fused"]) for r in rows if r["preserve_over_fused"]]
     return {
         "cells": len(rows),
@@ -289,7 +293,7 @@ def dse_optima(rows: list[dict[str, Any]], cm: CostModel, tp: int) -> dict[str, 
 
     def best(key: str) -> tuple[float, float]:
         scored = [
-            (r[key] / (tp * cm.device_cost_usd(r["l2_mb"] * 1e6)), r["l2_mb"])
+            (r[key] / (tp * cm.device_cost_usd(r["l2_mb"] * units.MB)), r["l2_mb"])
             for r in rows
             if r.get(key)
         ]
@@ -303,18 +307,14 @@ def dse_optima(rows: list[dict[str, Any]], cm: CostModel, tp: int) -> dict[str, 
     }
 
 
-def _dse(
-    cells: list[Cell], store: Store, grid_mb: Sequence[float], folder: Path, figure: Any
-) -> dict[str, Any]:
-
-    hw = load_hardware(DEVICE)
-    cm = cost_model(hw)
+def _dse(cells: list[Cell], store: Store, grid_mb: Sequence[float], folder: Path) -> dict[str, Any]:
+    cm = cost_model(_device())
     rows: list[dict[str, Any]] = []
     for mb, c in zip(grid_mb, cells, strict=True):
         v, o = e2e(c, store, "baseline_makespan_s"), e2e(c, store, "makespan_s")
         _p, d, _m = e2e_split(c.length)
         toks = c.batch * d
-        cost = c.tp * cm.device_cost_usd(mb * 1e6)
+        cost = c.tp * cm.device_cost_usd(mb * units.MB)
         rows.append(
             {
                 "l2_mb": mb,
@@ -329,7 +329,7 @@ def _dse(
     write_text_atomic(folder / "dse_l2.csv", csv_text(rows))
     tp = cells[0].tp
     base = dse_optima(rows, cm, tp)
-    write_figure(folder / "dse_l2.png", figure(rows, base))
+    write_figure(folder / "dse_l2.png", dse_figure(rows, base))
     sens = []
     for name, change in [
         ("fixed cost x0.5", {"fixed_cost_usd": cm.fixed_cost_usd * 0.5}),

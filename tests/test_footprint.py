@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from preserve_cp import load_model
+from preserve_cp.errors import InputError
 from preserve_cp.footprint import layer_footprint
 
 
@@ -56,5 +57,5 @@ def test_llama3_70b_json_matches_exact_arithmetic(tmp_path):
 def test_plain_mlp_and_dtype():
     f = layer_footprint("opt-66b", 4, dtype="fp16", batch=1, context=2048)
     assert f.mlp_weights_bytes == 2 * 9216 * 36864 / 4 * 2  # two matrices, 2 bytes
-    with pytest.raises(Exception, match="devices"):
+    with pytest.raises(InputError, match="footprint: devices: expected an integer >= 1, found 0"):
         layer_footprint("opt-66b", 0)

@@ -52,12 +52,7 @@ def solve_point(point: Point) -> dict[str, Any]:
     try:
         hw = apply_overrides(load_hardware(point.hardware), point.overrides)
         g = build_graph(point.model, point.workload)
-        opts = SolveOptions(
-            time_limit_s=point.solve.get("time_limit_s", 10.0),
-            workers=point.solve.get("workers", 1),
-            budget_fraction=point.solve.get("budget_fraction", 1.0),
-        )
-        r = solve(g, hw, options=opts)
+        r = solve(g, hw, options=SolveOptions(**point.solve))  # SolveSpec's fields
     except InfeasibleError as exc:
         return {"status": "infeasible", "error": str(exc)}
     except InputError as exc:

@@ -76,3 +76,30 @@ def csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
+
+
+FIGURE_SUFFIXES = (".svg", ".png")
+PNG_DPI = 130
+
+
+def figure_suffix(path: str | Path) -> str:
+    """The picture format of ``path`` (``.svg`` or ``.png``), or a one-line error.
+
+    >>> figure_suffix("plan.PNG")
+    '.png'
+    >>> figure_suffix("plan.pdf")
+    Traceback (most recent call last):
+    preserve_cp.errors.InputError: plan.pdf: suffix: expected '.svg' or '.png', found '.pdf'
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in FIGURE_SUFFIXES:
+        raise InputError(f"{path}: suffix: expected '.svg' or '.png', found {suffix!r}")
+    return suffix
+
+
+def write_figure(path: str | Path, fig: Any) -> Path:
+    """Save a matplotlib figure as .svg or .png atomically."""
+    suffix = figure_suffix(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=suffix[1:], dpi=PNG_DPI)
+    return write_bytes_atomic(path, buf.getvalue())

@@ -3,26 +3,19 @@ number of devices, with the L2 sizes of the shipped devices as horizontal lines.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
-from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..errors import InputError
 from ..footprint import Footprint
 from ..hardware import list_hardware, load_hardware
 from ..units import MB
-from ._io import write_bytes_atomic
 
 
 def footprint_figure(
     model: str,
     rows: Sequence[Footprint],
-    *,
-    with_kv: bool = True,
-    hardware: Sequence[str] | None = None,
 ) -> Figure:
     fig = Figure(figsize=(10, 5.2), layout="constrained")
     FigureCanvasAgg(fig)
@@ -30,11 +23,9 @@ def footprint_figure(
     d = [r.devices for r in rows]
     ax.plot(d, [r.attention_weights_bytes / MB for r in rows], "o-", label="attention weights")
     ax.plot(d, [r.mlp_weights_bytes / MB for r in rows], "s-", label="MLP weights")
-    if with_kv:
-        ax.plot(d, [r.kv_cache_bytes / MB for r in rows], "^--", label="KV-cache (one layer)")
-    names = list(hardware) if hardware is not None else list_hardware()
+    ax.plot(d, [r.kv_cache_bytes / MB for r in rows], "^--", label="KV-cache (one layer)")
     seen: dict[float, list[str]] = {}
-    for n in names:
+    for n in list_hardware():
         seen.setdefault(round(load_hardware(n).l2_capacity_bytes / MB, 1), []).append(n)
     last_y = 0.0
     for mb, who in sorted(seen.items()):
@@ -60,14 +51,3 @@ def footprint_figure(
     ax.set_title(f"{model}: per-layer footprint per device")
     ax.legend(fontsize=8, loc="lower left")
     return fig
-
-
-def write_figure(path: str | Path, fig: Figure) -> Path:
-    """Save ``fig`` as .svg or .png atomically."""
-    target = Path(path)
-    suffix = target.suffix.lower()
-    if suffix not in (".svg", ".png"):
-        raise InputError(f"{path}: expected a .svg or .png file name")
-    buf = io.BytesIO()
-    fig.savefig(buf, format=suffix[1:], dpi=130)
-    return write_bytes_atomic(target, buf.getvalue())

@@ -37,11 +37,11 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ..errors import InputError, input_error
-from ..graph import PREFETCH_STREAM
+from ..graph import PREFETCH_STREAM, stream_order
 from ..plan import Schedule
 from ..units import MB
 from ._gantt_panels import HBM_OPS_COLOUR, HBM_PREFETCH_COLOUR, PREFETCH_COLOUR, draw_hbm, draw_l2
-from ._io import write_bytes_atomic, write_text_atomic
+from ._io import figure_suffix, write_figure, write_text_atomic
 
 #: colour of each op kind (collectives in shades of red, prefetch chunks green)
 KIND_COLOURS: dict[str, str] = {
@@ -61,13 +61,10 @@ OTHER_COLOUR = "#A0A0A0"
 LINK_COLOUR = "#2D6B3C"
 LAYER_LINE_COLOUR = "#444444"
 
-STREAM_ORDER = ("compute", "comm", PREFETCH_STREAM)
-SUFFIXES = (".svg", ".png")
 MAX_LAYER_LABELS = 20
 WIDTH_IN = 14.0
 LANE_IN = 0.38  # height of one stream lane
 PANEL_IN = 0.85  # height of the L2 and of the HBM panel
-PNG_DPI = 130
 DENSE = 300  # from this many rectangles in a lane block on, no edges (and chunk runs merge)
 _LAYERS_RE = re.compile(r"\s*(\d+)\s*:\s*(\d+)\s*")
 
@@ -232,15 +229,9 @@ def write_gantt(
     Traceback (most recent call last):
     preserve_cp.errors.InputError: plan.pdf: suffix: expected '.svg' or '.png', found '.pdf'
     """
-    suffix = Path(path).suffix.lower()
-    if suffix not in SUFFIXES:
-        raise input_error(str(path), "suffix", "'.svg' or '.png'", suffix)
-    if suffix == ".svg":
+    if figure_suffix(path) == ".svg":
         return write_text_atomic(path, gantt_svg(schedules, layers=layers, title=title))
-    fig = gantt_figure(schedules, layers=layers, title=title)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=PNG_DPI)
-    return write_bytes_atomic(path, buf.getvalue())
+    return write_figure(path, gantt_figure(schedules, layers=layers, title=title))
 
 
 # --- one block ------------------------------------------------------------------------------
@@ -254,7 +245,7 @@ def _lanes(s: Schedule) -> list[str]:
     streams = {e.resource for e in s.events}
     if s.chunks or _has_hardware(s):
         streams.add(PREFETCH_STREAM)
-    return sorted(streams, key=lambda r: (STREAM_ORDER.index(r) if r in STREAM_ORDER else 99, r))
+    return stream_order(streams)
 
 
 def _overlaps(start: float, end: float, window: tuple[float, float]) -> bool:

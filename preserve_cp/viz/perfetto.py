@@ -39,22 +39,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import input_error
-from ..graph import PREFETCH_STREAM
-from ..plan import Schedule
+from ..graph import PREFETCH_STREAM, stream_order
+from ..plan import Schedule, json_value
 from ..units import s_to_us
-from ._io import write_text_atomic  # kept importable from here: it used to live here
+from ._io import write_text_atomic
 
-STREAM_ORDER = ("compute", "comm", PREFETCH_STREAM)
 FLOW_CAT = "prefetch"
 FLOW_NAME = "prefetch->consumer"
 #: thread ids of plan ``pid`` are ``pid * TID_STRIDE + 1, + 2, ...`` (unique in the trace)
 TID_STRIDE = 1000
 #: how far inside its chunk's slice a flow start sits, at most (microseconds: 1 ns)
 _FLOW_START_INSET_US = 1e-3
-
-
-def _jsonable(x: Any) -> Any:
-    return x if isinstance(x, str | int | float) or x is None else str(x)
 
 
 def trace_events(
@@ -82,10 +77,7 @@ def trace_events(
     >>> [(e["ph"], e["ts"]) for e in trace_events(s2) if e["ph"] in "sf"]
     [('f', 1.0), ('s', 0.999)]
     """
-    streams = sorted(
-        {e.resource for e in schedule.events} | {PREFETCH_STREAM},
-        key=lambda s: (STREAM_ORDER.index(s) if s in STREAM_ORDER else 99, s),
-    )
+    streams = stream_order({e.resource for e in schedule.events} | {PREFETCH_STREAM})
     tid = {s: pid * TID_STRIDE + i + 1 for i, s in enumerate(streams)}
     out: list[dict[str, Any]] = [
         {"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": process_name}},
@@ -128,7 +120,7 @@ def trace_events(
                 "ts": start_us,
                 "dur": s_to_us(e.end_s - e.start_s),
                 "args": {
-                    "node": _jsonable(e.node),
+                    "node": json_value(e.node),
                     "kind": e.kind,
                     "layer": e.layer,
                     "l2_bytes": e.l2_bytes,
@@ -160,10 +152,10 @@ def trace_events(
                 "ts": start_us,
                 "dur": end_us - start_us,
                 "args": {
-                    "node": _jsonable(c.consumer),
+                    "node": json_value(c.consumer),
                     "tensor": c.tensor,
                     "bytes": c.bytes,
-                    "anchor": _jsonable(c.anchor),
+                    "anchor": json_value(c.anchor),
                     "l2_release_us": s_to_us(c.release_s),
                 },
             }

@@ -28,7 +28,7 @@ from ..hardware import Hardware
 from ..plan import Result, Schedule
 from ..units import GB, MB, MIB, TB, TFLOPS, US
 from ..workload import Workload
-from .perfetto import write_text_atomic
+from ._io import write_text_atomic
 
 #: the window of a chunk that starts before any collective
 BEFORE_FIRST = "before first collective"
@@ -233,13 +233,7 @@ def write_report(
     """
     from .gantt import gantt_svg
 
-    candidates = {
-        "vanilla": result.baselines.get("vanilla"),
-        "greedy": result.baselines.get("greedy"),
-        "optimised": result.schedule,
-    }
-    schedules = {k: s for k, s in candidates.items() if s is not None}
-    svg = gantt_svg(schedules, layers=layers)
+    svg = gantt_svg(result.compared_schedules(), layers=layers)
     return write_text_atomic(path, render_report(result, graph, hw, workload, svg, title=title))
 
 
