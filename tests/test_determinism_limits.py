@@ -81,17 +81,10 @@ def test_ctrl_c_during_a_sweep_leaves_the_store_consistent(tmp_path):
     f = tmp_path / "s.yaml"
     f.write_text(yaml.safe_dump(spec))
     store = tmp_path / "s.sqlite"
+    argv = [sys.executable, "-m", "preserve_cp.cli", "sweep", str(f)]
+    argv += ["--store", str(store), "--no-progress"]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "preserve_cp.cli",
-            "sweep",
-            str(f),
-            "--store",
-            str(store),
-            "--no-progress",
-        ],
+        argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -108,16 +101,7 @@ def test_ctrl_c_during_a_sweep_leaves_the_store_consistent(tmp_path):
     for _, res in rows:
         assert "status" in json.loads(res)  # every stored row is complete
     again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "preserve_cp.cli",
-            "sweep",
-            str(f),
-            "--store",
-            str(store),
-            "--no-progress",
-        ],
+        argv,
         capture_output=True,
         text=True,
         timeout=300,
