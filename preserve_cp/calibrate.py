@@ -33,8 +33,9 @@ from .hardware import (
     HARDWARE_DIR,
     Hardware,
     HardwareSpec,
-    _from_spec,
     apply_calibration,
+    hardware_from_mapping,
+    hardware_label,
 )
 from .validate import DEFAULT_SET, load_points, predict
 from .viz._io import write_text_atomic
@@ -99,8 +100,8 @@ def _prior(spec: HardwareSpec, data: dict[str, Any], path: str) -> float:
 
 
 def _hardware(data: dict[str, Any], fitted: dict[str, float], where: str) -> Hardware:
-    spec = validate(HardwareSpec, apply_calibration(data, fitted), where)
-    return _from_spec(spec, where, calibrated=True)
+    """The device with trial values in place of its priors (``data`` has no section)."""
+    return hardware_from_mapping(apply_calibration(data, fitted), where)
 
 
 def _predictions(points: list[dict[str, Any]], hw: Hardware) -> list[float | None]:
@@ -135,7 +136,7 @@ def calibrate(
     path = resolve_named_file(str(hardware), HARDWARE_DIR, "hardware")
     data = read_yaml_mapping(path)
     data.pop("calibration", None)  # always fit from the priors
-    where = str(path.name if path.parent == HARDWARE_DIR else path)
+    where = hardware_label(path)
     spec = validate(HardwareSpec, data, where)
     set_file = Path(set_path) if set_path is not None else DEFAULT_SET
     candidates = training_points(spec.name, load_points(set_file))
@@ -238,13 +239,10 @@ def write_section(hardware: str | Path, text: str) -> Path:
     head = old.split(MARKER, 1)[0]
     if "\ncalibration:" in head:
         raise InputError(
-            f"{path.name}: calibration: a section without the marker comment exists; "
+            f"{hardware_label(path)}: calibration: a section without the marker comment exists; "
             "expected it to be written by `preserve-cp calibrate` (remove it by hand)"
         )
     new = head.rstrip("\n") + "\n\n" + text
-    data = yaml.safe_load(new)
-    spec = validate(HardwareSpec, data, str(path.name))
-    if spec.calibration is not None:  # the fitted values must validate too
-        validate(HardwareSpec, apply_calibration(data, spec.calibration.fitted), str(path.name))
+    hardware_from_mapping(yaml.safe_load(new), hardware_label(path))  # it must still load
     write_text_atomic(path, new)
     return path

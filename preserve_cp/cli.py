@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from . import units
 from .errors import PreserveError, input_error
 from .graph import build_graph
-from .hardware import HARDWARE_DIR, Hardware, list_hardware, load_hardware
+from .hardware import Hardware, hardware_label, list_hardware, load_hardware
 from .models import list_models, load_model
 from .plan import Result
 from .solve import SolveOptions, solve
@@ -381,8 +381,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     text = section_yaml(fit)
     if args.write:
         path = write_section(args.hardware, text)
-        shown = f"hardware/{path.name}" if path.parent == HARDWARE_DIR else str(path)
-        print(f"wrote the calibration section of {shown}")
+        print(f"wrote the calibration section of {hardware_label(path)}")
     else:
         print(text, end="")
     b, a = fit.before, fit.after

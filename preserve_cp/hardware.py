@@ -451,14 +451,26 @@ def load_hardware(name_or_path: str | Path | Hardware, *, calibrated: bool = Tru
         return name_or_path
     path = resolve_named_file(str(name_or_path), HARDWARE_DIR, "hardware")
     data = read_yaml_mapping(path)
-    spec = validate(HardwareSpec, data, str(path.name if path.parent == HARDWARE_DIR else path))
-    shipped = path.resolve().parent == HARDWARE_DIR
-    where = f"hardware/{path.name}" if shipped else str(path)
+    # errors name a shipped file by its file name, a user's by its path
+    first = str(path.name if path.parent == HARDWARE_DIR else path)
+    return hardware_from_mapping(data, hardware_label(path), calibrated=calibrated, where=first)
+
+
+def hardware_from_mapping(
+    data: dict[str, Any], source: str, *, calibrated: bool = True, where: str = ""
+) -> Hardware:
+    """Validate a hardware mapping (as read from YAML) and apply its calibration section."""
+    spec = validate(HardwareSpec, data, where or source)
     if calibrated and spec.calibration is not None:
         merged = apply_calibration(data, spec.calibration.fitted)
-        spec = validate(HardwareSpec, merged, f"{where} (with its calibration applied)")
-        return _from_spec(spec, where, calibrated=True)
-    return _from_spec(spec, where)
+        spec = validate(HardwareSpec, merged, f"{source} (with its calibration applied)")
+        return _from_spec(spec, source, calibrated=True)
+    return _from_spec(spec, source)
+
+
+def hardware_label(path: Path) -> str:
+    """How outputs name a hardware file: ``hardware/NAME.yaml`` when shipped, else its path."""
+    return f"hardware/{path.name}" if path.resolve().parent == HARDWARE_DIR else str(path)
 
 
 def list_hardware() -> list[str]:
