@@ -3,7 +3,9 @@
 Runs, in one process:
 1. every shipped model x {decode, prefill} x tp {4, 8} on ascend-910b2 (int8) and h100-sxm
    (fp8), each with a workload sampled (seeded) from batch 1-64 and context 2K-32K, and
-   prints makespan / lower bound, speedup vs vanilla, optimised vs greedy, solve time;
+   prints makespan / lower bound, speedup vs vanilla, optimised vs greedy and vs streaming
+   (the best simple rule: baselines.best_streaming), solve time; the summary names the rows
+   where the optimiser beats streaming by the most and by the least;
 2. the tight-L2 case (h100-sxm, Llama3-70B fp16 decode, tp 4);
 3. the scaling ratio solve(80 layers) / solve(8 layers) of the same model;
 4. the simulator throughput ratio simulate(100k-op graph) / networkx topological sort.
@@ -23,8 +25,8 @@ import networkx as nx
 
 import preserve_cp as pc
 from preserve_cp.costs import op_costs
+from preserve_cp.machine import machine_for
 from preserve_cp.simulate import simulate
-from preserve_cp.solve import machine_for
 
 DEVICES = {"ascend-910b2": "int8", "h100-sxm": "fp8"}
 BATCHES = [1, 2, 4, 8, 16, 32, 64]
@@ -66,9 +68,11 @@ def main(argv=None) -> int:
 
     print(
         f"{'model':14s} {'phase':7s} {'tp':>2s} {'device':12s} {'batch':>5s} {'ctx':>6s} "
-        f"{'mk/LB':>8s} {'speedup':>8s} {'vs greedy':>9s} {'method':15s} {'time_s':>7s}"
+        f"{'mk/LB':>8s} {'speedup':>8s} {'vs greedy':>9s} {'vs stream':>9s} {'method':15s} "
+        f"{'time_s':>7s}"
     )
     worst, n, over = 1.0, 0, []
+    vs_stream: list[tuple[float, str]] = []  # (streaming / optimised, row)
     for model, phase, tp, dev, b, c in rows(args.quick):
         r, dt, skip = solve_row(model, phase, tp, dev, b, c, args.workers)
         head = f"{model:14s} {phase:7s} {tp:2d} {dev:12s} {b:5d} {c:6d}"
@@ -80,23 +84,42 @@ def main(argv=None) -> int:
         worst = max(worst, ratio)
         if ratio > 1.005:
             over.append(f"{model} {phase} tp{tp} {dev}")
+        stream = "-"
+        if r.streaming_makespan_s is not None:
+            vs = r.streaming_makespan_s / r.makespan_s
+            stream = f"{vs:.4f}"
+            vs_stream.append((vs, f"{model} {phase} tp{tp} {dev} b{b} c{c}"))
         print(
             f"{head} {ratio:8.5f} {r.speedup:8.4f} {r.greedy_makespan_s / r.makespan_s:9.4f} "
-            f"{r.method[:15]:15s} {dt:7.2f}"
+            f"{stream:>9s} {r.method[:15]:15s} {dt:7.2f}"
         )
     print(
         f"\nrows solved: {n}; worst makespan/LB {worst:.5f}; rows above 1.005: {len(over)}"
         + (f" ({', '.join(over)})" if over else "")
     )
+    if vs_stream:
+        vs_stream.sort()
+        print(
+            f"optimised vs streaming over {len(vs_stream)} rows: most "
+            + "; ".join(f"{v:.4f}x {row}" for v, row in vs_stream[::-1][:3])
+            + "\n  least "
+            + "; ".join(f"{v:.4f}x {row}" for v, row in vs_stream[:3])
+        )
+    else:
+        print("optimised vs streaming: no row has a streaming baseline")
 
     print("\ntight L2: h100-sxm (50 MB L2), llama3-70b fp16 decode, tp 4, batch 4, ctx 16384")
     g = pc.build_graph("llama3-70b", pc.Workload("decode", 4, 16384, 4, "fp16", "fp16", "fp16"))
     r = pc.solve(g, "h100-sxm", workers=args.workers)
+    st = r.streaming_makespan_s
     print(
         f"  vanilla {r.baseline_makespan_s * 1e3:.4f} ms, greedy "
-        f"{r.greedy_makespan_s * 1e3:.4f} ms, optimised {r.makespan_s * 1e3:.4f} ms: "
+        f"{r.greedy_makespan_s * 1e3:.4f} ms, streaming "
+        + ("-" if st is None else f"{st * 1e3:.4f} ms")
+        + f", optimised {r.makespan_s * 1e3:.4f} ms: "
         f"{r.greedy_makespan_s / r.makespan_s:.4f}x over greedy, "
-        f"{r.speedup:.4f}x over vanilla, makespan/LB {r.makespan_s / r.lower_bound_s:.5f}"
+        + ("" if st is None else f"{st / r.makespan_s:.4f}x over streaming, ")
+        + f"{r.speedup:.4f}x over vanilla, makespan/LB {r.makespan_s / r.lower_bound_s:.5f}"
     )
 
     times = {}

@@ -12,10 +12,11 @@ from .costs import op_costs
 from .errors import InfeasibleError, InputError, PreserveError, SolverError
 from .graph import build_graph, validate_graph
 from .hardware import Hardware, list_hardware, load_hardware
+from .machine import machine_for
 from .models import ModelConfig, list_models, load_model
 from .plan import Plan, Prefetch, Result, Schedule
 from .simulate import simulate as _run_plan
-from .solve import SolveOptions, machine_for, solve
+from .solve import SolveOptions, solve
 from .workload import Workload
 
 

@@ -37,8 +37,8 @@ from .hardware import (
     hardware_from_mapping,
     hardware_label,
 )
+from .outputs import write_output
 from .validate import DEFAULT_SET, load_points, predict
-from .viz._io import write_text_atomic
 
 PRIOR_WEIGHT = 0.02
 """Weight of the pull toward the prior (chosen before any fit; see docs/fidelity.md)."""
@@ -232,8 +232,9 @@ def section_yaml(fit: Fit) -> str:
 
 
 def write_section(hardware: str | Path, text: str) -> Path:
-    """Replace (or append) the calibration section of a hardware file, atomically, and check
-    that the result still loads."""
+    """Replace (or append) the calibration section of a hardware file and check that the
+    result still loads. A regular file is replaced atomically; a link is written through (it
+    stays a link)."""
     path = resolve_named_file(str(hardware), HARDWARE_DIR, "hardware")
     old = path.read_text(encoding="utf-8")
     head = old.split(MARKER, 1)[0]
@@ -244,5 +245,5 @@ def write_section(hardware: str | Path, text: str) -> Path:
         )
     new = head.rstrip("\n") + "\n\n" + text
     hardware_from_mapping(yaml.safe_load(new), hardware_label(path))  # it must still load
-    write_text_atomic(path, new)
+    write_output(path, new)
     return path

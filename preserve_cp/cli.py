@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import units
-from .errors import PreserveError, input_error
+from .errors import InputError, PreserveError, input_error
 from .graph import build_graph
 from .hardware import Hardware, hardware_label, list_hardware, load_hardware
 from .models import list_models, load_model
+from .outputs import check_output, is_stdout, output_folder, require_folder, write_output
 from .plan import Result
 from .solve import SolveOptions, solve
 from .viz._io import FIGURE_SUFFIXES
@@ -28,6 +29,26 @@ _UNCAL_HELP = "ignore the hardware file's calibration section (use the written p
 def _check_workers(workers: int) -> None:
     if not 1 <= workers <= 256:
         raise input_error("--workers", "value", "an integer in [1, 256]", workers)
+
+
+def _claim_outputs(outputs: dict[str, str | None], json_flag: str = "") -> bool:
+    """Check every output path before any work is done (nothing is written on a refusal).
+
+    At most one thing goes to standard output (``-``): ``json_flag`` (when set) or one file
+    option. Returns True when a file option takes it; the command's summary then goes to
+    stderr.
+    """
+    claims = [json_flag] if json_flag else []
+    claims += [f"{flag} {p}" for flag, p in outputs.items() if p and is_stdout(p)]
+    if len(claims) > 1:
+        raise InputError(
+            f"{claims[1]}: standard output already carries {claims[0]}; "
+            "give one of them a file name"
+        )
+    for flag, p in outputs.items():
+        if p:
+            check_output(p, flag)
+    return bool(claims) and not json_flag
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,14 +117,20 @@ def _parser() -> argparse.ArgumentParser:
         help="greedy baseline: share of usable L2 per window",
     )
     s.add_argument("--json", action="store_true", help="print the result as JSON")
-    s.add_argument("--trace", metavar="FILE", help="write a Perfetto/Chrome trace")
-    s.add_argument("--gantt", metavar="FILE", help="write a Gantt picture (.svg or .png)")
-    s.add_argument("--report", metavar="FILE", help="write a self-contained HTML report")
+    s.add_argument(
+        "--trace", metavar="FILE", help="write a Perfetto/Chrome trace (-: standard output)"
+    )
+    s.add_argument(
+        "--gantt", metavar="FILE", help="write a Gantt picture (.svg or .png; -: SVG to stdout)"
+    )
+    s.add_argument(
+        "--report", metavar="FILE", help="write a self-contained HTML report (-: standard output)"
+    )
     s.add_argument("--layers", metavar="A:B", help="zoom the Gantt/report to layers A..B")
     s.add_argument(
         "--compare",
         action="store_true",
-        help="Gantt and trace show vanilla, greedy and optimised together",
+        help="Gantt and trace show vanilla, greedy, streaming and optimised together",
     )
 
     f = sub.add_parser("footprint", help="per-layer footprint per device (paper Fig. 2)")
@@ -114,13 +141,15 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--context", type=int, default=16384)
     f.add_argument("--devices", default="1,2,4,8,16,32", help="comma-separated device counts")
     f.add_argument("--json", action="store_true")
-    f.add_argument("--plot", metavar="FILE", help="write the plot (.svg or .png)")
+    f.add_argument("--plot", metavar="FILE", help="write the plot (.svg or .png; -: SVG to stdout)")
 
     va = sub.add_parser("validate", help="compare the model with published measurements")
     va.add_argument("--set", help="measurements YAML (default: the shipped validation set)")
     va.add_argument("--json", action="store_true")
     va.add_argument(
-        "--out", default="validation-results", help="folder for validation.csv and validation.png"
+        "--out",
+        default="validation-results",
+        help="folder for validation.csv and validation.png (created; its parent must exist)",
     )
     va.add_argument("--uncalibrated", action="store_true", help=_UNCAL_HELP)
 
@@ -138,7 +167,11 @@ def _parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("reproduce", help="reproduce a paper's studies")
     rp.add_argument("what", choices=("paper",))
-    rp.add_argument("--out", required=True, help="output folder (figures, CSVs, summary)")
+    rp.add_argument(
+        "--out",
+        required=True,
+        help="output folder for figures, CSVs, summary (created; its parent must exist)",
+    )
     rp.add_argument("--workers", type=int, default=2)
     rp.add_argument("--scheduler", help="tcp://HOST:PORT of a running Dask scheduler")
     rp.add_argument("--no-progress", action="store_true")
@@ -148,7 +181,9 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--store", help="results file (default: <spec name>.sqlite beside the spec)")
     w.add_argument("--scheduler", help="tcp://HOST:PORT of a running Dask scheduler")
     w.add_argument("--workers", type=int, default=2, help="local cluster worker processes")
-    w.add_argument("--export", metavar="CSV", help="write the sweep's results as CSV")
+    w.add_argument(
+        "--export", metavar="CSV", help="write the sweep's results as CSV (-: standard output)"
+    )
     w.add_argument("--no-progress", action="store_true")
 
     h = sub.add_parser("hardware", help="shipped hardware files")
@@ -197,6 +232,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .reproduce import reproduce_paper
 
         _check_workers(args.workers)
+        output_folder(args.out, "--out")
         summary = reproduce_paper(
             args.out, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress
         )
@@ -237,18 +273,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from .validate import as_dicts, compare, load_points, summary
-    from .viz._io import csv_text, write_figure, write_text_atomic
+    from .viz._io import csv_text, write_figure
     from .viz.paper_plots import validation_figure
 
-    comparisons = compare(load_points(args.set), calibrated=not args.uncalibrated)
+    points = load_points(args.set)
+    out = output_folder(args.out, "--out")
+    comparisons = compare(points, calibrated=not args.uncalibrated)
     rows = as_dicts(comparisons)
     summ = summary(comparisons)
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise input_error("--out", "folder", "a folder that can be created", args.out) from exc
-    write_text_atomic(out / "validation.csv", csv_text(rows))
+    write_output(out / "validation.csv", csv_text(rows))
     calibrated = not args.uncalibrated
     write_figure(out / "validation.png", validation_figure(rows, calibrated))
     if args.json:
@@ -289,6 +322,11 @@ def _footprint(args: argparse.Namespace) -> int:
         raise input_error("--devices", "value", "comma-separated integers", args.devices) from None
     if not devices or any(d < 1 for d in devices):
         raise input_error("--devices", "value", "integers >= 1", args.devices)
+    if args.plot:
+        from .viz._io import figure_suffix
+
+        figure_suffix(args.plot)
+    to_stderr = _claim_outputs({"--plot": args.plot}, "--json" if args.json else "")
     model = load_model(args.model)
     rows = footprints(
         model,
@@ -306,15 +344,18 @@ def _footprint(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2))
     else:
+        text = sys.stderr if to_stderr else sys.stdout
         print(
             f"{model.name}, {args.dtype}, batch {args.batch}, context {args.context}: "
-            "one layer, per device (MB)"
+            "one layer, per device (MB)",
+            file=text,
         )
-        print(f"{'devices':>8s} {'attention':>10s} {'MLP':>10s} {'KV-cache':>10s}")
+        print(f"{'devices':>8s} {'attention':>10s} {'MLP':>10s} {'KV-cache':>10s}", file=text)
         for r in rows:
             print(
                 f"{r.devices:8d} {r.attention_weights_bytes / units.MB:10.2f} "
-                f"{r.mlp_weights_bytes / units.MB:10.2f} {r.kv_cache_bytes / units.MB:10.2f}"
+                f"{r.mlp_weights_bytes / units.MB:10.2f} {r.kv_cache_bytes / units.MB:10.2f}",
+                file=text,
             )
     return 0
 
@@ -325,9 +366,11 @@ def _sweep(args: argparse.Namespace) -> int:
     _check_workers(args.workers)
     if args.scheduler and not args.scheduler.startswith(("tcp://", "tls://", "inproc://")):
         raise input_error("--scheduler", "address", "tcp://HOST:PORT", args.scheduler)
+    to_stderr = _claim_outputs({"--export": args.export})
     spec = load_spec(args.spec)
     points = expand(spec, where=args.spec)
     store_path = Path(args.store) if args.store else Path(args.spec).with_suffix(".sqlite")
+    require_folder(store_path, "--store")
     store = Store(store_path)
     try:
         counts = run_sweep(
@@ -343,7 +386,8 @@ def _sweep(args: argparse.Namespace) -> int:
         store.close()
     print(
         f"{spec.name}: {counts['total']} points, {counts['stored_before']} already stored, "
-        f"{counts['solved']} solved now; results in {store_path}"
+        f"{counts['solved']} solved now; results in {store_path}",
+        file=sys.stderr if to_stderr else sys.stdout,
     )
     return 0
 
@@ -413,14 +457,12 @@ def _solve(args: argparse.Namespace) -> int:
     if not args.time_limit > 0:
         raise input_error("--time-limit", "value", "seconds > 0", args.time_limit)
     _check_workers(args.workers)
-    for flag in ("trace", "gantt", "report"):  # fail before the solve, not after it
-        value = getattr(args, flag)
-        if value:
-            out = Path(value)
-            if not out.parent.is_dir() or out.is_dir():
-                raise input_error(f"--{flag}", "FILE", "a file path in an existing folder", value)
-    if args.gantt and Path(args.gantt).suffix.lower() not in FIGURE_SUFFIXES:
+    gantt = args.gantt
+    if gantt and not is_stdout(gantt) and Path(gantt).suffix.lower() not in FIGURE_SUFFIXES:
         raise input_error("--gantt", "FILE", "a .svg or .png file name", args.gantt)
+    outputs = {"--trace": args.trace, "--gantt": args.gantt, "--report": args.report}
+    # fail before the solve, not after it
+    to_stderr = _claim_outputs(outputs, "--json" if args.json else "")
     layers = None
     if args.layers:
         from .viz.gantt import parse_layers
@@ -432,9 +474,8 @@ def _solve(args: argparse.Namespace) -> int:
         options=SolveOptions(
             time_limit_s=args.time_limit,
             workers=args.workers,
-            seed=args.seed,
             budget_fraction=args.budget_fraction,
-        ),
+        ).with_search(seed=args.seed),
     )
     plans = result.compared_schedules() if args.compare else {"optimised": result.schedule}
     if args.trace:
@@ -454,7 +495,7 @@ def _solve(args: argparse.Namespace) -> int:
     if args.json:
         print(result.to_json())
     else:
-        print(_report(result, g, hw, model.name, wl))
+        print(_report(result, g, hw, model.name, wl), file=sys.stderr if to_stderr else sys.stdout)
     return 0
 
 
@@ -462,6 +503,10 @@ def _report(r: Result, g: Any, hw: Hardware, model: str, wl: Workload) -> str:
     ms = 1e3
     base = r.baseline_makespan_s or r.makespan_s
     greedy = r.greedy_makespan_s or base
+    stream = r.streaming_makespan_s  # None: not computed (no L2 or nothing to prefetch)
+    over = f"{r.makespan_s and greedy / r.makespan_s:.3f}x over greedy"
+    if stream:
+        over += f", {r.makespan_s and stream / r.makespan_s:.3f}x over streaming"
     lines = [
         f"{model} on {hw.name}: {wl.phase}, batch {wl.batch}, context {wl.context}, tp {wl.tp}, "
         f"weights/acts/KV {wl.weight_dtype}/{wl.act_dtype}/{wl.kv_dtype}",
@@ -477,14 +522,21 @@ def _report(r: Result, g: Any, hw: Hardware, model: str, wl: Workload) -> str:
         f"{'greedy':12s} {greedy * ms:10.4f} ms {base / greedy:8.3f}x",
         *(
             [
+                f"{'streaming':12s} {stream * ms:10.4f} ms {base / stream:8.3f}x"
+                "   (partial tensors in order, best L2 fill fraction)"
+            ]
+            if stream
+            else []
+        ),
+        *(
+            [
                 f"{'fused':12s} {r.fused_makespan_s * ms:10.4f} ms "
                 f"{base / r.fused_makespan_s:8.3f}x   (GEMM+AllReduce fused, no prefetch)"
             ]
             if r.fused_makespan_s
             else []
         ),
-        f"{'optimised':12s} {r.makespan_s * ms:10.4f} ms {base / r.makespan_s:8.3f}x"
-        f"   ({r.makespan_s and greedy / r.makespan_s:.3f}x over greedy)",
+        f"{'optimised':12s} {r.makespan_s * ms:10.4f} ms {base / r.makespan_s:8.3f}x   ({over})",
         "",
         f"status {r.status}, verified {r.verified}, lower bound {r.lower_bound_s * ms:.4f} ms, "
         f"gap {r.gap * 100:.2f} %, solved in {r.solve_time_s:.1f} s ({r.method})",

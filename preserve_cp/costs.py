@@ -6,7 +6,7 @@ bandwidth the running ops leave (see simulate.py).
 
 Roofline with an L2 term (compute kinds)::
 
-    t(x) = max(flops / (peak * eff), (H - x) / B_hbm, x / B_l2) + overhead
+    t(x) = max(flops / (peak * eff), (H - x) / B_hbm + λ, x / B_l2) + overhead
 
 with ``x`` the prefetched bytes found in L2, ``H`` all HBM traffic without prefetch.
 Collectives over ``n`` devices with message ``S`` and per-device link bandwidth ``B``::
@@ -30,7 +30,10 @@ Shape and size effects (each 0 by default, fitted per device by calibrate.py):
   ``M < matmul_full_rows`` (p = ``matmul_rows_exponent``; small-M GEMMs fill few tiles and
   waves, while a GEMV's time stays near its weight streaming);
 * attention efficiency vs context: compute and HBM rates x ``C / (C + attention_half_context)``;
-* HBM bandwidth vs transfer size: an op moving S bytes gets ``B_hbm * S / (S + hbm_half)``;
+* HBM bandwidth vs transfer size: an op moving S bytes gets ``B_hbm * S / (S + hbm_half)``,
+  i.e. pays a fixed ``hbm_half / B_hbm`` on top of ``S / B_hbm``; with x bytes in L2 it pays
+  ``(S - x) / B_hbm + hbm_half / B_hbm``, and a prefetch chunk pays the same latency
+  (machine.py), so the effect is the same for both;
 * launch overhead per compute op: ``kernel_overhead`` with graph capture, else
   ``kernel_overhead_eager``;
 * sampling and host work: ``step_overhead[stack]`` once per step, on the op marked ``samples``
@@ -67,16 +70,22 @@ class OpCost:
     hbm_bw: float
     l2_bw: float
     fixed: bool
+    hbm_latency_s: float = 0.0
 
     def duration_s(self, l2_bytes: float = 0.0) -> float:
         """Duration with ``l2_bytes`` of the op's reads already in L2."""
         if self.fixed:
             return self.compute_s + self.overhead_s
         x = min(max(l2_bytes, 0.0), self.prefetchable_bytes)
-        return (
-            max(self.compute_s, (self.hbm_bytes - x) / self.hbm_bw, x / self.l2_bw)
-            + self.overhead_s
-        )
+        return max(self.compute_s, self.hbm_time_s(x), x / self.l2_bw) + self.overhead_s
+
+    def hbm_time_s(self, l2_bytes: float = 0.0) -> float:
+        """The HBM term: the bytes not found in L2 at the HBM rate, plus the fixed latency
+        of a transfer (the size effect, ``hbm_half`` / bandwidth; 0 without it)."""
+        if self.hbm_bytes <= 0:
+            return 0.0
+        x = min(max(l2_bytes, 0.0), self.prefetchable_bytes)
+        return (self.hbm_bytes - x) / self.hbm_bw + self.hbm_latency_s
 
     def hbm_bytes_with(self, l2_bytes: float = 0.0) -> float:
         """HBM traffic with ``l2_bytes`` served from L2."""
@@ -87,7 +96,11 @@ class OpCost:
         if self.fixed or self.prefetchable_bytes <= 0:
             return self.duration_s(0.0)
         # t(x) is convex; its minimum is at the crossing of the HBM and L2 terms or at an end
-        cross = self.hbm_bytes * self.l2_bw / (self.hbm_bw + self.l2_bw)
+        cross = (
+            (self.hbm_bytes + self.hbm_latency_s * self.hbm_bw)
+            * self.l2_bw
+            / (self.hbm_bw + self.l2_bw)
+        )
         cands = {0.0, self.prefetchable_bytes, min(cross, self.prefetchable_bytes)}
         return min(self.duration_s(x) for x in cands)
 
@@ -196,10 +209,14 @@ def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
                 rate *= (float(rows) / hw.matmul_full_rows) ** hw.matmul_rows_exponent
         else:
             rate = hw.vector_flops_per_s * hw.vector_efficiency
-        hbm_bw = hw.effective_hbm_bytes_per_s * _ramp(hbm, hw.hbm_half_bytes)
+        hbm_bw = hw.effective_hbm_bytes_per_s
         if kind == "attention" and a.get("context"):
             f = _ramp(float(a["context"]), hw.attention_half_context)
             rate, hbm_bw = rate * f, hbm_bw * f
+        # the size effect as a fixed latency per transfer: S bytes at B S / (S + half) take
+        # (S + half) / B, so with x of them in L2 the op pays (S - x) / B + half / B -- the
+        # same cost a prefetch chunk pays for its own transfer (machine.py)
+        hbm_lat = hw.hbm_half_bytes / hbm_bw if hbm > 0 else 0.0
         compute = float(a.get("flops", 0.0)) / rate
         out[node] = OpCost(
             node,
@@ -211,6 +228,7 @@ def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
             hbm_bw,
             hw.l2_bandwidth_bytes_per_s,
             fixed=False,
+            hbm_latency_s=hbm_lat,
         )
     return out
 

@@ -120,6 +120,14 @@ class MemorySpec(_Strict):
         0.75,
         description="Share of L2 that prefetched bytes may hold at once (the usable L2).",
     )
+    prefetch_share_during_ops: Frac = Field(
+        0.0,
+        description="Share of the HBM bandwidth a running compute op leaves unused that a "
+        "concurrent prefetch can take (collectives and idle time leave all of it); 0: "
+        "prefetches move only while no compute kernel runs (the PRESERVE premise: HBM is "
+        "free during collectives), 1: the op's average rate is all it uses (optimistic). "
+        "See docs/fidelity.md.",
+    )
     prefetch_bandwidth_tb_per_s: Pos | None = Field(
         None,
         description="Own rate limit of the prefetch engine; none: the achievable HBM "
@@ -329,6 +337,7 @@ class Hardware:
     attention_half_context: float = 0.0
     step_overhead_s: dict[str, float] = dataclasses.field(default_factory=dict)
     hbm_half_bytes: float = 0.0
+    prefetch_share_during_ops: float = 0.0
     rank_latency_s: float = 0.0
     custom_allreduce_latency_s: float | None = None
     custom_one_shot_max_bytes: float = 256 * 1024.0
@@ -416,6 +425,7 @@ def _from_spec(spec: HardwareSpec, source: str, calibrated: bool = False) -> Har
         attention_half_context=comp.attention_half_context,
         step_overhead_s={k: v * units.US for k, v in comp.step_overhead_us.items()},
         hbm_half_bytes=mem.hbm_half_mib * units.MIB,
+        prefetch_share_during_ops=mem.prefetch_share_during_ops,
         rank_latency_s=net.rank_latency_us * units.US,
         custom_allreduce_latency_s=(
             None

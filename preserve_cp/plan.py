@@ -54,6 +54,7 @@ class Event(NamedTuple):
     kind: str = ""
     layer: int = -1
     l2_bytes: float = 0.0
+    kernel: bool = True  # a compute op (leaves only op_share of HBM to prefetches)
 
 
 class ChunkEvent(NamedTuple):
@@ -116,6 +117,7 @@ class Result:
     predicted_makespan_s: float | None = None
     baseline_makespan_s: float | None = None
     greedy_makespan_s: float | None = None
+    streaming_makespan_s: float | None = None
     fused_makespan_s: float | None = None
     tick_s: float | None = None
     l2_capacity_bytes: float = 0.0
@@ -148,6 +150,7 @@ class Result:
             "makespan_s": self.makespan_s,
             "baseline_makespan_s": self.baseline_makespan_s,
             "greedy_makespan_s": self.greedy_makespan_s,
+            "streaming_makespan_s": self.streaming_makespan_s,
             "fused_makespan_s": self.fused_makespan_s,
             "speedup": self.speedup,
             "lower_bound_s": self.lower_bound_s,
@@ -175,7 +178,7 @@ class Result:
         compare: bool = False,
         title: str = "",
     ) -> Path:
-        """Write the Gantt of this result (with compare=True: vanilla, greedy, optimised stacked).
+        """Write the Gantt of this result (compare=True: vanilla, greedy, streaming, optimised).
 
         ``path`` ends in ``.svg`` or ``.png``; ``layers=(A, B)`` zooms on layers A..B
         (inclusive). See :mod:`preserve_cp.viz.gantt`.
@@ -190,9 +193,9 @@ class Result:
         return write_gantt(path, schedules, layers=layers, title=title)
 
     def compared_schedules(self) -> dict[str, Schedule]:
-        """vanilla, greedy (when there is one) and the chosen schedule, in that order."""
+        """vanilla, greedy and streaming (those there are) and the chosen schedule, in order."""
         out: dict[str, Schedule] = {
-            n: self.baselines[n] for n in ("vanilla", "greedy") if n in self.baselines
+            n: self.baselines[n] for n in ("vanilla", "greedy", "streaming") if n in self.baselines
         }
         out["optimised"] = self.schedule
         return out

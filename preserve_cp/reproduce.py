@@ -34,11 +34,12 @@ from .errors import InfeasibleError, InputError
 from .footprint import footprints
 from .graph import build_graph
 from .hardware import Hardware, load_hardware
+from .machine import check_fits
 from .models import ModelConfig, load_model
-from .solve import check_fits
+from .outputs import output_folder, write_output
 from .sweep import Point, Store, run_sweep, text_progress
 from .sweep.spec import make_point
-from .viz._io import csv_text, write_figure, write_text_atomic
+from .viz._io import csv_text, write_figure
 from .viz.footprint_plot import footprint_figure
 from .viz.paper_plots import dse_figure, fused_figure, heatmap_figure
 from .workload import Workload
@@ -142,18 +143,17 @@ def reproduce_paper(
     lengths: Sequence[int] = LENGTHS,
     l2_grid_mb: Sequence[float] = L2_GRID_MB,
 ) -> dict[str, Any]:
-    """Run the four studies into ``out``; return the summary (also written as summary.json)."""
+    """Run the four studies into ``out``; return the summary (also written as summary.json).
 
-    folder = Path(out)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{out}: cannot create the output folder ({exc.strerror})") from None
+    ``out`` is created when missing; its parent folder must exist.
+    """
+
+    folder = output_folder(out)
     t0 = time.perf_counter()
     # (a) footprint: no solving
     fp = footprints("llama3-70b", [1, 2, 4, 8, 16, 32], dtype="int8", batch=8, context=16384)
     write_figure(folder / "footprint.png", footprint_figure("llama3-70b", fp))
-    write_text_atomic(folder / "footprint.csv", csv_text([r.to_dict() for r in fp]))
+    write_output(folder / "footprint.csv", csv_text([r.to_dict() for r in fp]))
     # cells of (b), (c), (d)
     heat = {
         m: [[make_cell(m, b, L, heatmap_tp(m), "int8") for L in lengths] for b in batches]
@@ -183,7 +183,7 @@ def reproduce_paper(
     finally:
         store.close()
     summary["wall_s"] = time.perf_counter() - t0
-    write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2))
+    write_output(folder / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -227,7 +227,7 @@ def _heatmaps(
                 )
             g_opt.append(g_row)
         grids[m] = g_opt
-    write_text_atomic(folder / "heatmap_speedup.csv", csv_text(rows))
+    write_output(folder / "heatmap_speedup.csv", csv_text(rows))
     write_figure(
         folder / "heatmap_speedup.png",
         heatmap_figure(grids, batches, lengths, {m: heatmap_tp(m) for m in heat}),
@@ -277,7 +277,7 @@ def _fused(
             )
         ours.append(a)
         theirs.append(b)
-    write_text_atomic(folder / "fused_vs_preserve.csv", csv_text(rows))
+    write_output(folder / "fused_vs_preserve.csv", csv_text(rows))
     write_figure(folder / "fused_vs_preserve.png", fused_figure(ours, theirs, batches, lengths))
     ratio = [float(r["preserve_over_fused"]) for r in rows if r["preserve_over_fused"]]
     return {
@@ -326,7 +326,7 @@ def _dse(cells: list[Cell], store: Store, grid_mb: Sequence[float], folder: Path
                 "tokens_per_s_per_kusd_prefetch": 1e3 * toks / o / cost if o else None,
             }
         )
-    write_text_atomic(folder / "dse_l2.csv", csv_text(rows))
+    write_output(folder / "dse_l2.csv", csv_text(rows))
     tp = cells[0].tp
     base = dse_optima(rows, cm, tp)
     write_figure(folder / "dse_l2.png", dse_figure(rows, base))
@@ -340,7 +340,7 @@ def _dse(cells: list[Cell], store: Store, grid_mb: Sequence[float], folder: Path
         ("wafer price x2", {"wafer_price_usd": cm.wafer_price_usd * 2}),
     ]:
         sens.append({"variant": name, **dse_optima(rows, replace(cm, **change), tp)})
-    write_text_atomic(folder / "dse_sensitivity.csv", csv_text(sens))
+    write_output(folder / "dse_sensitivity.csv", csv_text(sens))
     return {
         **base,
         "workload": "llama3-70b int8, tp 4, batch 4, length 16K end-to-end",

@@ -9,9 +9,13 @@ Machine model (the one every plan, bound and test in this package refers to):
   (costs.OpCost.duration_s); it uses HBM at a constant rate (its HBM bytes / duration);
 * the ``prefetch`` stream runs the plan's chunks in order; a chunk starts once released
   (its anchor op started, plus its delay) and when usable L2 has room for all its bytes;
-  it moves bytes at ``min(prefetch peak, HBM bandwidth - HBM rate of running ops)``:
-  prefetching only takes the bandwidth the ops leave (HBM contention);
-* a chunk holds L2 from its start until every op reading its tensor has ended.
+  it first waits ``chunk_latency_s`` (the fixed cost of a transfer, machine.py), then moves
+  bytes at ``min(prefetch peak, share x (HBM bandwidth - HBM rate of running ops))`` with
+  ``share`` = ``op_share`` while a compute op runs, else 1: prefetching only takes the
+  bandwidth the ops leave (HBM contention), and of what a running kernel leaves only the
+  hardware's share;
+* a chunk holds L2 from its start until every op reading its tensor has ended; the L2 it
+  frees is available at that instant (a waiting chunk may start then).
 
 If a plan would deadlock (a chunk waits for L2 or for an anchor that waits for a later
 chunk), the chunk at the head of the prefetch queue is dropped and reported.
@@ -23,7 +27,6 @@ import heapq
 import math
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
@@ -31,19 +34,12 @@ import networkx as nx
 from .costs import OpCost
 from .errors import InputError, SolverError
 from .graph import PREFETCH_STREAM, tensor_readers
+from .machine import Machine
 from .plan import ChunkEvent, Event, Plan, Schedule
 
+__all__ = ["Machine", "priorities", "simulate", "verify"]
+
 EPS = 1e-12
-
-
-@dataclass(frozen=True)
-class Machine:
-    """The shared-memory parameters the simulator needs (SI)."""
-
-    hbm_bytes_per_s: float = math.inf
-    prefetch_bytes_per_s: float = math.inf
-    l2_capacity_bytes: float = 0.0
-    contention: bool = True
 
 
 def priorities(g: nx.DiGraph, costs: Mapping[Any, OpCost]) -> dict[Any, tuple[float, int]]:
@@ -175,6 +171,7 @@ class _Sim:
         ready_set = {n for n in g.nodes if n_left[n] == 0}
         busy: dict[str, Any] = {}
         running: dict[Any, tuple[float, float]] = {}  # node -> (end, hbm rate)
+        kernels: set[Any] = set()  # running compute ops (they leave only op_share of HBM)
         started: dict[Any, float] = {}
         ended: dict[Any, float] = {}
         events: list[Event] = []
@@ -186,6 +183,7 @@ class _Sim:
         head = 0
         cur: int | None = None
         remaining = 0.0
+        latency_left = 0.0
         l2_used = 0.0
         segments: list[tuple[float, float, float, float]] = []
         t = 0.0
@@ -240,9 +238,20 @@ class _Sim:
                 rate = cost.hbm_bytes_with(l2b) / d if d > 0 else 0.0
                 busy[s] = cand
                 running[cand] = (t + d, rate)
+                if not cost.fixed:
+                    kernels.add(cand)
                 started[cand] = t
                 events.append(
-                    Event(cand, s, t, t + d, str(a.get("kind", "")), int(a.get("layer", -1)), l2b)
+                    Event(
+                        cand,
+                        s,
+                        t,
+                        t + d,
+                        str(a.get("kind", "")),
+                        int(a.get("layer", -1)),
+                        l2b,
+                        not cost.fixed,
+                    )
                 )
                 progressed = True
             return progressed
@@ -256,7 +265,7 @@ class _Sim:
             return None
 
         def try_start_chunk() -> bool:
-            nonlocal cur, head, remaining, l2_used
+            nonlocal cur, head, remaining, l2_used, latency_left
             if cur is not None or head >= len(self.chunks):
                 return False
             rel = release_time(head)
@@ -265,7 +274,7 @@ class _Sim:
             c = self.chunks[head]
             if l2_used + c.bytes > m.l2_capacity_bytes * (1 + 1e-9) + 1e-6:
                 return False
-            cur, remaining = head, c.bytes
+            cur, remaining, latency_left = head, c.bytes, m.chunk_latency_s
             chunk_state[head] = "running"
             c_start[head] = t
             l2_used += c.bytes
@@ -276,15 +285,23 @@ class _Sim:
             while try_start_ops() | try_start_chunk():
                 pass
             main_rate = sum(r for _, r in running.values())
-            if cur is None:
+            if cur is None or latency_left > 0:
                 pf_rate = 0.0
             elif m.contention:
-                pf_rate = min(m.prefetch_bytes_per_s, max(0.0, m.hbm_bytes_per_s - main_rate))
+                share = m.op_share if kernels else 1.0
+                pf_rate = min(
+                    m.prefetch_bytes_per_s, share * max(0.0, m.hbm_bytes_per_s - main_rate)
+                )
             else:
                 pf_rate = m.prefetch_bytes_per_s
             t_next = min((e for e, _ in running.values()), default=math.inf)
-            chunk_done_at = t + remaining / pf_rate if cur is not None and pf_rate > 0 else math.inf
-            chunk_finishes = chunk_done_at <= t_next
+            if cur is not None and latency_left > 0:
+                chunk_done_at = t + latency_left  # the end of its latency, not of the chunk
+            elif cur is not None and pf_rate > 0:
+                chunk_done_at = t + remaining / pf_rate
+            else:
+                chunk_done_at = math.inf
+            chunk_finishes = chunk_done_at <= t_next and latency_left <= 0
             t_next = min(t_next, chunk_done_at)
             if cur is None and head < len(self.chunks):
                 rel = release_time(head)
@@ -304,9 +321,18 @@ class _Sim:
             if t_next > t:
                 segments.append((t, t_next, pf_rate, main_rate))
             if cur is not None:
-                remaining -= pf_rate * (t_next - t)
+                if latency_left > 0:
+                    latency_left -= t_next - t
+                    if latency_left <= 1e-15 * max(1.0, t_next):
+                        latency_left = 0.0
+                else:
+                    remaining -= pf_rate * (t_next - t)
             t = t_next
-            if cur is not None and (chunk_finishes or remaining <= 1e-9 * self.chunks[cur].bytes):
+            if (
+                cur is not None
+                and latency_left <= 0
+                and (chunk_finishes or remaining <= 1e-9 * self.chunks[cur].bytes)
+            ):
                 chunk_state[cur] = "done"
                 c_end[cur] = t
                 if readers_left.get(self.chunks[cur].tensor, 0) == 0:
@@ -315,6 +341,7 @@ class _Sim:
                 cur = None
             for n in [n for n, (e, _) in running.items() if e <= t + EPS * max(1.0, t)]:
                 del running[n]
+                kernels.discard(n)
                 del busy[res_of[n]]
                 ended[n] = t
                 for tname in attrs[n].get("reads", {}) or {}:
@@ -361,7 +388,9 @@ def verify(g: nx.DiGraph, schedule: Schedule, machine: Machine) -> list[str]:
 
     Checks: every op exactly once; precedence; one op at a time per stream (prefetch stream
     included); readers start after their tensor's chunks end; L2 held <= usable capacity;
-    prefetch + op HBM rates <= HBM bandwidth; each chunk's bytes were moved.
+    prefetch + op HBM rates <= HBM bandwidth, and while a kernel runs the prefetch takes no
+    more than ``op_share`` of what the ops leave; every chunk lasts at least the chunk
+    latency; each chunk's bytes were moved.
     """
     out: list[str] = []
     tol = 1e-9 * max(1.0, schedule.makespan_s)
@@ -403,13 +432,36 @@ def verify(g: nx.DiGraph, schedule: Schedule, machine: Machine) -> list[str]:
             out.append(f"L2 holds {held:.0f} B > usable {cap:.0f} B at t={t:.3e} s")
             break
     if machine.contention and math.isfinite(machine.hbm_bytes_per_s):
-        for t0, _t1, pf, main in schedule.rate_segments:
-            if pf > 0 and pf + main > machine.hbm_bytes_per_s * (1 + 1e-9):
+        kernels = sorted((e.start_s, e.end_s) for e in schedule.events if e.kernel)
+        ends: list[float] = []  # end times of the kernels started so far (a heap)
+        i = 0
+        for t0, t1, pf, main in schedule.rate_segments:
+            if pf <= 0:
+                continue
+            if pf + main > machine.hbm_bytes_per_s * (1 + 1e-9):
                 out.append(
                     f"HBM oversubscribed at t={t0:.3e} s: prefetch {pf:.3e} + ops "
                     f"{main:.3e} > {machine.hbm_bytes_per_s:.3e} B/s"
                 )
                 break
+            mid = 0.5 * (t0 + t1)
+            while i < len(kernels) and kernels[i][0] <= mid:
+                heapq.heappush(ends, kernels[i][1])
+                i += 1
+            while ends and ends[0] <= mid:
+                heapq.heappop(ends)
+            left = machine.hbm_bytes_per_s - main
+            if ends and pf > machine.op_share * left * (1 + 1e-9) + 1e-9 * left:
+                out.append(
+                    f"prefetch took {pf:.3e} B/s at t={t0:.3e} s while a kernel ran: more "
+                    f"than op_share {machine.op_share} x the {left:.3e} B/s it leaves"
+                )
+                break
+    lat = machine.chunk_latency_s
+    for c in schedule.chunks:
+        if c.end_s - c.start_s < lat - tol:
+            out.append(f"prefetch of {c.tensor!r} took less than the chunk latency {lat:.3e} s")
+            break
     moved = sum((t1 - t0) * pf for t0, t1, pf, _ in schedule.rate_segments)
     want = sum(c.bytes for c in schedule.chunks)
     if abs(moved - want) > 1e-6 * max(1.0, want):

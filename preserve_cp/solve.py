@@ -1,13 +1,22 @@
-"""``solve(graph, hw)``: baselines -> CP-SAT -> simulate + verify -> the best verified plan.
+"""``solve(graph, hw)``: one problem -> baselines -> optimise -> simulate + verify -> select.
 
-The pipeline as a literal list of stages:
+The pipeline, stage by stage (each a function below, each under one deadline):
 
-1. validate the graph, cost every op (costs.py), check the step fits in HBM;
-2. simulate the baselines: vanilla (no prefetch) and greedy (the paper's pass);
-3. optimise with CP-SAT: the chain model when the ops form a chain (LLM graphs), else the
-   general interval model warm-started from the best baseline;
-4. simulate and verify the optimised plan; keep the best verified plan (never worse than a
-   baseline); compute the lower bound and the gap.
+1. :func:`prepare` validates the graph, costs every op (costs.py), checks the step fits in
+   HBM and freezes everything a stage needs into a :class:`Problem`;
+2. :func:`run_baselines` simulates vanilla (no prefetch), greedy (the paper's pass), the
+   best eager streaming plan and the fused GEMM+AllReduce graph;
+3. :func:`lower_bounds` computes the bounds (critical path, stream load, the chain LP);
+4. :func:`optimize` runs CP-SAT: the periodic window, or the chain model, or the general
+   interval model, each warm-started; every plan it returns is simulated and verified;
+5. :func:`select` keeps the best verified candidate (never worse than a baseline) and says
+   how it was found; ``verified`` is computed from the verifier's violations.
+
+``time_limit_s`` bounds all of it: a stage that finds the deadline passed is skipped, and
+the answer is at worst the best baseline. CP-SAT runs one search thread and stops on a
+deterministic work limit, so the same inputs give the same plan whatever the machine's load;
+when the wall clock stops a run first, ``status`` is ``time_limit`` (the plan may then differ
+between runs).
 """
 
 from __future__ import annotations
@@ -16,20 +25,21 @@ import dataclasses
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
 
-from . import units
-from .baselines import fused_graph, greedy_plan, vanilla_plan
+from .baselines import best_streaming, fused_graph, greedy_plan, vanilla_plan
 from .costs import OpCost, op_costs
-from .errors import InfeasibleError, SolverError
+from .errors import SolverError
 from .graph import validate_graph
 from .hardware import Hardware, load_hardware
+from .machine import Machine, check_fits, machine_for
 from .optimize import (
     ChainOptions,
     CpOutcome,
+    Deadline,
     GeneralOptions,
     chain_lp_bound,
     chain_order,
@@ -40,53 +50,225 @@ from .optimize import (
     solve_periodic,
 )
 from .plan import Plan, Result, Schedule
-from .simulate import Machine, priorities, verify
+from .simulate import priorities, verify
 from .simulate import simulate as run_plan
 
 
 @dataclass(frozen=True)
 class SolveOptions:
-    """Knobs of :func:`solve` (all have defaults a user need not touch)."""
+    """Knobs of :func:`solve` (all have defaults a user need not touch).
+
+    ``chain`` and ``general`` are the optimiser models' own options (composed, not copied);
+    ``seed``, ``lookahead_ops`` and ``work_limit`` given to :func:`solve` are written into
+    them. ``workers`` is for sweeps (Dask); a single solve runs one deterministic search.
+    """
 
     time_limit_s: float = 30.0
     workers: int = 2
-    seed: int = 0
     budget_fraction: float = 1.0
-    lookahead_ops: int = 24
     contention: bool = True
-    deterministic: bool = False
     method: str = "auto"  # auto | periodic | monolithic (chain graphs)
     target_gap: float = 1e-3  # auto: below this gap the periodic plan is kept as is
+    chain: ChainOptions = field(default_factory=ChainOptions)
+    general: GeneralOptions = field(default_factory=GeneralOptions)
+
+    def with_search(self, **search: Any) -> SolveOptions:
+        """A copy with ``seed`` / ``work_limit`` (both models) or ``lookahead_ops`` (chain)."""
+        both = {k: v for k, v in search.items() if k in ("seed", "work_limit")}
+        chain_only = {k: v for k, v in search.items() if k == "lookahead_ops"}
+        unknown = set(search) - set(both) - set(chain_only)
+        if unknown:
+            raise TypeError(f"unknown solve option(s): {sorted(unknown)}")
+        return dataclasses.replace(
+            self,
+            chain=dataclasses.replace(self.chain, **both, **chain_only),
+            general=dataclasses.replace(self.general, **both),
+        )
 
 
-def machine_for(hw: Hardware | None, contention: bool = True) -> Machine:
-    """The simulator's view of ``hw`` (no L2, infinite bandwidth without hardware)."""
-    if hw is None:
-        return Machine(contention=contention)
-    return Machine(
-        hw.effective_hbm_bytes_per_s,
-        hw.effective_prefetch_bytes_per_s,
-        hw.usable_l2_bytes,
-        contention,
+@dataclass(frozen=True)
+class Problem:
+    """Everything the stages read, prepared once and never changed."""
+
+    graph: nx.DiGraph
+    hardware: Hardware | None
+    costs: Mapping[Any, OpCost]
+    machine: Machine
+    chain: list[Any] | None  # the op order when the graph is a chain with tensors to move
+    priorities: Mapping[Any, tuple[float, int]]
+    options: SolveOptions
+
+    @property
+    def has_tensors(self) -> bool:
+        return self.hardware is not None and any(
+            a.get("prefetchable") for _, a in self.graph.nodes(data=True)
+        )
+
+    def run(self, plan: Plan) -> Candidate:
+        """Simulate and verify ``plan``; a plan the simulator cannot run is a violation."""
+        try:
+            s = run_plan(self.graph, self.costs, plan, self.machine, self.priorities)
+        except SolverError as exc:
+            return Candidate(plan.name, plan, None, (str(exc),))
+        return Candidate(plan.name, plan, s, tuple(verify(self.graph, s, self.machine)))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A plan, what the simulator made of it, and the verifier's violations."""
+
+    name: str
+    plan: Plan
+    schedule: Schedule | None
+    violations: tuple[str, ...] = ()
+    outcome: CpOutcome | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.schedule is not None and not self.violations
+
+    @property
+    def makespan_s(self) -> float:
+        return self.schedule.makespan_s if self.schedule is not None else math.inf
+
+
+def prepare(graph: nx.DiGraph, hw: Hardware | str | None, options: SolveOptions) -> Problem:
+    """Stage 1: validate, cost, check the fit; freeze the problem."""
+    hardware = None if hw is None else load_hardware(hw)
+    g = validate_graph(graph, need_duration=hardware is None)
+    if hardware is not None:
+        check_fits(g, hardware)
+    costs = op_costs(g, hardware)
+    machine = machine_for(hardware, options.contention)
+    has_tensors = hardware is not None and any(a.get("prefetchable") for _, a in g.nodes(data=True))
+    return Problem(
+        g,
+        hardware,
+        costs,
+        machine,
+        chain_order(g) if has_tensors else None,
+        priorities(g, costs),
+        options,
     )
 
 
-def check_fits(g: nx.DiGraph, hw: Hardware) -> None:
-    """Raise InfeasibleError when the step's weights and KV-cache exceed one device's HBM."""
-    w = g.graph.get("weights_bytes_per_device")
-    kv = g.graph.get("kv_cache_bytes_per_device")
-    if w is None or kv is None:
-        return
-    need = float(w) + float(kv)
-    if need > hw.hbm_capacity_bytes:
-        wl = g.graph.get("workload", {})
-        raise InfeasibleError(
-            f"{g.graph.get('model', 'model')} on {hw.name}: batch {wl.get('batch')}, context "
-            f"{wl.get('context')}, tp {wl.get('tp')} needs {need / units.GB:.1f} GB per device "
-            f"(weights {float(w) / units.GB:.1f} GB + KV-cache {float(kv) / units.GB:.1f} GB); "
-            f"HBM holds {hw.hbm_capacity_bytes / units.GB:.1f} GB: over by "
-            f"{(need - hw.hbm_capacity_bytes) / units.GB:.1f} GB (raise tp or lower batch/context)"
+def run_baselines(problem: Problem, deadline: Deadline) -> dict[str, Candidate]:
+    """Stage 2: vanilla always; greedy, streaming and fused while time is left."""
+    vanilla = problem.run(vanilla_plan())
+    if not vanilla.verified:
+        raise SolverError(f"the vanilla schedule failed verification: {vanilla.violations[:2]}")
+    out = {"vanilla": vanilla}
+    g, hw = problem.graph, problem.hardware
+    if problem.has_tensors and hw is not None and not deadline.skips("greedy"):
+        out["greedy"] = problem.run(
+            greedy_plan(g, hw.usable_l2_bytes, problem.options.budget_fraction)
         )
+    if problem.has_tensors and not deadline.skips("streaming"):
+        best = best_streaming(g, problem.costs, problem.machine, problem.priorities)
+        if best is not None:
+            out["streaming"] = Candidate("streaming", best[0], best[1])
+    if (
+        hw is not None
+        and any(a.get("kind") == "allreduce" for _, a in g.nodes(data=True))
+        and not deadline.skips("fused")
+    ):
+        fg, fc = fused_graph(g, problem.costs, hw)
+        fused = run_plan(fg, fc, Plan("fused"), problem.machine)
+        # a baseline that fails its own check is not reported
+        out["fused"] = Candidate(
+            "fused", Plan("fused"), fused, tuple(verify(fg, fused, problem.machine))
+        )
+    return {k: c for k, c in out.items() if c.verified}
+
+
+def lower_bounds(problem: Problem, deadline: Deadline) -> dict[str, float]:
+    """Stage 3: every bound valid for the machine model (docs/optimizer.md §4)."""
+    g, costs = problem.graph, problem.costs
+    out = {
+        "critical_path": critical_path_bound(g, costs),
+        "resource_load": resource_load_bound(g, costs),
+    }
+    if problem.chain is not None and not deadline.skips("bound"):
+        lp = chain_lp_bound(
+            problem.chain,
+            g,
+            costs,
+            problem.machine,
+            hbm_contention=problem.machine.contention,
+            time_limit_s=deadline.left(),
+        )
+        if lp is not None and math.isfinite(lp):
+            out["chain_lp"] = lp
+        elif deadline.expired():
+            deadline.cut.append("bound")
+    return out
+
+
+def optimize(
+    problem: Problem,
+    deadline: Deadline,
+    baselines: Mapping[str, Candidate],
+    bound_s: float,
+) -> tuple[list[Candidate], CpOutcome | None]:
+    """Stage 4: CP-SAT plans, each simulated and verified; and the last model's outcome."""
+    opts = problem.options
+    found: list[Candidate] = []
+    outcome: CpOutcome | None = None
+
+    def keep(o: CpOutcome, name: str) -> None:
+        plans = list(o.alternatives)
+        # no solution: its empty plan is not the optimiser's answer
+        if o.status in ("optimal", "feasible") and (
+            o.plan.prefetches or o.plan.order is not None or problem.chain is not None
+        ):
+            plans.insert(0, o.plan)
+        for plan in plans:
+            c = problem.run(plan)
+            if c.verified and c.schedule is not None and not c.schedule.dropped:
+                found.append(dataclasses.replace(c, name=name, outcome=o))
+
+    g, costs, m, chain = problem.graph, problem.costs, problem.machine, problem.chain
+    if deadline.skips("optimiser"):
+        return found, None
+    if chain is not None:
+        if opts.method in ("auto", "periodic"):
+            outcome = solve_periodic(chain, g, costs, m, opts.chain, deadline=deadline)
+            if outcome is not None:
+                keep(outcome, "periodic-cpsat")
+        best = min((c.makespan_s for c in found), default=math.inf)
+        good = bool(found) and (best - bound_s) <= opts.target_gap * best
+        if (opts.method == "monolithic" or (opts.method == "auto" and not good)) and (
+            not deadline.skips("chain")
+        ):
+            mono = solve_chain(chain, g, costs, m, opts.chain, deadline=deadline)
+            keep(mono, "chain-cpsat")
+            outcome = outcome or mono
+    else:
+        hint = min(
+            (
+                c.schedule
+                for c in baselines.values()
+                if c.schedule is not None and c.name != "fused"
+            ),
+            key=lambda s: s.makespan_s,
+        )
+        outcome = solve_general(g, costs, m, opts.general, hint=hint, deadline=deadline)
+        keep(outcome, "interval-cpsat")
+    return found, outcome
+
+
+#: baselines a plan may be chosen from, in order of preference on ties (fused changes the
+#: graph, so it is reported, never chosen)
+_FALLBACKS = ("streaming", "greedy", "vanilla")
+
+
+def select(optimised: list[Candidate], baselines: Mapping[str, Candidate]) -> Candidate:
+    """Stage 5: the best verified candidate; ties go to the optimiser, then the simpler plan."""
+    pool = [*optimised, *(baselines[n] for n in _FALLBACKS if n in baselines)]
+    return min(
+        (c for c in pool if c.verified),
+        key=lambda c: (c.makespan_s * (1 + 1e-12), pool.index(c)),
+    )
 
 
 def solve(
@@ -100,6 +282,8 @@ def solve(
 
     Without ``hw`` every node must carry ``duration`` and ``resource``: a plain scheduling
     problem (edges are precedences, one op at a time per resource, minimise the makespan).
+    ``overrides`` are :class:`SolveOptions` fields, or ``seed`` / ``work_limit`` /
+    ``lookahead_ops`` of the optimiser models.
 
     Examples
     --------
@@ -114,156 +298,72 @@ def solve(
     ...                                                   key=lambda e: (e.start_s, e.node))]
     [('a', 'm1', 0.0, 2.0), ('c', 'm2', 0.0, 4.0), ('b', 'm2', 4.0, 7.0), ('d', 'm1', 4.0, 5.0)]
     """
+    t0 = time.perf_counter()
     opts = options or SolveOptions()
+    search = {
+        k: overrides.pop(k) for k in ("seed", "work_limit", "lookahead_ops") if k in overrides
+    }
     if overrides:
         opts = dataclasses.replace(opts, **overrides)
-    t0 = time.perf_counter()
-    hardware = None if hw is None else load_hardware(hw)
-    g = validate_graph(graph, need_duration=hardware is None)
-    if hardware is not None:
-        check_fits(g, hardware)
-    costs = op_costs(g, hardware)
-    machine = machine_for(hardware, opts.contention)
-    prio = priorities(g, costs)
-
-    def sim(plan: Plan) -> tuple[Schedule | None, list[str]]:
-        try:
-            s = run_plan(g, costs, plan, machine, prio)
-        except SolverError as exc:
-            return None, [str(exc)]
-        return s, verify(g, s, machine)
-
-    vanilla, v_bad = sim(vanilla_plan())
-    if vanilla is None or v_bad:
-        raise SolverError(f"the vanilla schedule failed verification: {v_bad[:2]}")
-    has_tensors = hardware is not None and any(a.get("prefetchable") for _, a in g.nodes(data=True))
-    greedy = None
-    g_plan = Plan("greedy")
-    if has_tensors:
-        assert hardware is not None
-        g_plan = greedy_plan(g, hardware.usable_l2_bytes, opts.budget_fraction)
-        greedy, g_bad = sim(g_plan)
-        if g_bad:
-            greedy = None
-    fused = None
-    if hardware is not None and any(a.get("kind") == "allreduce" for _, a in g.nodes(data=True)):
-        fg, fc = fused_graph(g, costs, hardware)
-        fused = run_plan(fg, fc, Plan("fused"), machine)
-        if verify(fg, fused, machine):  # a baseline that fails its own check is not reported
-            fused = None
-    chain = chain_order(g) if has_tensors else None
-    bounds = _bounds(g, costs, machine, chain)
-
-    def left() -> float:
-        return max(0.05, opts.time_limit_s - (time.perf_counter() - t0))
-
-    # (makespan, rank, name, schedule, plan, outcome)
-    cands: list[tuple[float, int, str, Schedule, Plan, CpOutcome | None]] = []
-
-    def consider(outcome: CpOutcome, name: str) -> None:
-        if outcome.status not in ("optimal", "feasible"):
-            return  # no solution: its empty plan is not the optimiser's answer
-        if not outcome.plan.prefetches and outcome.plan.order is None and chain is None:
-            return
-        sched, bad = sim(outcome.plan)
-        if sched is not None and not bad:
-            cands.append((sched.makespan_s, 0, name, sched, outcome.plan, outcome))
-
-    outcome: CpOutcome | None = None
-    base_best = min(s.makespan_s for s in (vanilla, greedy) if s is not None)
-    proven = base_best <= max(bounds.values()) * (1 + 1e-12)  # a baseline meets the bound
-    if proven:
-        pass  # nothing to optimise: the baseline is provably optimal
-    elif chain is not None:
-        copts = ChainOptions(
-            time_limit_s=left(),
-            workers=opts.workers,
-            seed=opts.seed,
-            lookahead_ops=opts.lookahead_ops,
-            deterministic=opts.deterministic,
-        )
-        if opts.method in ("auto", "periodic"):
-            outcome = solve_periodic(chain, g, costs, machine, copts)
-            if outcome is not None:
-                consider(outcome, "periodic-cpsat")
-        lb = max(bounds.values())
-        good = cands and (cands[0][0] - lb) <= opts.target_gap * cands[0][0]
-        if opts.method == "monolithic" or (opts.method == "auto" and not good):
-            mono = solve_chain(
-                chain, g, costs, machine, dataclasses.replace(copts, time_limit_s=left())
-            )
-            consider(mono, "chain-cpsat")
-            outcome = outcome or mono
-    else:
-        hint = min((s for s in (vanilla, greedy) if s is not None), key=lambda s: s.makespan_s)
-        outcome = solve_general(
-            g,
-            costs,
-            machine,
-            GeneralOptions(
-                time_limit_s=left(),
-                workers=opts.workers,
-                seed=opts.seed,
-                deterministic=opts.deterministic,
-            ),
-            hint=hint,
-        )
-        consider(outcome, "interval-cpsat")
+    if search:
+        opts = opts.with_search(**search)
+    deadline = Deadline(opts.time_limit_s)
+    problem = prepare(graph, hw, opts)
+    base = run_baselines(problem, deadline)
+    bounds = lower_bounds(problem, deadline)
+    bound_s = max(bounds.values())
+    base_best = min(c.makespan_s for c in base.values() if c.name != "fused")
+    proven = base_best <= bound_s * (1 + 1e-12)  # a baseline meets the bound
+    optimised, outcome = ([], None) if proven else optimize(problem, deadline, base, bound_s)
     if outcome is not None and outcome.bound_valid and outcome.cp_bound_s is not None:
         bounds["cpsat"] = outcome.cp_bound_s
-    if greedy is not None:
-        cands.append((greedy.makespan_s, 1, "greedy", greedy, g_plan, None))
-    cands.append((vanilla.makespan_s, 2, "vanilla", vanilla, vanilla_plan(), None))
-    makespan, _, chosen, schedule, plan, won = min(cands, key=lambda c: (c[0] * (1 + 1e-12), c[1]))
+    chosen = select(optimised, base)
+    won = chosen.outcome
     if won is not None:
-        method = chosen
+        method = chosen.name
     elif proven:
-        method = f"{chosen} (meets the lower bound; nothing to optimise)"
+        method = f"{chosen.name} (meets the lower bound; nothing to optimise)"
     else:
-        method = f"kept {chosen} (optimiser: {outcome.status if outcome else 'no plan'})"
-    best_cp = won or outcome
+        method = f"kept {chosen.name} (optimiser: {outcome.status if outcome else 'no plan'})"
+    makespan = chosen.makespan_s
     lb = max(bounds.values())
     if lb > makespan:
         lb = makespan if lb <= makespan * (1 + 1e-6) else lb
     gap = max(0.0, (makespan - lb) / makespan) if makespan > 0 else 0.0
-    status = "optimal" if gap <= 1e-9 else "feasible"
+    if deadline.cut:
+        status = "time_limit"
+        method += f"; time limit: cut {', '.join(dict.fromkeys(deadline.cut))}"
+    else:
+        status = "optimal" if gap <= 1e-9 else "feasible"
+    assert chosen.schedule is not None
+    best_cp = won or outcome
+
+    def span(name: str) -> float | None:
+        c = base.get(name)
+        return c.makespan_s if c is not None else None
+
+    vanilla = base["vanilla"].makespan_s
     return Result(
         status=status,
         makespan_s=makespan,
         lower_bound_s=lb,
         gap=gap,
         solve_time_s=time.perf_counter() - t0,
-        verified=True,
-        plan=Plan("optimised" if won is not None else chosen, plan.prefetches, plan.order),
-        schedule=schedule,
+        verified=chosen.verified,
+        plan=Plan(
+            "optimised" if won is not None else chosen.name,
+            chosen.plan.prefetches,
+            chosen.plan.order,
+        ),
+        schedule=chosen.schedule,
         predicted_makespan_s=won.predicted_s if won is not None else None,
-        baseline_makespan_s=vanilla.makespan_s,
-        greedy_makespan_s=greedy.makespan_s if greedy is not None else vanilla.makespan_s,
-        fused_makespan_s=fused.makespan_s if fused is not None else None,
+        baseline_makespan_s=vanilla,
+        greedy_makespan_s=span("greedy") if "greedy" in base else vanilla,
+        streaming_makespan_s=span("streaming"),
+        fused_makespan_s=span("fused"),
         tick_s=best_cp.tick_s if best_cp is not None else None,
-        l2_capacity_bytes=machine.l2_capacity_bytes,
+        l2_capacity_bytes=problem.machine.l2_capacity_bytes,
         method=method,
         bounds=bounds,
-        baselines={
-            "vanilla": vanilla,
-            **({"greedy": greedy} if greedy is not None else {}),
-            **({"fused": fused} if fused is not None else {}),
-        },
+        baselines={n: c.schedule for n, c in base.items() if c.schedule is not None},
     )
-
-
-def _bounds(
-    g: nx.DiGraph,
-    costs: Mapping[Any, OpCost],
-    machine: Machine,
-    chain: list[Any] | None,
-) -> dict[str, float]:
-    out = {
-        "critical_path": critical_path_bound(g, costs),
-        "resource_load": resource_load_bound(g, costs),
-    }
-    if chain is not None:  # a chain is only ordered when hardware prices its tensors
-        lp = chain_lp_bound(chain, g, costs, machine, hbm_contention=machine.contention)
-        if lp is not None and math.isfinite(lp):
-            out["chain_lp"] = lp
-    return out

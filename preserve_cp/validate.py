@@ -35,10 +35,10 @@ from .costs import collective_time_s, op_costs
 from .errors import InfeasibleError, InputError
 from .graph import build_graph
 from .hardware import Hardware, list_hardware, load_hardware
+from .machine import check_fits, machine_for
 from .models import list_models
 from .plan import Plan
 from .simulate import simulate
-from .solve import check_fits, machine_for
 from .workload import Workload
 
 DEFAULT_SET = data_dir("validation") / "measurements.yaml"

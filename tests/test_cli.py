@@ -63,7 +63,11 @@ def test_json_contract(solved):
     assert out["gap"] == pytest.approx(
         (out["makespan_s"] - out["lower_bound_s"]) / out["makespan_s"]
     )
-    assert out["makespan_s"] <= out["greedy_makespan_s"] <= out["baseline_makespan_s"]
+    # never worse than a baseline (greedy itself may lose to vanilla: docs/fidelity.md)
+    best_baseline = min(
+        out["greedy_makespan_s"], out["streaming_makespan_s"], out["baseline_makespan_s"]
+    )
+    assert out["makespan_s"] <= best_baseline
     assert out["l2_capacity_bytes"] == pytest.approx(192 * 2**20 * 0.75)
     assert out["prefetches"]
     for p in out["prefetches"]:

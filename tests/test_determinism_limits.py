@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
 import yaml
 from conftest import wait_for_rows
 
@@ -55,13 +56,64 @@ def test_same_seed_same_json_across_runs_and_workers():
     a, b = _json(), _json()
     assert a == b
     c = _json("--workers", "1")
-    assert c == a  # the periodic window is solved to optimality, so worker count is moot
+    assert c == a  # one deterministic search thread: --workers only sizes sweeps
+    assert a["status"] != "time_limit"
 
 
-def test_tiny_time_limit_still_returns_a_verified_plan():
+# the audit's case: it gave 256 vs 286 prefetches under load when CP-SAT stopped on wall time
+LOADED = [
+    "--model",
+    "llama3-8b",
+    "--hardware",
+    "h100-sxm",
+    "--phase",
+    "decode",
+    "--batch",
+    "16",
+    "--context",
+    "8192",
+    "--tp",
+    "4",
+    "--seed",
+    "1",
+    "--json",
+]
+
+
+def _solve_json(args: list[str]) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "preserve_cp.cli", "solve", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    return {k: v for k, v in d.items() if k not in TIMING}
+
+
+@pytest.mark.slow
+def test_identical_json_with_a_cpu_hog_running_beside_it():
+    quiet = _solve_json(LOADED)
+    hog_code = "import time\nend = time.time() + 600\nwhile time.time() < end: pass\n"
+    hogs = [subprocess.Popen([sys.executable, "-c", hog_code]) for _ in range(3)]
+    try:
+        loaded = [_solve_json(LOADED), _solve_json([*LOADED, "--workers", "1"])]
+        limited = _solve_json([*LOADED, "--time-limit", "20"])
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert quiet["status"] != "time_limit"
+    for other in (*loaded, limited):
+        assert other == quiet
+
+
+def test_tiny_time_limit_still_returns_a_verified_plan_and_says_so():
     g = pc.build_graph("llama3-70b", pc.Workload("decode", 4, 16384, 8, "int8", "int8", "int8"))
     r = pc.solve(g, "ascend-910b2", time_limit_s=0.01)
-    assert r.verified and r.status in ("feasible", "optimal")
+    # the deadline cut the run short: the answer is a verified baseline, and status says so
+    assert r.verified and r.status == "time_limit" and "time limit: cut" in r.method
     assert r.makespan_s <= min(r.greedy_makespan_s, r.baseline_makespan_s) * (1 + 1e-12)
     assert r.lower_bound_s <= r.makespan_s
 

@@ -17,6 +17,7 @@ from preserve_cp.calibrate import calibrate, section_yaml, training_points, writ
 from preserve_cp.costs import collective_time_s, op_costs
 from preserve_cp.errors import InputError
 from preserve_cp.hardware import HardwareSpec
+from preserve_cp.machine import machine_for
 from preserve_cp.validate import compare, load_points, run_options, summary
 from preserve_cp.workload import Workload
 
@@ -91,10 +92,19 @@ def test_hbm_size_and_attention_context_ramps():
     hw = _bare(hbm_half_bytes=half, attention_half_context=512.0)
     g, c = _costs(hw)
     o = c["L0.o_proj"]
-    assert o.hbm_bw == pytest.approx(3.35e12 * 0.8 * o.hbm_bytes / (o.hbm_bytes + half))
+    bw = 3.35e12 * 0.8
+    # the ramp B S / (S + half) as a latency: S / B + half / B (the same as a prefetch pays)
+    assert o.hbm_bw == pytest.approx(bw) and o.hbm_latency_s == pytest.approx(half / bw)
+    assert o.hbm_time_s(0.0) == pytest.approx(
+        o.hbm_bytes / (bw * o.hbm_bytes / (o.hbm_bytes + half))
+    )
+    x = o.prefetchable_bytes / 2  # half of the weight in L2: the rest still pays the latency
+    assert o.hbm_time_s(x) == pytest.approx((o.hbm_bytes - x) / bw + half / bw)
     att = c["L0.attention"]
     ramp = att.hbm_bytes / (att.hbm_bytes + half)
-    assert att.hbm_bw == pytest.approx(3.35e12 * 0.8 * ramp * 512 / (512 + 512))
+    ctx = 512 / (512 + 512)
+    assert att.hbm_time_s(0.0) == pytest.approx(att.hbm_bytes / (bw * ramp * ctx))
+    assert machine_for(hw).chunk_latency_s == pytest.approx(half / bw)
 
 
 def test_launch_overhead_with_and_without_graph_capture_and_step_overhead():

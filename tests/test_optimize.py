@@ -50,6 +50,7 @@ def test_chain_model_families_are_listed():
         "op_durations",
         "hbm_contention",
         "prefetch_rate",
+        "chunk_latency",
         "l2_capacity",
         "makespan_objective",
     ]
@@ -89,8 +90,8 @@ def test_flip_l2_capacity():
 
 def test_flip_hbm_contention():
     g, hw, c, m = _small_decode(hw="ascend-910b2", layers=2)
-    on = solve_chain(chain_order(g), g, c, m, ChainOptions(time_limit_s=5))
-    off = solve_chain(chain_order(g), g, c, m, ChainOptions(time_limit_s=5, hbm_contention=False))
+    on = solve_chain(chain_order(g), g, c, m, ChainOptions())
+    off = solve_chain(chain_order(g), g, c, m, ChainOptions(hbm_contention=False))
     # without the family the model believes prefetches are free and predicts a shorter step
     assert off.predicted_s < on.predicted_s * 0.99
     # executed with contention, the "free" plan is slower than predicted
@@ -131,9 +132,11 @@ def test_general_model_families_and_prefetch():
     )
     g.graph["tp"] = 8
     r = solve(g, "ascend-910b2", time_limit_s=5)
-    assert r.verified and r.makespan_s <= r.greedy_makespan_s <= r.baseline_makespan_s
+    # the optimised plan is never worse than a baseline (greedy itself may lose to vanilla
+    # when prefetches only move while no kernel runs: docs/fidelity.md)
+    assert r.verified and r.makespan_s <= min(r.greedy_makespan_s, r.baseline_makespan_s)
     hw = load_hardware("ascend-910b2")
-    out = solve_general(g, op_costs(g, hw), machine_for(hw), GeneralOptions(time_limit_s=5))
+    out = solve_general(g, op_costs(g, hw), machine_for(hw), GeneralOptions())
     assert out.families == [
         "precedences",
         "stream_exclusivity",
@@ -151,12 +154,16 @@ def test_chain_bound_below_proven_optimum_on_small_chains():
     for hw in ("ascend-910b2", "h100-sxm"):
         g, hardware, c, m = _small_decode(hw=hw, layers=1)
         ch = chain_order(g)
-        out = solve_chain(ch, g, c, m, ChainOptions(time_limit_s=20, relative_gap=0.0))
+        out = solve_chain(ch, g, c, m, ChainOptions(work_limit=20.0, relative_gap=0.0))
         assert out.status == "optimal"
         lb = chain_lp_bound(ch, g, c, m)
         s = simulate(g, c, out.plan, m)
         assert lb <= s.makespan_s <= out.predicted_s * (1 + 1e-9)
-        assert s.makespan_s <= lb * 1.01  # the bound is tight on these
+        # the bound is tight without a chunk latency (ascend-910b2: within 0.1 %); with one
+        # (the calibrated h100-sxm: 0.85 us per chunk) it charges a tensor only x/size of a
+        # latency and the model one per host, so 1-2 % apart (docs/optimizer.md §4)
+        best = min(simulate(g, c, p, m).makespan_s for p in (out.plan, *out.alternatives))
+        assert lb <= best <= lb * (1.001 if m.chunk_latency_s == 0 else 1.02)
 
 
 def test_headline_case_speedup_and_gap():
@@ -227,5 +234,6 @@ def test_a_failed_solve_is_not_reported_as_the_optimisers_plan(monkeypatch):
     g = build_graph("llama3-8b", Workload("decode", batch=4, context=4096, tp=4))
     # a greedy budget so small that greedy moves nothing: the empty plan ties the baselines
     r = solve(g, "ascend-910b2", method="monolithic", budget_fraction=1e-6)
-    assert r.method == "kept greedy (optimiser: unknown)"
-    assert r.plan.name == "greedy" and r.makespan_s == r.baseline_makespan_s
+    assert r.method.startswith("kept ") and r.method.endswith("(optimiser: unknown)")
+    assert r.plan.name in ("streaming", "greedy", "vanilla")
+    assert r.makespan_s == min(r.streaming_makespan_s, r.greedy_makespan_s, r.baseline_makespan_s)

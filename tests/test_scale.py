@@ -46,7 +46,7 @@ def test_periodic_plan_is_tiled_verified_and_near_the_bound():
         "llama3-70b", pc.Workload("decode", 4, 16384, 8, "int8", "int8", "int8"), "ascend-910b2"
     )
     ch = chain_order(g)
-    out = solve_periodic(ch, g, c, m, ChainOptions(time_limit_s=20))
+    out = solve_periodic(ch, g, c, m, ChainOptions(work_limit=2.0))
     assert out is not None and out.stats["periods"] == 72
     # every layer gets its consumers' chunks: all 80 layers' qkv weights are prefetched
     qkv = {p.tensor for p in out.plan.prefetches if p.tensor.endswith(".w_qkv")}
@@ -106,7 +106,7 @@ def test_chain_bound_is_below_every_plan(g, l2_mb, device):
     ch = chain_order(g)
     lb = chain_lp_bound(ch, g, c, m)
     plans = [Plan("vanilla"), greedy_plan(g, hw.usable_l2_bytes)]
-    out = solve_chain(ch, g, c, m, ChainOptions(time_limit_s=2, min_chunk_bytes=0))
+    out = solve_chain(ch, g, c, m, ChainOptions(min_chunk_bytes=0))
     plans.append(out.plan)
     for p in plans:
         s = simulate(g, c, p, m)

@@ -19,13 +19,14 @@ Only this package imports ortools.
 
 from .bounds import chain_lp_bound, critical_path_bound, resource_load_bound
 from .chain import ChainOptions, solve_chain
-from .common import CpOutcome, chain_order
+from .common import CpOutcome, Deadline, chain_order
 from .general import GeneralOptions, solve_general
 from .periodic import layer_structure, solve_periodic
 
 __all__ = [
     "ChainOptions",
     "CpOutcome",
+    "Deadline",
     "GeneralOptions",
     "chain_lp_bound",
     "chain_order",

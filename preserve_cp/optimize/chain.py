@@ -2,23 +2,26 @@
 
 On a chain, exactly one op runs at a time, so the time during which a prefetch can move
 bytes is the sequence of *hosts* (the ops before the tensor's consumer). The decisions are
-``y[t, k]``: bytes (in units) of tensor ``t`` moved while op ``k`` runs. Partial tensors,
-any window where HBM has room (not only collectives), and stalls (an op's duration variable
-may exceed its cost; the next op then waits for the host's chunks) all follow.
+``y[t, k]``: bytes (in units) of tensor ``t`` moved while op ``k`` runs or in the stall
+after it (``r[k]`` its run, ``st[k]`` the stall: time the next op waits for chunks), and
+``w[k]``: how many of host k's bytes move in that stall, after op k ended and released its
+tensors' L2 (so a chunk may start at the instant L2 frees, as in the simulator).
 
 Constraint families (each has an on/off switch in :class:`ChainOptions`):
 
-* ``add_op_durations``    d[k] >= roofline pieces of k's bytes found in L2
-* ``add_hbm_contention``  bytes moved during host k <= what HBM leaves: B d[k] - HBM bytes(k)
-* ``add_prefetch_rate``   bytes moved during host k <= prefetch peak x d[k]
-* ``add_l2_capacity``     bytes held at every host <= usable L2 (held from host to last reader)
-* ``set_makespan_objective``  minimise sum d[k]
+* ``add_op_durations``    r[k] >= roofline pieces of k's bytes found in L2
+* ``add_hbm_contention``  bytes moved in k's run <= op_share x (B r[k] - HBM bytes(k));
+                          in its stall <= B st[k]
+* ``add_prefetch_rate``   bytes moved in k's run <= P r[k]; in its stall <= P st[k]
+* ``add_chunk_latency``   each chunk first waits the chunk latency (booleans per chunk)
+* ``add_l2_capacity``     bytes held at the end of every run and every stall <= usable L2
+* ``set_makespan_objective``  minimise sum r[k] + st[k]
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,11 +31,12 @@ from ortools.sat.python import cp_model
 
 from ..costs import OpCost
 from ..graph import tensor_readers
+from ..machine import Machine
 from ..plan import Plan, Prefetch
-from ..simulate import Machine
 from .common import (
     SCALE,
     CpOutcome,
+    Deadline,
     add_roofline_rows,
     byte_unit,
     ceil_div,
@@ -43,15 +47,14 @@ from .common import (
 
 @dataclass(frozen=True)
 class ChainOptions:
-    time_limit_s: float = 30.0
-    workers: int = 2
+    work_limit: float = 0.25  # CP-SAT deterministic time (work units, not seconds)
     seed: int = 0
     lookahead_ops: int = 24
     min_chunk_bytes: float = 64 * 1024
     hbm_contention: bool = True
     prefetch_rate: bool = True
     l2_capacity: bool = True
-    deterministic: bool = False
+    chunk_latency: bool = True
     relative_gap: float = 1e-3
 
 
@@ -124,10 +127,15 @@ class ChainModel:
             t.units = int(t.bytes // self.unit)
         self.model: Any = cp_model.CpModel() if backend == "cp" else _LpBackend()
         self.horizon = ceil_div(vanilla, self.tick) * 2 + len(chain) + 10
-        self.d: dict[int, Any] = {}
+        self.r: dict[int, Any] = {}  # run of op k (ticks)
+        self.st: dict[int, Any] = {}  # stall after op k (ticks)
+        self.d: dict[int, Any] = {}  # r + st
         self.y: dict[tuple[str, int], Any] = {}
         self.x: dict[str, Any] = {}
         self.cum: dict[tuple[str, int], Any] = {}
+        self.w: dict[int, Any] = {}  # bytes of host k moved in its stall
+        self.b: dict[tuple[str, int], Any] = {}  # y[t, k] > 0: a chunk (pays the latency)
+        self.v: dict[int, Any] = {}  # w[k] > 0: the chunk split at op k's end
         self._variables()
 
     # -- data ----------------------------------------------------------------------
@@ -157,12 +165,18 @@ class ChainModel:
         a = self.g.nodes[self.chain[k]]
         return [t for t in a.get("prefetchable", []) if t in self.tensors]
 
+    @property
+    def latency_ticks(self) -> int:
+        return ceil_div(self.m.chunk_latency_s, self.tick) if self.m.chunk_latency_s > 0 else 0
+
     # -- variables -----------------------------------------------------------------
     def _variables(self) -> None:
         m = self.model
         for k, n in enumerate(self.chain):
             lo = ceil_div(self.costs[n].min_duration_s(), self.tick)
-            self.d[k] = m.new_int_var(max(0, lo), self.horizon, f"d[{n}]")
+            self.r[k] = m.new_int_var(max(0, lo), self.horizon, f"r[{n}]")
+            self.st[k] = m.new_int_var(0, self.horizon, f"st[{n}]")
+            self.d[k] = self.r[k] + self.st[k]
         for t in self.tensors.values():
             running: Any = 0
             for k in self.hosts(t):
@@ -173,11 +187,24 @@ class ChainModel:
             self.x[t.name] = m.new_int_var(0, t.units, f"x[{t.name}]")
             m.add(self.x[t.name] == running)
         self.moved: dict[int, list[Any]] = {}  # host op -> the bytes moved during it
-        for (_, k), v in self.y.items():
+        self.hosted: dict[int, list[str]] = {}  # host op -> the tensors it may move
+        for (name, k), v in self.y.items():
             self.moved.setdefault(k, []).append(v)
+            self.hosted.setdefault(k, []).append(name)
+        for k, vs in self.moved.items():
+            top = sum(self.tensors[name].units for name in self.hosted[k])
+            self.w[k] = m.new_int_var(0, top, f"w[{self.chain[k]}]")
+            m.add(self.w[k] <= sum(vs))
 
     def l2_of(self, k: int) -> Any:
         return sum(self.x[t] for t in self.l2_units_of(k))
+
+    def _share(self, k: int) -> float:
+        """Share of what op k leaves of HBM that a prefetch may take (1 for collectives)."""
+        return 1.0 if self.costs[self.chain[k]].fixed else self.m.op_share
+
+    def _run_bytes(self, k: int) -> Any:
+        return sum(self.moved[k]) - self.w[k]
 
     # -- constraint families -------------------------------------------------------
     def add_op_durations(self) -> None:
@@ -187,38 +214,96 @@ class ChainModel:
             c = self.costs[n]
             names = self.l2_units_of(k)
             if c.fixed or not names:
-                self.model.add(self.d[k] >= ceil_div(c.duration_s(0.0), tick))
+                self.model.add(self.r[k] >= ceil_div(c.duration_s(0.0), tick))
                 continue
-            add_roofline_rows(self.model, self.d[k], c, self.l2_of(k), tick, u)
+            add_roofline_rows(self.model, self.r[k], c, self.l2_of(k), tick, u)
+
+    def _hbm_rate(self) -> int:
+        return math.floor(SCALE * self.m.hbm_bytes_per_s * self.tick / self.unit)
+
+    def _pf_rate(self) -> int:
+        return math.floor(SCALE * self.m.prefetch_bytes_per_s * self.tick / self.unit)
+
+    def _run_capacity(self, k: int) -> list[Any]:
+        """Upper bounds (scaled units) on the bytes op k's run leaves to the prefetch: one
+        per active rate family. Conservative: one tick of slack, rates rounded down."""
+        out: list[Any] = []
+        c = self.costs[self.chain[k]]
+        if self.opts.prefetch_rate and math.isfinite(self.m.prefetch_bytes_per_s):
+            out.append(self._pf_rate() * (self.r[k] - 1))
+        if self.opts.hbm_contention and math.isfinite(self.m.hbm_bytes_per_s):
+            share = self._share(k)
+            lk: Any = self.l2_of(k) if not c.fixed else 0
+            out.append(
+                math.floor(share * self._hbm_rate()) * (self.r[k] - 1)
+                - math.ceil(share * SCALE * c.hbm_bytes / self.unit)
+                + math.floor(share * SCALE) * lk
+            )
+        return out
+
+    def _stall_rate(self) -> int | None:
+        rates = []
+        if self.opts.prefetch_rate and math.isfinite(self.m.prefetch_bytes_per_s):
+            rates.append(self._pf_rate())
+        if self.opts.hbm_contention and math.isfinite(self.m.hbm_bytes_per_s):
+            rates.append(self._hbm_rate())
+        return min(rates) if rates else None
 
     def add_hbm_contention(self) -> None:
         self.families.append("hbm_contention")
-        b = math.floor(SCALE * self.m.hbm_bytes_per_s * self.tick / self.unit)
-        for k, vs in self.moved.items():
-            c = self.costs[self.chain[k]]
-            lk: Any = self.l2_of(k) if not c.fixed else 0
-            self.model.add(
-                SCALE * sum(vs) - SCALE * lk
-                <= b * (self.d[k] - 1) - math.ceil(SCALE * c.hbm_bytes / self.unit)
-            )
+        self._add_rate_rows()
 
     def add_prefetch_rate(self) -> None:
         self.families.append("prefetch_rate")
-        r = math.floor(SCALE * self.m.prefetch_bytes_per_s * self.tick / self.unit)
+        if not self.opts.hbm_contention:
+            self._add_rate_rows()
+
+    def _add_rate_rows(self) -> None:
+        stall = self._stall_rate()
+        for k in self.moved:
+            for cap in self._run_capacity(k):
+                self.model.add(SCALE * self._run_bytes(k) <= cap)
+            if stall is not None:
+                self.model.add(SCALE * self.w[k] <= stall * self.st[k])
+
+    def add_chunk_latency(self) -> None:
+        """Every chunk waits the chunk latency before it moves: n[k] chunks at host k (one
+        per tensor moved there, plus one where a tensor is split at op k's end) cost
+        n[k] x latency of the host's time, charged at the fastest rate (conservative)."""
+        lat = self.latency_ticks
+        stall = self._stall_rate()
+        if lat <= 0 or stall is None:
+            return
+        self.families.append("chunk_latency")
+        m = self.model
+        for (t, k), y in self.y.items():
+            self.b[t, k] = m.new_bool_var(f"b[{t},{self.chain[k]}]")
+            m.add(y <= self.tensors[t].units * self.b[t, k])
         for k, vs in self.moved.items():
-            self.model.add(SCALE * sum(vs) <= r * (self.d[k] - 1))
+            self.v[k] = m.new_bool_var(f"v[{self.chain[k]}]")
+            m.add(self.w[k] <= sum(self.tensors[t].units for t in self.hosted[k]) * self.v[k])
+            n = sum(self.b[t, k] for t in self.hosted[k]) + self.v[k]
+            for cap in self._run_capacity(k):
+                m.add(SCALE * sum(vs) <= cap + stall * self.st[k] - stall * lat * n)
 
     def add_l2_capacity(self) -> None:
         self.families.append("l2_capacity")
         cap = int(self.m.l2_capacity_bytes // self.unit)
-        per_slot: dict[int, list[Any]] = {}
+        run_end: dict[int, list[Any]] = {}  # held when op k ends, before it releases
+        stall_end: dict[int, list[Any]] = {}  # held when the stall after op k ends
         for t in self.tensors.values():
             for k in self.hosts(t):
-                per_slot.setdefault(k, []).append(self.cum[t.name, k])
+                run_end.setdefault(k, []).append(self.cum[t.name, k])
+                stall_end.setdefault(k, []).append(self.cum[t.name, k])
             for k in range(t.first, t.last + 1):
-                per_slot.setdefault(k, []).append(self.x[t.name])
-        for terms in per_slot.values():
-            self.model.add(sum(terms) <= cap)
+                run_end.setdefault(k, []).append(self.x[t.name])
+                if k < t.last:
+                    stall_end.setdefault(k, []).append(self.x[t.name])
+        for k, terms in run_end.items():
+            self.model.add(sum(terms) - self.w.get(k, 0) <= cap)
+        for k, terms in stall_end.items():
+            if k in self.w:
+                self.model.add(sum(terms) <= cap)
 
     def add_periodic_pattern(self) -> None:
         """Steady-state blocks repeat block 0: same durations, same bytes per relative host."""
@@ -229,7 +314,10 @@ class ChainModel:
         for r in range(1, spec.repeats):
             shift = r * spec.block_ops
             for k in range(spec.block_start, spec.block_start + spec.block_ops):
-                m.add(self.d[k + shift] == self.d[k])
+                m.add(self.r[k + shift] == self.r[k])
+                m.add(self.st[k + shift] == self.st[k])
+                if k in self.w and k + shift in self.w:
+                    m.add(self.w[k + shift] == self.w[k])
         by_first: dict[int, list[str]] = {}
         for t in self.tensors.values():
             by_first.setdefault(t.first, []).append(t.name)
@@ -266,6 +354,8 @@ class ChainModel:
             self.add_hbm_contention()
         if self.opts.prefetch_rate:
             self.add_prefetch_rate()
+        if self.opts.chunk_latency and not isinstance(self.model, _LpBackend):
+            self.add_chunk_latency()
         if self.opts.l2_capacity:
             self.add_l2_capacity()
         if self.periodic is not None:
@@ -273,35 +363,54 @@ class ChainModel:
         self.set_makespan_objective()
         return self
 
+    @property
+    def variables(self) -> list[Any]:
+        """Every decision variable (for hints and the repair step)."""
+        return [
+            *self.r.values(),
+            *self.st.values(),
+            *self.y.values(),
+            *self.x.values(),
+            *self.w.values(),
+            *self.b.values(),
+            *self.v.values(),
+        ]
+
     # -- solution -> plan ----------------------------------------------------------
-    def extract(self, solver: cp_model.CpSolver) -> Plan:
+    def extract(self, value: Callable[[Any], int]) -> Plan:
+        """Chunks per host in consumer order; the host's last w[k] bytes (its stall part)
+        become chunks of their own, so they start when op k's end frees L2."""
         out: list[Prefetch] = []
         offset: dict[str, float] = {}
-        x_val = {t: solver.value(v) * self.unit for t, v in self.x.items()}
         by_host: dict[int, list[tuple[int, str, int]]] = {}
         for (t, k), v in self.y.items():
-            val = solver.value(v)
+            val = value(v)
             if val > 0:
                 by_host.setdefault(k, []).append((self.tensors[t].first, t, val))
         for k in sorted(by_host):
             n = self.chain[k]
-            c = self.costs[n]
-            l2b = sum(x_val[t] for t in self.l2_units_of(k)) if not c.fixed else 0.0
-            stall = solver.value(self.d[k]) > ceil_div(c.duration_s(l2b), self.tick) + 1
+            stall = value(self.st[k]) > 0
             sync = self.chain[k + 1] if stall and k + 1 < len(self.chain) else None
-            for first, t, val in sorted(by_host[k]):
-                b = val * self.unit
-                out.append(
-                    Prefetch(
-                        tensor=t,
-                        bytes=b,
-                        consumer=self.chain[first],
-                        anchor=n,
-                        offset_bytes=offset.get(t, 0.0),
-                        sync=sync,
+            items = sorted(by_host[k])
+            run_left = sum(val for _, _, val in items) - value(self.w[k])
+            for first, t, val in items:
+                parts = [val]
+                if 0 < run_left < val:
+                    parts = [run_left, val - run_left]
+                run_left -= val
+                for part in parts:
+                    b = part * self.unit
+                    out.append(
+                        Prefetch(
+                            tensor=t,
+                            bytes=b,
+                            consumer=self.chain[first],
+                            anchor=n,
+                            offset_bytes=offset.get(t, 0.0),
+                            sync=sync,
+                        )
                     )
-                )
-                offset[t] = offset.get(t, 0.0) + b
+                    offset[t] = offset.get(t, 0.0) + b
         return Plan("optimised", tuple(out))
 
 
@@ -311,17 +420,46 @@ def _lp_warm_start(
     costs: Mapping[Any, OpCost],
     machine: Machine,
     opts: ChainOptions,
-    periodic: PeriodicSpec | None = None,
+    periodic: PeriodicSpec | None,
+    deadline: Deadline,
 ) -> dict[tuple[str, int], int] | None:
     """Solve the same rows as an LP and round the bytes down to whole units."""
     lp = ChainModel(chain, g, costs, machine, opts, backend="lp", periodic=periodic).build()
+    lp.model.solver.SetTimeLimit(max(1, int(deadline.left() * 1000)))
+    if deadline.skips("warm start"):
+        return None
     if lp.model.solver.Solve() != pywraplp.Solver.OPTIMAL:
+        if deadline.expired():
+            deadline.cut.append("warm start")
         return None
     return {key: int(math.floor(v.solution_value() + 1e-6)) for key, v in lp.y.items()}
 
 
+def merged_plan(cm: ChainModel, y: Mapping[tuple[str, int], int]) -> Plan:
+    """The bytes ``y`` as ONE chunk per tensor, anchored at the first host that moves any of
+    it, in consumer order: a tensor then pays one chunk latency however many windows
+    its bytes span (the chain model charges one per host), at the price of reserving its L2
+    from that first host on. The simulator decides which is better."""
+    total: dict[str, int] = {}
+    start: dict[str, int] = {}
+    for (t, k), v in y.items():
+        if v > 0:
+            total[t] = total.get(t, 0) + v
+            start[t] = min(start.get(t, k), k)
+    # consumer order, as every plan here: a chunk waiting for L2 must never block the
+    # chunk of an earlier consumer whose reader would free that L2
+    order = sorted(total, key=lambda t: (cm.tensors[t].first, start[t], t))
+    return Plan(
+        "optimised",
+        tuple(
+            Prefetch(t, total[t] * cm.unit, cm.chain[cm.tensors[t].first], cm.chain[start[t]])
+            for t in order
+        ),
+    )
+
+
 def _repair(
-    cm: ChainModel, y: dict[tuple[str, int], int], opts: ChainOptions
+    cm: ChainModel, y: dict[tuple[str, int], int], opts: ChainOptions, deadline: Deadline
 ) -> dict[str, int] | None:
     """Fix the rounded bytes on a copy of the built model and let CP-SAT pick the durations:
     a complete, feasible hint (by variable name) for the real solve."""
@@ -337,11 +475,10 @@ def _repair(
     for key, v in cm.y.items():
         if cm.tensors[key[0]].first not in copies:
             rep.add(var(v) == y.get(key, 0))
-    limit = min(10.0, max(1.0, opts.time_limit_s / 3))
-    solver, _, ok = run_model(rep, limit, 1, opts.seed, False, 0.0)
+    solver, _, ok = run_model(rep, deadline, opts.work_limit / 2, opts.seed, 0.0, "repair")
     if not ok:
         return None
-    return {v.name: solver.value(var(v)) for v in (*cm.d.values(), *cm.y.values(), *cm.x.values())}
+    return {v.name: solver.value(var(v)) for v in cm.variables}
 
 
 def solve_chain(
@@ -351,6 +488,7 @@ def solve_chain(
     machine: Machine,
     opts: ChainOptions | None = None,
     periodic: PeriodicSpec | None = None,
+    deadline: Deadline | None = None,
 ) -> CpOutcome:
     """Build and solve the chain model; return the plan and what CP-SAT proved.
 
@@ -358,36 +496,53 @@ def solve_chain(
     by a trivial CP-SAT solve; the result is a complete feasible hint for the real solve.
     """
     opts = opts or ChainOptions()
+    deadline = deadline or Deadline(30.0)
     cm = ChainModel(chain, g, costs, machine, opts, periodic=periodic)
     if not cm.tensors:  # nothing to prefetch: no model to build
         return CpOutcome(
             Plan("optimised"), "optimal", None, None, False, cm.tick, [], {"tensors": 0}
         )
     cm.build()
-    y0 = _lp_warm_start(chain, g, costs, machine, opts, periodic)
-    hint = _repair(cm, y0, opts) if y0 is not None else None
+    y0 = _lp_warm_start(chain, g, costs, machine, opts, periodic, deadline)
+    hint = (
+        _repair(cm, y0, opts, deadline) if y0 is not None and not deadline.skips("repair") else None
+    )
     if hint is not None:
-        for v in (*cm.d.values(), *cm.y.values(), *cm.x.values()):
+        for v in cm.variables:
             cm.model.add_hint(v, hint[v.name])
     else:
         for k, n in enumerate(chain):
-            cm.model.add_hint(cm.d[k], ceil_div(costs[n].duration_s(0.0), cm.tick) + 1)
-        for v in (*cm.y.values(), *cm.x.values()):
+            cm.model.add_hint(cm.r[k], ceil_div(costs[n].duration_s(0.0), cm.tick) + 1)
+            cm.model.add_hint(cm.st[k], 0)
+        for v in (*cm.y.values(), *cm.x.values(), *cm.w.values(), *cm.b.values(), *cm.v.values()):
             cm.model.add_hint(v, 0)
     solver, name, ok = run_model(
-        cm.model, opts.time_limit_s, opts.workers, opts.seed, opts.deterministic, opts.relative_gap
+        cm.model, deadline, opts.work_limit, opts.seed, opts.relative_gap, "chain"
     )
-    stats = {
+    stats: dict[str, Any] = {
         "tensors": len(cm.tensors),
         "y_vars": len(cm.y),
         "unit_bytes": cm.unit,
         "wall_s": solver.wall_time,
         "warm_start": hint is not None,
     }
+    lp_plan = tuple(p for p in (merged_plan(cm, y0 or {}),) if p.prefetches)
+    if not ok and hint is not None:  # the search found nothing better than its hint in time
+        plan = cm.extract(lambda v: hint[v.name])
+        found = {key: hint[v.name] for key, v in cm.y.items()}
+        stats["from"] = "warm start"
+        alternatives = tuple(p for p in (merged_plan(cm, found),) if p.prefetches) + lp_plan
+        return CpOutcome(
+            plan, "feasible", None, None, False, cm.tick, cm.families, stats, alternatives
+        )
     if not ok:
-        return CpOutcome(Plan("optimised"), name, None, None, False, cm.tick, cm.families, stats)
-    plan = cm.extract(solver)
+        return CpOutcome(
+            Plan("optimised"), name, None, None, False, cm.tick, cm.families, stats, lp_plan
+        )
+    plan = cm.extract(solver.value)
     scale = cm.tick / (periodic.repeats if periodic is not None else 1)
+    found = {key: solver.value(v) for key, v in cm.y.items()}
+    alternatives = tuple(p for p in (merged_plan(cm, found),) if p.prefetches) + lp_plan
     return CpOutcome(
         plan,
         name,
@@ -397,4 +552,5 @@ def solve_chain(
         cm.tick,
         cm.families,
         stats,
+        alternatives,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,9 @@ class CpOutcome:
     tick_s: float
     families: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    #: other plans the same solve suggests (e.g. the LP's bytes as one chunk per tensor);
+    #: the caller simulates them like the main plan and keeps the best verified one
+    alternatives: tuple[Plan, ...] = ()
 
 
 def byte_unit(biggest_bytes: float) -> float:
@@ -59,7 +63,7 @@ def add_roofline_rows(
     a_hbm = math.floor(SCALE * unit / (c.hbm_bw * tick))
     model.add(
         SCALE * dur
-        >= math.ceil(SCALE * (c.hbm_bytes / c.hbm_bw + c.overhead_s) / tick) - a_hbm * l2_units
+        >= math.ceil(SCALE * (c.hbm_time_s(0.0) + c.overhead_s) / tick) - a_hbm * l2_units
     )
     a_l2 = math.ceil(SCALE * unit / (c.l2_bw * tick))
     model.add(SCALE * dur >= math.ceil(SCALE * c.overhead_s / tick) + a_l2 * l2_units)
@@ -100,38 +104,72 @@ def ceil_div(a: float, b: float) -> int:
     return int(r) if abs(q - r) <= 1e-9 * max(1.0, abs(q)) else math.ceil(q)
 
 
+class Deadline:
+    """One wall-clock deadline for a whole solve: every stage asks what is left.
+
+    >>> d = Deadline(10.0)
+    >>> 9.0 < d.left() <= 10.0, d.expired()
+    (True, False)
+    >>> Deadline(0.0).expired()
+    True
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = max(0.0, float(seconds))
+        self.end = time.perf_counter() + self.seconds
+        self.cut: list[str] = []  # stages a wall-clock limit cut short (their result may vary)
+
+    def left(self) -> float:
+        return max(0.0, self.end - time.perf_counter())
+
+    def expired(self) -> bool:
+        return self.left() <= 0.0
+
+    def skips(self, stage: str) -> bool:
+        """True (and noted in ``cut``) when the deadline has passed before ``stage``."""
+        if self.expired():
+            self.cut.append(stage)
+            return True
+        return False
+
+
 def make_solver(
-    time_limit_s: float,
-    workers: int,
-    seed: int,
-    deterministic: bool = False,
-    relative_gap: float = 0.0,
+    time_limit_s: float, work_limit: float, seed: int, relative_gap: float = 0.0
 ) -> cp_model.CpSolver:
+    """A CP-SAT solver whose result depends only on the model: one search thread, stopped
+    by a deterministic work limit (``work_limit``, CP-SAT's deterministic time) or the
+    relative gap; ``time_limit_s`` is a wall-clock backstop for the deadline."""
     solver = cp_model.CpSolver()
     solver.parameters.relative_gap_limit = max(0.0, float(relative_gap))
-    solver.parameters.max_time_in_seconds = max(0.01, float(time_limit_s))
-    solver.parameters.num_workers = max(1, int(workers))
+    solver.parameters.max_time_in_seconds = max(0.001, float(time_limit_s))
+    solver.parameters.max_deterministic_time = max(0.001, float(work_limit))
+    solver.parameters.num_workers = 1
     solver.parameters.random_seed = int(seed)
     if threading.current_thread() is not threading.main_thread():
         # only the main thread may own the SIGINT handler (sweep workers run solves in
         # threads; there it aborted the process on Ctrl-C)
         solver.parameters.catch_sigint_signal = False
-    if deterministic:
-        solver.parameters.interleave_search = True
     return solver
 
 
 def run_model(
     model: cp_model.CpModel,
-    time_limit_s: float,
-    workers: int,
+    deadline: Deadline,
+    work_limit: float,
     seed: int,
-    deterministic: bool,
     relative_gap: float,
+    stage: str = "cp-sat",
 ) -> tuple[cp_model.CpSolver, str, bool]:
-    """Solve ``model``; return the solver, the status name and whether a solution exists."""
-    solver = make_solver(time_limit_s, workers, seed, deterministic, relative_gap)
+    """Solve ``model`` within the deadline; return the solver, the status name and whether
+    a solution exists. A run the wall clock stopped before its work limit is noted in
+    ``deadline.cut`` (its result depends on the machine's speed and load)."""
+    limit = deadline.left()
+    solver = make_solver(limit, work_limit, seed, relative_gap)
     status = solver.solve(model)
+    if status not in (cp_model.OPTIMAL, cp_model.INFEASIBLE, cp_model.MODEL_INVALID):
+        det = solver.response_proto.deterministic_time
+        if det < 0.999 * work_limit and solver.wall_time >= 0.95 * limit:
+            deadline.cut.append(stage)
     return (
         solver,
         STATUS_NAMES.get(status, "unknown"),

@@ -28,19 +28,25 @@ from ortools.sat.python import cp_model
 
 from ..costs import OpCost
 from ..graph import PREFETCH_STREAM, tensor_readers
+from ..machine import Machine
 from ..plan import Plan, Prefetch, Schedule
-from ..simulate import Machine
-from .common import CpOutcome, add_roofline_rows, byte_unit, ceil_div, choose_tick, run_model
+from .common import (
+    CpOutcome,
+    Deadline,
+    add_roofline_rows,
+    byte_unit,
+    ceil_div,
+    choose_tick,
+    run_model,
+)
 
 SHARE = 1000  # HBM bandwidth in integer shares
 
 
 @dataclass(frozen=True)
 class GeneralOptions:
-    time_limit_s: float = 30.0
-    workers: int = 2
+    work_limit: float = 0.25  # CP-SAT deterministic time (work units, not seconds)
     seed: int = 0
-    deterministic: bool = False
     precedences: bool = True
     stream_exclusivity: bool = True
     l2_capacity: bool = True
@@ -68,7 +74,8 @@ class GeneralModel:
         biggest = max(self.tensors.values(), default=1.0)
         self.unit = byte_unit(biggest)
         pf_ticks = sum(
-            ceil_div(b / machine.prefetch_bytes_per_s, self.tick) for b in self.tensors.values()
+            ceil_div(b / machine.prefetch_bytes_per_s + machine.chunk_latency_s, self.tick)
+            for b in self.tensors.values()
         )
         self.horizon = sum(ceil_div(d, self.tick) for d in durs) + pf_ticks + 1
         self.start: dict[Any, cp_model.IntVar] = {}
@@ -86,7 +93,9 @@ class GeneralModel:
         m, H = self.model, self.horizon
         for t, b in self.tensors.items():
             self.p[t] = m.new_bool_var(f"p[{t}]")
-            dur = max(1, ceil_div(b / self.m.prefetch_bytes_per_s, self.tick))
+            dur = max(
+                1, ceil_div(b / self.m.prefetch_bytes_per_s + self.m.chunk_latency_s, self.tick)
+            )
             self.pf_start[t] = m.new_int_var(0, H, f"pf_start[{t}]")
             self.pf_iv[t] = m.new_optional_fixed_size_interval_var(
                 self.pf_start[t], dur, self.p[t], f"pf[{t}]"
@@ -152,6 +161,8 @@ class GeneralModel:
             d0 = c.duration_s(0.0)
             rate = c.hbm_bytes / d0 if d0 > 0 else 0.0
             share = min(SHARE, math.ceil(SHARE * rate / self.m.hbm_bytes_per_s - 1e-9))
+            if not c.fixed:  # a kernel leaves only op_share of what it does not use
+                share = SHARE - math.floor((SHARE - share) * self.m.op_share)
             if share > 0:
                 ivs.append(self.iv[n])
                 dem.append(share)
@@ -248,14 +259,16 @@ def solve_general(
     machine: Machine,
     opts: GeneralOptions | None = None,
     hint: Schedule | None = None,
+    deadline: Deadline | None = None,
 ) -> CpOutcome:
     """Build and solve the interval model; return the plan and what CP-SAT proved."""
     opts = opts or GeneralOptions()
+    deadline = deadline or Deadline(30.0)
     gm = GeneralModel(g, costs, machine, opts).build()
     if hint is not None:
         gm.hint_from(hint)
     solver, name, ok = run_model(
-        gm.model, opts.time_limit_s, opts.workers, opts.seed, opts.deterministic, opts.relative_gap
+        gm.model, deadline, opts.work_limit, opts.seed, opts.relative_gap, "interval"
     )
     stats = {
         "tensors": len(gm.tensors),

@@ -14,6 +14,7 @@ measured against the full chain LP bound, so the decomposition never hides a los
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,10 +23,10 @@ from typing import Any
 import networkx as nx
 
 from ..costs import OpCost
+from ..machine import Machine
 from ..plan import Plan, Prefetch
-from ..simulate import Machine
 from .chain import ChainOptions, PeriodicSpec, solve_chain
-from .common import CpOutcome
+from .common import CpOutcome, Deadline
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ def solve_periodic(
     machine: Machine,
     opts: ChainOptions,
     repeats: int = 3,
+    deadline: Deadline | None = None,
 ) -> CpOutcome | None:
     """Solve a periodic window and tile it to the whole chain; None if the chain has no
     usable layer structure (the caller then solves it whole)."""
@@ -122,10 +124,19 @@ def solve_periodic(
     spec = PeriodicSpec(
         block_start=len(st.prefix) + s * opl, block_ops=p * opl, repeats=repeats, periods=periods
     )
-    out = solve_chain(window, g, costs, machine, opts, periodic=spec)
+    out = solve_chain(window, g, costs, machine, opts, periodic=spec, deadline=deadline)
     if out.predicted_s is None:
         return out
     out.plan = _tile(out.plan, g, chain, window, st, s, E, periods, repeats)
+    at = {n: i for i, n in enumerate(chain)}
+    out.alternatives = tuple(  # tiling orders by host; these keep consumer order
+        dataclasses.replace(
+            tiled, prefetches=tuple(sorted(tiled.prefetches, key=lambda c: at[c.consumer]))
+        )
+        for tiled in (
+            _tile(p, g, chain, window, st, s, E, periods, repeats) for p in out.alternatives
+        )
+    )
     out.stats.update(
         method="periodic",
         window_layers=W,

@@ -25,6 +25,7 @@ RESULT_FIELDS = (
     "makespan_s",
     "baseline_makespan_s",
     "greedy_makespan_s",
+    "streaming_makespan_s",
     "fused_makespan_s",
     "speedup",
     "lower_bound_s",
@@ -64,6 +65,7 @@ def solve_point(point: Point) -> dict[str, Any]:
         "makespan_s": r.makespan_s,
         "baseline_makespan_s": r.baseline_makespan_s,
         "greedy_makespan_s": r.greedy_makespan_s,
+        "streaming_makespan_s": r.streaming_makespan_s,
         "fused_makespan_s": r.fused_makespan_s,
         "speedup": r.speedup,
         "lower_bound_s": r.lower_bound_s,
@@ -187,8 +189,10 @@ def text_progress(stream: Any = None) -> Callable[[int, int, int], None]:
 
 
 def export_csv(store: Store, path: str | Path, points: Sequence[Point] | None = None) -> Path:
-    """Write the stored results (of ``points`` when given, else all) as CSV."""
-    from ..viz._io import csv_text, write_text_atomic
+    """Write the stored results (of ``points`` when given, else all) as CSV (``-``: standard
+    output)."""
+    from ..outputs import write_output
+    from ..viz._io import csv_text
 
     wanted = None if points is None else {p.key for p in points}
     rows = [
@@ -196,4 +200,4 @@ def export_csv(store: Store, path: str | Path, points: Sequence[Point] | None = 
         for key, pt, res in store.rows()
         if wanted is None or key in wanted
     ]
-    return write_text_atomic(path, csv_text(rows))
+    return write_output(path, csv_text(rows))

@@ -1,8 +1,8 @@
 """Sweep specifications: a YAML grid -> a list of fully specified points, each with a key.
 
 A point's key is the SHA-256 of its full input (model shape, hardware in SI after overrides,
-workload, solver options, package version), so a changed model or hardware file is a new
-point, and an unchanged one is never solved twice.
+workload, solver options, package version, result format), so a changed model or hardware
+file is a new point, and an unchanged one is never solved twice.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ from ..models import load_model
 from ..workload import DTYPES, Workload
 
 VERSION = "0.1.0"
+#: the kind of result a point stores; part of every key, so raising it makes a resumed sweep
+#: solve its points again rather than keep rows that lack a field or predate a model change
+#: (old stores still open; their rows just no longer match). 2: ``streaming_makespan_s``.
+RESULTS_VERSION = 2
 
 #: friendly override key -> (Hardware field, factor to SI)
 OVERRIDES: dict[str, tuple[str, float]] = {
@@ -172,6 +176,7 @@ def make_point(
     base = hw if hw is not None else load_hardware(hardware)
     fp = {
         "version": VERSION,
+        "results": RESULTS_VERSION,
         "model": cfg.model_dump(),
         "hardware": hardware_fingerprint(apply_overrides(base, overrides, where)),
         "workload": workload.to_dict(),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..outputs import require_folder
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -42,6 +43,7 @@ class Store:
         self.path = Path(path)
         if self.path.exists() and self.path.is_dir():
             raise InputError(f"{path}: expected a results file, found a folder")
+        require_folder(self.path)  # the same policy as outputs: folders are not created
         try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")

@@ -38,10 +38,11 @@ from matplotlib.patches import Patch
 
 from ..errors import InputError, input_error
 from ..graph import PREFETCH_STREAM, stream_order
+from ..outputs import write_output
 from ..plan import Schedule
 from ..units import MB
 from ._gantt_panels import HBM_OPS_COLOUR, HBM_PREFETCH_COLOUR, PREFETCH_COLOUR, draw_hbm, draw_l2
-from ._io import figure_suffix, write_figure, write_text_atomic
+from ._io import figure_suffix, write_figure
 
 #: colour of each op kind (collectives in shades of red, prefetch chunks green)
 KIND_COLOURS: dict[str, str] = {
@@ -223,14 +224,15 @@ def write_gantt(
     layers: tuple[int, int] | None = None,
     title: str = "",
 ) -> Path:
-    """Write the Gantt of ``schedules`` to ``path`` (``.svg`` or ``.png``) atomically.
+    """Write the Gantt of ``schedules`` to ``path`` (``.svg`` or ``.png``; ``-``: SVG on
+    standard output).
 
     >>> write_gantt("plan.pdf", {})
     Traceback (most recent call last):
     preserve_cp.errors.InputError: plan.pdf: suffix: expected '.svg' or '.png', found '.pdf'
     """
     if figure_suffix(path) == ".svg":
-        return write_text_atomic(path, gantt_svg(schedules, layers=layers, title=title))
+        return write_output(path, gantt_svg(schedules, layers=layers, title=title))
     return write_figure(path, gantt_figure(schedules, layers=layers, title=title))
 
 

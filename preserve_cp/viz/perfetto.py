@@ -40,9 +40,9 @@ from typing import Any
 
 from ..errors import input_error
 from ..graph import PREFETCH_STREAM, stream_order
+from ..outputs import write_output
 from ..plan import Schedule, json_value
 from ..units import s_to_us
-from ._io import write_text_atomic
 
 FLOW_CAT = "prefetch"
 FLOW_NAME = "prefetch->consumer"
@@ -225,6 +225,7 @@ def trace_document(schedules: Schedule | Mapping[str, Schedule]) -> dict[str, An
 def write_trace(path: str | Path, schedule: Schedule | Mapping[str, Schedule]) -> Path:
     """Write the trace of ``schedule`` (or of ``{plan name: Schedule}``, compared) to ``path``.
 
-    Atomic (no half-written file); an ``OSError`` becomes an ``InputError`` naming the path.
+    ``-`` is standard output; a link is written through, a regular file replaced atomically
+    (:mod:`preserve_cp.outputs`); an ``OSError`` becomes an ``InputError`` naming the path.
     """
-    return write_text_atomic(path, json.dumps(trace_document(schedule)))
+    return write_output(path, json.dumps(trace_document(schedule)))

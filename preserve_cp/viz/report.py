@@ -5,9 +5,9 @@ with id ``gantt``), no script, no external URL in any attribute, and a Content-S
 that forbids every fetch (so a stray reference shows as a console error, never a request).
 Every string that comes from user data (model, tensor, op and hardware names) is HTML-escaped.
 
-Sections: summary (makespans of vanilla, greedy and optimised, speedups, lower bound, gap,
-solve time, verification, L2 use), the Gantt, the prefetch windows (an aggregate per window and
-the first :data:`MAX_CHUNK_ROWS` chunks), the workload and the hardware used.
+Sections: summary (makespans of vanilla, greedy, streaming and optimised, speedups, lower
+bound, gap, solve time, verification, L2 use), the Gantt, the prefetch windows (an aggregate per
+window and the first :data:`MAX_CHUNK_ROWS` chunks), the workload and the hardware used.
 
 :func:`prefetch_windows` is the per-chunk table behind the window section (and the CLI summary).
 """
@@ -25,10 +25,10 @@ from ..costs import op_costs
 from ..errors import InputError
 from ..graph import COLLECTIVE_KINDS
 from ..hardware import Hardware
+from ..outputs import write_output
 from ..plan import Result, Schedule
 from ..units import GB, MB, MIB, TB, TFLOPS, US
 from ..workload import Workload
-from ._io import write_text_atomic
 
 #: the window of a chunk that starts before any collective
 BEFORE_FIRST = "before first collective"
@@ -204,7 +204,7 @@ def render_report(
         f"<h1>{_e(title)}</h1>",
         f'<p class="sub">{_e(_subtitle(model, hw, workload, graph))}</p>',
         _summary(result, rows),
-        "<h2>Schedules: vanilla, greedy, optimised</h2>",
+        f"<h2>Schedules: {_e(', '.join(result.compared_schedules()))}</h2>",
         f'<div id="gantt">{inline_svg(gantt_svg_text)}</div>',
         _windows_section(rows),
         '<div class="row">',
@@ -227,14 +227,14 @@ def write_report(
     layers: tuple[int, int] | None = None,
     title: str = "",
 ) -> Path:
-    """Build the compare Gantt, render the page and write it to ``path`` atomically.
+    """Build the compare Gantt, render the page and write it to ``path`` (``-``: standard output).
 
     Errors writing the file are :class:`~preserve_cp.errors.InputError` naming ``path``.
     """
     from .gantt import gantt_svg
 
     svg = gantt_svg(result.compared_schedules(), layers=layers)
-    return write_text_atomic(path, render_report(result, graph, hw, workload, svg, title=title))
+    return write_output(path, render_report(result, graph, hw, workload, svg, title=title))
 
 
 # --- sections --------------------------------------------------------------------------------
@@ -282,14 +282,24 @@ def _kv_table(pairs: Iterable[tuple[str, str]], raw_values: bool = False) -> str
 def _summary(r: Result, rows: list[dict[str, Any]]) -> str:
     vanilla = r.baseline_makespan_s
     greedy = r.greedy_makespan_s
-    plans = [("vanilla", vanilla), ("greedy", greedy), ("optimised", r.makespan_s)]
+    stream = r.streaming_makespan_s  # None: no streaming baseline (row and column left out)
+    plans = [
+        ("vanilla", vanilla),
+        ("greedy", greedy),
+        *([("streaming", stream)] if stream is not None else []),
+        ("optimised", r.makespan_s),
+    ]
     head = (
         '<tr><th>plan</th><th class="n">makespan (ms)</th><th class="n">speedup vs vanilla</th>'
-        '<th class="n">speedup vs greedy</th></tr>'
+        '<th class="n">speedup vs greedy</th>'
+        + ('<th class="n">speedup vs streaming</th>' if stream is not None else "")
+        + "</tr>"
     )
     body = "".join(
         f'<tr><td>{name}</td><td class="n">{_ms(t)}</td><td class="n">{_ratio(vanilla, t)}</td>'
-        f'<td class="n">{_ratio(greedy, t)}</td></tr>'
+        f'<td class="n">{_ratio(greedy, t)}</td>'
+        + (f'<td class="n">{_ratio(stream, t)}</td>' if stream is not None else "")
+        + "</tr>"
         for name, t in plans
     )
     saved = [x["time_saved_s"] for x in rows]
