@@ -228,7 +228,7 @@ def optimize(
                 found.append(dataclasses.replace(c, name=name, outcome=o))
 
     g, costs, m, chain = problem.graph, problem.costs, problem.machine, problem.chain
-    if deadline.skips("optimiser"):
+    if deadline.skips("optimiser", deadline.reserve_s):
         return found, None
     if chain is not None:
         if opts.method in ("auto", "periodic"):
@@ -238,7 +238,7 @@ def optimize(
         best = min((c.makespan_s for c in found), default=math.inf)
         good = bool(found) and (best - bound_s) <= opts.target_gap * best
         if (opts.method == "monolithic" or (opts.method == "auto" and not good)) and (
-            not deadline.skips("chain")
+            not deadline.skips("chain", deadline.reserve_s)
         ):
             mono = solve_chain(chain, g, costs, m, opts.chain, deadline=deadline)
             keep(mono, "chain-cpsat")
@@ -310,7 +310,11 @@ def solve(
     deadline = Deadline(opts.time_limit_s)
     problem = prepare(graph, hw, opts)
     base = run_baselines(problem, deadline)
+    t_bound = time.perf_counter()
     bounds = lower_bounds(problem, deadline)
+    # building an optimiser model takes about as long as building the bound LP, and no
+    # solver limit stops a build: start the optimiser only if that much time is left
+    deadline.reserve_s = time.perf_counter() - t_bound
     bound_s = max(bounds.values())
     base_best = min(c.makespan_s for c in base.values() if c.name != "fused")
     proven = base_best <= bound_s * (1 + 1e-12)  # a baseline meets the bound

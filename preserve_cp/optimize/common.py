@@ -118,6 +118,7 @@ class Deadline:
         self.seconds = max(0.0, float(seconds))
         self.end = time.perf_counter() + self.seconds
         self.cut: list[str] = []  # stages a wall-clock limit cut short (their result may vary)
+        self.reserve_s = 0.0  # time a model build is expected to take (set by the caller)
 
     def left(self) -> float:
         return max(0.0, self.end - time.perf_counter())
@@ -125,9 +126,10 @@ class Deadline:
     def expired(self) -> bool:
         return self.left() <= 0.0
 
-    def skips(self, stage: str) -> bool:
-        """True (and noted in ``cut``) when the deadline has passed before ``stage``."""
-        if self.expired():
+    def skips(self, stage: str, needs_s: float = 0.0) -> bool:
+        """True (and noted in ``cut``) when less than ``needs_s`` is left before ``stage``
+        (a stage no solver limit can stop, such as building a model, needs its time)."""
+        if self.left() <= needs_s:
             self.cut.append(stage)
             return True
         return False
