@@ -102,11 +102,13 @@ def build_case(c: Case, out: Path) -> list[Path]:
     title = f"{MODEL} on {c.hardware}"
     a, b = c.layers
     paths = [
-        r.gantt(out / f"{c.stem}-compare-L{a}-{b}.png", layers=c.layers, compare=True, title=title)
+        pc.gantt(
+            r, out / f"{c.stem}-compare-L{a}-{b}.png", layers=c.layers, compare=True, title=title
+        )
     ]
     if c.optimised_only:
         paths.append(
-            r.gantt(out / f"{c.stem}-optimised-L{a}-{b}.png", layers=c.layers, title=title)
+            pc.gantt(r, out / f"{c.stem}-optimised-L{a}-{b}.png", layers=c.layers, title=title)
         )
     vanilla = r.baseline_makespan_s or r.makespan_s
     print(

@@ -1,10 +1,12 @@
 """preserve-cp: provably good HBM-to-L2 prefetch plans for tensor-parallel LLM inference.
 
 Public API: :func:`load_model`, :func:`load_hardware`, :func:`build_graph`, :func:`solve`,
-:func:`simulate`, plus the :class:`Workload` and result types.
+:func:`simulate`, :func:`gantt`, plus the :class:`Workload` and result types.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import networkx as nx
 
@@ -18,6 +20,24 @@ from .plan import Plan, Prefetch, Result, Schedule
 from .simulate import simulate as _run_plan
 from .solve import SolveOptions, solve
 from .workload import Workload
+
+
+def gantt(
+    result: Result,
+    path: str,
+    *,
+    layers: tuple[int, int] | None = None,
+    compare: bool = False,
+    title: str = "",
+) -> Path:
+    """Write the Gantt of ``result`` (``.svg``/``.png``); see :mod:`preserve_cp.viz.gantt`.
+
+    ``compare=True`` stacks vanilla, greedy, streaming and the optimised plan;
+    ``layers=(A, B)`` zooms on layers A..B. (Imported on call: drawing needs matplotlib.)
+    """
+    from .viz.gantt import result_gantt
+
+    return result_gantt(result, path, layers=layers, compare=compare, title=title)
 
 
 def simulate(graph: nx.DiGraph, hw: Hardware | str | None, plan: Plan) -> Schedule:
@@ -47,6 +67,7 @@ __all__ = [
     "SolverError",
     "Workload",
     "build_graph",
+    "gantt",
     "list_hardware",
     "list_models",
     "load_hardware",

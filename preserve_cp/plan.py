@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NamedTuple
 
 
@@ -169,28 +168,6 @@ class Result:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
-
-    def gantt(
-        self,
-        path: str | Path,
-        *,
-        layers: tuple[int, int] | None = None,
-        compare: bool = False,
-        title: str = "",
-    ) -> Path:
-        """Write the Gantt of this result (compare=True: vanilla, greedy, streaming, optimised).
-
-        ``path`` ends in ``.svg`` or ``.png``; ``layers=(A, B)`` zooms on layers A..B
-        (inclusive). See :mod:`preserve_cp.viz.gantt`.
-        """
-        # local import: plan.py sits left of viz in the pipeline; this convenience method is
-        # the one allowed exception (tests/test_layout.py)
-        from .viz.gantt import write_gantt
-
-        schedules = (
-            self.compared_schedules() if compare else {self.plan.name or "plan": self.schedule}
-        )
-        return write_gantt(path, schedules, layers=layers, title=title)
 
     def compared_schedules(self) -> dict[str, Schedule]:
         """vanilla, greedy and streaming (those there are) and the chosen schedule, in order."""

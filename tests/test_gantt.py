@@ -146,16 +146,16 @@ def test_plain_dag_has_no_hardware_panels(tmp_path, ft06_graph):
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [f"m{i}" for i in range(6)]
     assert fig.axes[0].get_xlabel() == "time (s)"
     assert len(_by_gid(fig, "ops:optimised").get_paths()) == 36
-    out = r.gantt(tmp_path / "ft06.svg", compare=True)
+    out = pc.gantt(r, tmp_path / "ft06.svg", compare=True)
     ET.fromstring(out.read_text())
     with pytest.raises(InputError, match="layers"):
         gantt_figure({"optimised": r.schedule}, layers=(0, 0))
 
 
 def test_result_gantt(tmp_path, result):
-    out = result.gantt(tmp_path / "r.png", layers=(0, 1), compare=True, title="zoom")
+    out = pc.gantt(result, tmp_path / "r.png", layers=(0, 1), compare=True, title="zoom")
     assert out == tmp_path / "r.png" and out.read_bytes()[:8] == PNG_MAGIC
-    single = result.gantt(tmp_path / "r.svg")
+    single = pc.gantt(result, tmp_path / "r.svg")
     assert 'id="ops:optimised"' in single.read_text()
 
 

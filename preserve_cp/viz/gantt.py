@@ -39,7 +39,7 @@ from matplotlib.patches import Patch
 from ..errors import InputError, input_error
 from ..graph import PREFETCH_STREAM, stream_order
 from ..outputs import write_output
-from ..plan import Schedule
+from ..plan import Result, Schedule
 from ..units import MB
 from ._gantt_panels import HBM_OPS_COLOUR, HBM_PREFETCH_COLOUR, PREFETCH_COLOUR, draw_hbm, draw_l2
 from ._io import figure_suffix, write_figure
@@ -432,3 +432,20 @@ def _legend_handles(kinds: set[str], schedules: Mapping[str, Schedule]) -> list:
             Line2D([], [], color="black", linestyle=":", linewidth=0.9, label="HBM bandwidth")
         )
     return handles
+
+
+def result_gantt(
+    result: Result,
+    path: str | Path,
+    *,
+    layers: tuple[int, int] | None = None,
+    compare: bool = False,
+    title: str = "",
+) -> Path:
+    """Write the Gantt of a solve's result (with compare=True: vanilla, greedy, streaming and
+    optimised stacked); ``layers=(A, B)`` zooms on layers A..B (inclusive). Also
+    ``preserve_cp.gantt(result, path)``."""
+    schedules = (
+        result.compared_schedules() if compare else {result.plan.name or "plan": result.schedule}
+    )
+    return write_gantt(path, schedules, layers=layers, title=title)
