@@ -5,8 +5,8 @@ Usage::
     python docs/build_figures.py [--out DIR]
 
 ``DIR`` defaults to ``docs/figures`` (next to this script). Each schedule is solved with the
-library (``preserve_cp.build_graph`` and ``preserve_cp.solve``, 30 s limit, 2 workers, seed 0:
-the CLI's defaults) and drawn with ``Result.gantt``; the footprint plot uses
+library (``preserve_cp.build_graph`` and ``preserve_cp.solve``, 30 s limit, seed 0:
+the CLI's defaults) and drawn with ``preserve_cp.gantt``; the footprint plot uses
 ``preserve_cp.viz.footprint_plot``. The whole run takes well under a minute on 2 cores.
 
 The ``paper-*.png`` pictures of docs/reproduction.md are not made here: they come from

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,8 +108,22 @@ def _parser() -> argparse.ArgumentParser:
         help="software stack name selecting the hardware file's per-step overhead (e.g. vllm)",
     )
     s.add_argument("--uncalibrated", action="store_true", help=_UNCAL_HELP)
-    s.add_argument("--time-limit", type=float, default=30.0, help="seconds (default 30)")
-    s.add_argument("--workers", type=int, default=2)
+    s.add_argument(
+        "--time-limit",
+        type=float,
+        default=30.0,
+        help="seconds for the whole solve (default 30); status time_limit when it cut a stage",
+    )
+    s.add_argument(
+        "--work-limit",
+        type=float,
+        default=0.25,
+        help="CP-SAT deterministic work per model (default 0.25): more searches longer; "
+        "the same value gives the same plan on any machine load",
+    )
+    s.add_argument(
+        "--workers", type=int, default=2, help="accepted for sweeps; a solve searches on one thread"
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument(
         "--budget-fraction",
@@ -456,6 +471,8 @@ def _solve(args: argparse.Namespace) -> int:
     g = build_graph(model, wl)
     if not args.time_limit > 0:
         raise input_error("--time-limit", "value", "seconds > 0", args.time_limit)
+    if not args.work_limit > 0 or not math.isfinite(args.work_limit):
+        raise input_error("--work-limit", "value", "a number > 0", args.work_limit)
     _check_workers(args.workers)
     gantt = args.gantt
     if gantt and not is_stdout(gantt) and Path(gantt).suffix.lower() not in FIGURE_SUFFIXES:
@@ -475,7 +492,7 @@ def _solve(args: argparse.Namespace) -> int:
             time_limit_s=args.time_limit,
             workers=args.workers,
             budget_fraction=args.budget_fraction,
-        ).with_search(seed=args.seed),
+        ).with_search(seed=args.seed, work_limit=args.work_limit),
     )
     plans = result.compared_schedules() if args.compare else {"optimised": result.schedule}
     if args.trace:

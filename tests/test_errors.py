@@ -392,6 +392,8 @@ def test_tp_must_divide_heads(model: str, needles: list[str]) -> None:
         (["--time-limit", "0"], "--time-limit"),
         (["--time-limit", "-1"], "--time-limit"),
         (["--time-limit", "nan"], "--time-limit"),
+        (["--work-limit", "0"], "--work-limit"),
+        (["--work-limit", "inf"], "--work-limit"),
         (["--phase", "train"], "--phase"),
         (["--dtype", "fp64"], "--dtype"),
     ],
