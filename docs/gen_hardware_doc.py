@@ -78,6 +78,7 @@ VALIDATOR_WORDS = {
     _yaml.finite_positive: "> 0",
     _yaml.finite_nonneg: "≥ 0",
     _yaml.fraction: "in (0, 1]",
+    _yaml.share: "in [0, 1]",
 }
 
 

@@ -108,6 +108,13 @@ def fraction(value: float) -> float:
     return value
 
 
+def share(value: float) -> float:
+    """Pydantic after-validator: a number in [0, 1]."""
+    if not math.isfinite(value) or not 0 <= value <= 1:
+        raise ValueError("a number in [0, 1]")
+    return value
+
+
 def resolve_named_file(name_or_path: str, folder: Path, kind: str) -> Path:
     """A shipped NAME resolves to ``folder/NAME.yaml``; a suffix or a slash makes it a path."""
     if not isinstance(name_or_path, str) or not name_or_path:

@@ -24,6 +24,7 @@ from ._yaml import (
     not_bool,
     read_yaml_mapping,
     resolve_named_file,
+    share,
     validate,
 )
 from .errors import InputError
@@ -31,6 +32,7 @@ from .errors import InputError
 Pos = Annotated[float, BeforeValidator(not_bool), AfterValidator(finite_positive)]
 NonNeg = Annotated[float, BeforeValidator(not_bool), AfterValidator(finite_nonneg)]
 Frac = Annotated[float, BeforeValidator(not_bool), AfterValidator(fraction)]
+Share = Annotated[float, BeforeValidator(not_bool), AfterValidator(share)]
 Dtype = Literal["fp16", "bf16", "fp8", "int8"]
 Topology = Literal["ring", "full_mesh", "switch", "torus_2d", "torus_3d"]
 
@@ -120,7 +122,7 @@ class MemorySpec(_Strict):
         0.75,
         description="Share of L2 that prefetched bytes may hold at once (the usable L2).",
     )
-    prefetch_share_during_ops: Frac = Field(
+    prefetch_share_during_ops: Share = Field(
         0.0,
         description="Share of the HBM bandwidth a running compute op leaves unused that a "
         "concurrent prefetch can take (collectives and idle time leave all of it); 0: "

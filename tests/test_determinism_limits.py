@@ -20,36 +20,13 @@ TIMING = {"solve_time_s"}
 
 
 def _json(*extra: str) -> dict:
-    out = subprocess.run(
+    return _solve_json(
         [
-            sys.executable,
-            "-m",
-            "preserve_cp.cli",
-            "solve",
-            "--model",
-            "llama3-70b",
-            "--hardware",
-            "ascend-910b2",
-            "--batch",
-            "4",
-            "--context",
-            "16384",
-            "--tp",
-            "8",
-            "--dtype",
-            "int8",
-            "--json",
-            "--seed",
-            "3",
+            *("--model", "llama3-70b", "--hardware", "ascend-910b2", "--batch", "4"),
+            *("--context", "16384", "--tp", "8", "--dtype", "int8", "--json", "--seed", "3"),
             *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        ]
     )
-    assert out.returncode == 0, out.stderr
-    d = json.loads(out.stdout)
-    return {k: v for k, v in d.items() if k not in TIMING}
 
 
 def test_same_seed_same_json_across_runs_and_workers():
