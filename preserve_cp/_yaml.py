@@ -133,5 +133,9 @@ def resolve_named_file(name_or_path: str, folder: Path, kind: str) -> Path:
 
 
 def data_dir(sub: str) -> Path:
-    """The shipped data folder (``hardware/`` or ``graphs/``) at the repository root."""
-    return Path(__file__).resolve().parent.parent / sub
+    """A shipped data folder (``hardware/``, ``graphs/``, ``validation/``): the copy an
+    installed package carries (``preserve_cp/_data/``, made by the build: setup.py), else the
+    repository root's (a source checkout or an editable install)."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "_data" / sub
+    return packaged if packaged.is_dir() else here.parent / sub
