@@ -224,20 +224,25 @@ class ChainModel:
     def _pf_rate(self) -> int:
         return math.floor(SCALE * self.m.prefetch_bytes_per_s * self.tick / self.unit)
 
-    def _run_capacity(self, k: int) -> list[Any]:
-        """Upper bounds (scaled units) on the bytes op k's run leaves to the prefetch: one
-        per active rate family. Conservative: one tick of slack, rates rounded down."""
-        out: list[Any] = []
+    def _run_capacity(self, k: int) -> list[tuple[Any, int]]:
+        """Upper bounds (scaled units) on the bytes op k's run leaves to the prefetch, one
+        per active rate family, each with its rate per tick (at most what the prefetch gets
+        at any instant of the run). Conservative: one tick of slack, rates rounded down."""
+        out: list[tuple[Any, int]] = []
         c = self.costs[self.chain[k]]
         if self.opts.prefetch_rate and math.isfinite(self.m.prefetch_bytes_per_s):
-            out.append(self._pf_rate() * (self.r[k] - 1))
+            out.append((self._pf_rate() * (self.r[k] - 1), self._pf_rate()))
         if self.opts.hbm_contention and math.isfinite(self.m.hbm_bytes_per_s):
             share = self._share(k)
             lk: Any = self.l2_of(k) if not c.fixed else 0
+            rate = math.floor(share * self._hbm_rate())
             out.append(
-                math.floor(share * self._hbm_rate()) * (self.r[k] - 1)
-                - math.ceil(share * SCALE * c.hbm_bytes / self.unit)
-                + math.floor(share * SCALE) * lk
+                (
+                    rate * (self.r[k] - 1)
+                    - math.ceil(share * SCALE * c.hbm_bytes / self.unit)
+                    + math.floor(share * SCALE) * lk,
+                    rate,
+                )
             )
         return out
 
@@ -261,15 +266,18 @@ class ChainModel:
     def _add_rate_rows(self) -> None:
         stall = self._stall_rate()
         for k in self.moved:
-            for cap in self._run_capacity(k):
+            for cap, _ in self._run_capacity(k):
                 self.model.add(SCALE * self._run_bytes(k) <= cap)
             if stall is not None:
                 self.model.add(SCALE * self.w[k] <= stall * self.st[k])
 
     def add_chunk_latency(self) -> None:
         """Every chunk waits the chunk latency before it moves: n[k] chunks at host k (one
-        per tensor moved there, plus one where a tensor is split at op k's end) cost
-        n[k] x latency of the host's time, charged at the fastest rate (conservative)."""
+        per tensor moved there, plus one where a tensor is split at op k's end). The host's
+        first chunk starts with op k (earlier hosts' chunks end within their own hosts), so
+        its latency falls in op k's run and costs only what the run would have moved in it
+        (nothing while a kernel leaves a prefetch no HBM); the others are charged at the
+        fastest rate. Conservative, given a run at least one latency long."""
         lat = self.latency_ticks
         stall = self._stall_rate()
         if lat <= 0 or stall is None:
@@ -283,8 +291,15 @@ class ChainModel:
             self.v[k] = m.new_bool_var(f"v[{self.chain[k]}]")
             m.add(self.w[k] <= sum(self.tensors[t].units for t in self.hosted[k]) * self.v[k])
             n = sum(self.b[t, k] for t in self.hosted[k]) + self.v[k]
-            for cap in self._run_capacity(k):
-                m.add(SCALE * sum(vs) <= cap + stall * self.st[k] - stall * lat * n)
+            first_in_run = ceil_div(self.costs[self.chain[k]].min_duration_s(), self.tick) > lat
+            for cap, rate in self._run_capacity(k):
+                if first_in_run:
+                    m.add(
+                        SCALE * sum(vs)
+                        <= cap - rate * lat + stall * self.st[k] - stall * lat * (n - 1)
+                    )
+                else:
+                    m.add(SCALE * sum(vs) <= cap + stall * self.st[k] - stall * lat * n)
 
     def add_l2_capacity(self) -> None:
         self.families.append("l2_capacity")
