@@ -41,6 +41,8 @@ from .common import (
     byte_unit,
     ceil_div,
     choose_tick,
+    eager,
+    early_first,
     run_model,
 )
 
@@ -542,11 +544,16 @@ def solve_chain(
         "warm_start": hint is not None,
     }
     lp_plan = tuple(p for p in (merged_plan(cm, y0 or {}),) if p.prefetches)
+    if not ok and hint is None and periodic is None:
+        lp_plan += tuple(eager(p, chain[0]) for p in lp_plan)
     if not ok and hint is not None:  # the search found nothing better than its hint in time
         plan = cm.extract(lambda v: hint[v.name])
         found = {key: hint[v.name] for key, v in cm.y.items()}
         stats["from"] = "warm start"
         alternatives = tuple(p for p in (merged_plan(cm, found),) if p.prefetches) + lp_plan
+        if periodic is None:
+            alternatives += tuple(eager(p, chain[0]) for p in alternatives)
+            alternatives += (early_first(plan, chain),)
         return CpOutcome(
             plan, "feasible", None, None, False, cm.tick, cm.families, stats, alternatives
         )
@@ -558,6 +565,9 @@ def solve_chain(
     scale = cm.tick / (periodic.repeats if periodic is not None else 1)
     found = {key: solver.value(v) for key, v in cm.y.items()}
     alternatives = tuple(p for p in (merged_plan(cm, found),) if p.prefetches) + lp_plan
+    if periodic is None:  # a window's variants are made after tiling
+        alternatives += tuple(eager(p, chain[0]) for p in alternatives)
+        alternatives += (early_first(plan, chain),)
     return CpOutcome(
         plan,
         name,

@@ -26,7 +26,7 @@ from ..costs import OpCost
 from ..machine import Machine
 from ..plan import Plan, Prefetch
 from .chain import ChainOptions, PeriodicSpec, solve_chain
-from .common import CpOutcome, Deadline
+from .common import CpOutcome, Deadline, eager, early_first
 
 
 @dataclass(frozen=True)
@@ -129,13 +129,18 @@ def solve_periodic(
         return out
     out.plan = _tile(out.plan, g, chain, window, st, s, E, periods, repeats)
     at = {n: i for i, n in enumerate(chain)}
-    out.alternatives = tuple(  # tiling orders by host; these keep consumer order
+    tiled_alternatives = tuple(  # tiling orders by host; these keep consumer order
         dataclasses.replace(
             tiled, prefetches=tuple(sorted(tiled.prefetches, key=lambda c: at[c.consumer]))
         )
         for tiled in (
             _tile(p, g, chain, window, st, s, E, periods, repeats) for p in out.alternatives
         )
+    )
+    out.alternatives = (
+        tiled_alternatives
+        + tuple(eager(p, chain[0]) for p in tiled_alternatives)
+        + (early_first(out.plan, chain),)
     )
     out.stats.update(
         method="periodic",
