@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from pathlib import Path
 from typing import Any, TypeVar
@@ -127,9 +128,27 @@ def resolve_named_file(name_or_path: str, folder: Path, kind: str) -> Path:
         return path
     candidate = folder / f"{name_or_path}.yaml"
     if not candidate.is_file():
-        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
-        raise InputError(f"unknown {kind} {name_or_path!r}: expected one of {known}, or a path")
+        names = sorted(p.stem for p in folder.glob("*.yaml"))
+        close = did_you_mean(name_or_path, names)
+        if close:
+            raise InputError(f"unknown {kind} {name_or_path!r}: did you mean {close}?")
+        raise InputError(
+            f"unknown {kind} {name_or_path!r}: expected one of {', '.join(names)}, or a path"
+        )
     return candidate
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """The known name closest to a mistyped ``name``, or ``""`` when none is close.
+
+    >>> did_you_mean("h100-sx", ["a100-sxm", "h100-sxm", "h200-sxm"])
+    'h100-sxm'
+    >>> did_you_mean("Llama3-70B", ["llama2-70b", "llama3-70b", "llama3-8b"])
+    'llama3-70b'
+    >>> did_you_mean("zzz", ["h100-sxm"])
+    ''
+    """
+    return "".join(difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.75))
 
 
 def data_dir(sub: str) -> Path:

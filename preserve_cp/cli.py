@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import units
+from .describe import solve_inputs
 from .errors import InputError, PreserveError, input_error
+from .estimate import estimate, parse_plans
 from .graph import build_graph
 from .hardware import Hardware, hardware_label, list_hardware, load_hardware
 from .models import list_models, load_model
@@ -25,6 +27,18 @@ from .viz._io import FIGURE_SUFFIXES
 from .workload import ALLREDUCE_IMPLS, DTYPES, LM_HEAD_MODES, Workload
 
 _UNCAL_HELP = "ignore the hardware file's calibration section (use the written priors)"
+_DEBUG_HELP = "show tracebacks (accepted before or after the command)"
+_NO_PROGRESS_HELP = "no progress line on stderr"
+_SCHEDULER_HELP = "tcp://HOST:PORT of a running Dask scheduler (default: a local cluster)"
+
+
+def _warn_context(model: Any, context: int) -> None:
+    """One warning line (not an error) when ``context`` is past the model's ``max_context``."""
+    if context > model.max_context:
+        sys.stderr.write(
+            f"preserve-cp: warning: context {context} exceeds {model.name}'s max_context "
+            f"{model.max_context}; modelled as asked\n"
+        )
 
 
 def _check_workers(workers: int) -> None:
@@ -52,10 +66,37 @@ def _claim_outputs(outputs: dict[str, str | None], json_flag: str = "") -> bool:
     return bool(claims) and not json_flag
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, except flags (off unless given) and options
+    whose help says what their absence means."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is False or action.default == argparse.SUPPRESS or "default" in text:
+            return text
+        if action.default is None:
+            return f"{text} (default: none)" if action.option_strings else text
+        return super()._get_help_string(action) or text
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:  # one line, exit 2
         sys.stderr.write(f"preserve-cp: error: {message}\n")
         raise SystemExit(2)
+
+
+def _subparsers(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every subcommand's parser, nested ones too."""
+    out = []
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sp in action.choices.values():
+                out += [sp, *_subparsers(sp)]
+    return out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,14 +104,19 @@ def _parser() -> argparse.ArgumentParser:
         prog="preserve-cp",
         description="Optimal HBM->L2 prefetch plans for tensor-parallel LLM inference (CP-SAT).",
     )
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    p.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True, parser_class=_Parser)
 
     s = sub.add_parser("solve", help="optimise one model x workload x hardware")
     s.add_argument("--model", required=True, help="shipped model NAME or a model YAML path")
     s.add_argument("--hardware", required=True, help="shipped hardware NAME or a YAML path")
-    s.add_argument("--phase", choices=("decode", "prefill"), default="decode")
-    s.add_argument("--batch", type=int, default=1)
+    s.add_argument(
+        "--phase",
+        choices=("decode", "prefill"),
+        default="decode",
+        help="decode: one new token per sequence; prefill: the whole prompt",
+    )
+    s.add_argument("--batch", type=int, default=1, help="sequences in the step")
     s.add_argument(
         "--context",
         type=int,
@@ -83,7 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     for kind in ("weight", "act", "kv"):
         s.add_argument(
-            f"--{kind}-dtype", choices=DTYPES, default=None, help=f"override the {kind} dtype"
+            f"--{kind}-dtype",
+            choices=DTYPES,
+            default=None,
+            help=f"override the {kind} dtype (default: --dtype)",
         )
     s.add_argument(
         "--eager",
@@ -105,31 +154,38 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--stack",
         default="",
-        help="software stack name selecting the hardware file's per-step overhead (e.g. vllm)",
+        help="software stack name selecting the hardware file's per-step overhead "
+        "(e.g. vllm; default: the file's default)",
     )
     s.add_argument("--uncalibrated", action="store_true", help=_UNCAL_HELP)
     s.add_argument(
         "--time-limit",
         type=float,
         default=30.0,
-        help="seconds for the whole solve (default 30); status time_limit when it cut a stage",
+        help="seconds for the whole solve; status time_limit when it cut a stage",
     )
     s.add_argument(
         "--work-limit",
         type=float,
         default=0.25,
-        help="CP-SAT deterministic work per model (default 0.25): more searches longer; "
+        help="CP-SAT deterministic work per model: more searches longer; "
         "the same value gives the same plan on any machine load",
     )
     s.add_argument(
         "--workers", type=int, default=2, help="accepted for sweeps; a solve searches on one thread"
     )
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="CP-SAT random seed")
     s.add_argument(
         "--budget-fraction",
         type=float,
         default=1.0,
         help="greedy baseline: share of usable L2 per window",
+    )
+    s.add_argument(
+        "--plans",
+        metavar="LIST",
+        help="fast path: only these baselines, no optimiser (comma-separated from "
+        "vanilla,greedy,streaming,fused; status baselines; default: all and the optimiser)",
     )
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.add_argument(
@@ -141,7 +197,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--report", metavar="FILE", help="write a self-contained HTML report (-: standard output)"
     )
-    s.add_argument("--layers", metavar="A:B", help="zoom the Gantt/report to layers A..B")
+    s.add_argument(
+        "--layers",
+        metavar="A:B",
+        help="zoom the Gantt/report to layers A..B (default: the whole step)",
+    )
     s.add_argument(
         "--compare",
         action="store_true",
@@ -149,18 +209,20 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     f = sub.add_parser("footprint", help="per-layer footprint per device (paper Fig. 2)")
-    f.add_argument("--model", required=True)
-    f.add_argument("--dtype", choices=DTYPES, default="int8")
-    f.add_argument("--kv-dtype", choices=DTYPES, default=None)
-    f.add_argument("--batch", type=int, default=8)
-    f.add_argument("--context", type=int, default=16384)
+    f.add_argument("--model", required=True, help="shipped model NAME or a model YAML path")
+    f.add_argument("--dtype", choices=DTYPES, default="int8", help="weights and KV-cache")
+    f.add_argument(
+        "--kv-dtype", choices=DTYPES, default=None, help="override the KV dtype (default: --dtype)"
+    )
+    f.add_argument("--batch", type=int, default=8, help="sequences")
+    f.add_argument("--context", type=int, default=16384, help="KV length, tokens")
     f.add_argument("--devices", default="1,2,4,8,16,32", help="comma-separated device counts")
-    f.add_argument("--json", action="store_true")
+    f.add_argument("--json", action="store_true", help="print the rows as JSON")
     f.add_argument("--plot", metavar="FILE", help="write the plot (.svg or .png; -: SVG to stdout)")
 
     va = sub.add_parser("validate", help="compare the model with published measurements")
     va.add_argument("--set", help="measurements YAML (default: the shipped validation set)")
-    va.add_argument("--json", action="store_true")
+    va.add_argument("--json", action="store_true", help="print the comparison as JSON")
     va.add_argument(
         "--out",
         default="validation-results",
@@ -181,37 +243,44 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("--date", help="date recorded in the section (default: today)")
 
     rp = sub.add_parser("reproduce", help="reproduce a paper's studies")
-    rp.add_argument("what", choices=("paper",))
+    rp.add_argument(
+        "what", metavar="STUDY", choices=("paper",), help="what to reproduce: paper (its studies)"
+    )
     rp.add_argument(
         "--out",
         required=True,
         help="output folder for figures, CSVs, summary (created; its parent must exist)",
     )
-    rp.add_argument("--workers", type=int, default=2)
-    rp.add_argument("--scheduler", help="tcp://HOST:PORT of a running Dask scheduler")
-    rp.add_argument("--no-progress", action="store_true")
+    rp.add_argument("--workers", type=int, default=2, help="local cluster worker processes")
+    rp.add_argument("--scheduler", help=_SCHEDULER_HELP)
+    rp.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS_HELP)
 
     w = sub.add_parser("sweep", help="run a grid of points on Dask, results in SQLite")
     w.add_argument("spec", help="sweep spec YAML")
     w.add_argument("--store", help="results file (default: <spec name>.sqlite beside the spec)")
-    w.add_argument("--scheduler", help="tcp://HOST:PORT of a running Dask scheduler")
+    w.add_argument("--scheduler", help=_SCHEDULER_HELP)
     w.add_argument("--workers", type=int, default=2, help="local cluster worker processes")
     w.add_argument(
         "--export", metavar="CSV", help="write the sweep's results as CSV (-: standard output)"
     )
-    w.add_argument("--no-progress", action="store_true")
+    w.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS_HELP)
 
     h = sub.add_parser("hardware", help="shipped hardware files")
-    hs = h.add_subparsers(dest="sub", required=True, parser_class=_Parser)
-    hs.add_parser("list")
-    hshow = hs.add_parser("show")
-    hshow.add_argument("name")
+    hs = h.add_subparsers(dest="sub", metavar="{list,show}", required=True, parser_class=_Parser)
+    hs.add_parser("list", help="one line per shipped device")
+    hshow = hs.add_parser("show", help="a device's values, marks and sources")
+    hshow.add_argument("name", metavar="NAME", help="shipped hardware NAME or a YAML path")
 
     m = sub.add_parser("models", help="shipped model files")
-    ms = m.add_subparsers(dest="sub", required=True, parser_class=_Parser)
-    ms.add_parser("list")
-    mshow = ms.add_parser("show")
-    mshow.add_argument("name")
+    ms = m.add_subparsers(dest="sub", metavar="{list,show}", required=True, parser_class=_Parser)
+    ms.add_parser("list", help="one line per shipped model")
+    mshow = ms.add_parser("show", help="a model's fields")
+    mshow.add_argument("name", metavar="NAME", help="shipped model NAME or a model YAML path")
+    mshow.add_argument(
+        "--json", action="store_true", help="add parameter counts and the layer schedule"
+    )
+    for sp in _subparsers(p):  # --debug after the command too; it never resets an earlier one
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     return p
 
 
@@ -281,7 +350,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                     f"{m.num_heads:4d}/{m.num_kv_heads:<4d} {m.block}"
                 )
         else:
-            print(json.dumps(load_model(args.name).model_dump(), indent=2))
+            m = load_model(args.name)
+            print(json.dumps(m.summary() if args.json else m.model_dump(), indent=2))
         return 0
     return _solve(args)
 
@@ -351,6 +421,7 @@ def _footprint(args: argparse.Namespace) -> int:
         batch=args.batch,
         context=args.context,
     )
+    _warn_context(model, args.context)  # once the inputs are known good
     if args.plot:
         from .viz._io import write_figure
         from .viz.footprint_plot import footprint_figure
@@ -474,6 +545,7 @@ def _solve(args: argparse.Namespace) -> int:
     if not args.work_limit > 0 or not math.isfinite(args.work_limit):
         raise input_error("--work-limit", "value", "a number > 0", args.work_limit)
     _check_workers(args.workers)
+    asked = None if args.plans is None else parse_plans(args.plans)
     gantt = args.gantt
     if gantt and not is_stdout(gantt) and Path(gantt).suffix.lower() not in FIGURE_SUFFIXES:
         raise input_error("--gantt", "FILE", "a .svg or .png file name", args.gantt)
@@ -485,20 +557,27 @@ def _solve(args: argparse.Namespace) -> int:
         from .viz.gantt import parse_layers
 
         layers = parse_layers(args.layers)
-    result = solve(
-        g,
-        hw,
-        options=SolveOptions(
-            time_limit_s=args.time_limit,
-            workers=args.workers,
-            budget_fraction=args.budget_fraction,
-        ).with_search(seed=args.seed, work_limit=args.work_limit),
-    )
-    plans = result.compared_schedules() if args.compare else {"optimised": result.schedule}
+    options = SolveOptions(
+        time_limit_s=args.time_limit,
+        workers=args.workers,
+        budget_fraction=args.budget_fraction,
+    ).with_search(seed=args.seed, work_limit=args.work_limit)
+    if asked is None:
+        result = solve(g, hw, options=options)
+    else:  # the fast path: baselines only
+        result = estimate(g, hw, plans=asked, options=options)
+    _warn_context(model, args.context)  # after the solve: an error stays the only line
+    result = result.with_inputs(solve_inputs(g, hw, options, model=args.model, plans=asked))
+    chosen = "optimised" if result.optimiser_ran else result.plan.name
+    plans = result.compared_schedules() if args.compare else {chosen: result.schedule}
     if args.trace:
         from .viz.perfetto import write_trace
 
-        write_trace(args.trace, plans if args.compare else result.schedule)
+        write_trace(
+            args.trace,
+            plans if args.compare else result.schedule,
+            device_l2_bytes=hw.l2_capacity_bytes,
+        )
     if args.gantt:
         from .viz.gantt import write_gantt
 
@@ -527,7 +606,7 @@ def _report(r: Result, g: Any, hw: Hardware, model: str, wl: Workload) -> str:
     lines = [
         f"{model} on {hw.name}: {wl.phase}, batch {wl.batch}, context {wl.context}, tp {wl.tp}, "
         f"weights/acts/KV {wl.weight_dtype}/{wl.act_dtype}/{wl.kv_dtype}",
-        f"usable L2 for prefetch: {r.l2_capacity_bytes / units.MB:.1f} MB",
+        f"usable L2 for prefetch: {r.usable_l2_bytes / units.MB:.1f} MB",
         *(
             [f"timing: calibrated to published measurements ({hw.source_file}; docs/fidelity.md)"]
             if hw.calibrated
@@ -536,7 +615,11 @@ def _report(r: Result, g: Any, hw: Hardware, model: str, wl: Workload) -> str:
         "",
         f"{'plan':12s} {'makespan':>12s} {'speedup':>9s}",
         f"{'vanilla':12s} {base * ms:10.4f} ms {1.0:8.3f}x",
-        f"{'greedy':12s} {greedy * ms:10.4f} ms {base / greedy:8.3f}x",
+        *(
+            [f"{'greedy':12s} {greedy * ms:10.4f} ms {base / greedy:8.3f}x"]
+            if r.optimiser_ran or r.greedy_makespan_s
+            else []
+        ),
         *(
             [
                 f"{'streaming':12s} {stream * ms:10.4f} ms {base / stream:8.3f}x"
@@ -553,10 +636,23 @@ def _report(r: Result, g: Any, hw: Hardware, model: str, wl: Workload) -> str:
             if r.fused_makespan_s
             else []
         ),
-        f"{'optimised':12s} {r.makespan_s * ms:10.4f} ms {base / r.makespan_s:8.3f}x   ({over})",
+        *(
+            [
+                f"{'optimised':12s} {r.makespan_s * ms:10.4f} ms "
+                f"{base / r.makespan_s:8.3f}x   ({over})"
+            ]
+            if r.optimiser_ran
+            else []
+        ),
         "",
         f"status {r.status}, verified {r.verified}, lower bound {r.lower_bound_s * ms:.4f} ms, "
-        f"gap {r.gap * 100:.2f} %, solved in {r.solve_time_s:.1f} s ({r.method})",
+        f"gap {r.gap * 100:.2f} %, "
+        + (
+            f"solved in {r.solve_time_s:.1f} s ({r.method})"
+            if r.optimiser_ran
+            else f"in {r.solve_time_s * 1e3:.0f} ms (fast path: {r.method}; bound from the "
+            f"critical path and stream load only; best: {r.plan.name})"
+        ),
         f"prefetched {r.plan.prefetched_bytes / units.MB:.1f} MB in "
         f"{len(r.schedule.chunks)} chunks; peak L2 held "
         f"{r.schedule.peak_l2_bytes() / units.MB:.1f} MB",

@@ -14,18 +14,22 @@ Node attributes (contract): ``kind``, ``resource``, ``flops``, ``reads`` (tensor
 ``writes_bytes``, ``prefetchable`` (names in ``reads``), ``layer``; optional ``duration``
 (seconds; bypasses the cost model) and ``dtype`` (compute dtype, default the graph's).
 Collectives read their message (``reads``) and run over ``graph.graph["tp"]`` devices.
+Grouped expert GEMMs (``L<i>.experts_gate_up``, ``L<i>.experts_down``) also carry
+``experts``, the expected number of distinct experts read, and ``rows`` per expert.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import networkx as nx
 
 from .errors import InputError, input_error
 from .models import ModelConfig, load_model
+from .moe import expected_distinct_experts
 from .workload import Workload
 
 COLLECTIVE_KINDS = frozenset({"allreduce", "allgather", "reduce_scatter", "all_to_all"})
@@ -63,10 +67,15 @@ def check_tp(model: ModelConfig, tp: int) -> None:
             f"{model.name}: tp {tp} and num_kv_heads {kv} do not divide one another; "
             "expected KV heads split evenly or replicated evenly"
         )
-    if model.intermediate_size % tp:
+    dense_layers = not all(model.is_moe_layer(l) for l in range(model.num_layers))
+    if dense_layers and model.intermediate_size % tp:
         raise InputError(
             f"{model.name}: tp {tp} does not divide intermediate_size {model.intermediate_size}"
         )
+    for field in ("moe_intermediate_size", "shared_intermediate"):
+        width = getattr(model, field)
+        if width and width % tp:
+            raise InputError(f"{model.name}: tp {tp} does not divide {field} {width}")
 
 
 def _divisors(n: int) -> list[int]:
@@ -79,7 +88,9 @@ def build_graph(model: ModelConfig | str, workload: Workload) -> nx.DiGraph:
     QKV and gate/up projections are column-parallel, O and down projections row-parallel
     with an allreduce after each (one per layer for parallel attention+MLP blocks). KV heads
     are split across devices, or replicated when ``tp`` exceeds their number. Embedding and
-    LM head are vocab-parallel.
+    LM head are vocab-parallel. A layer is the sequence of blocks :func:`layer_specs` gives
+    (attention; dense MLP or mixture of experts); MoE experts are TP-sharded, each rank holding
+    ``1/tp`` of every expert, and a step reads the expected distinct experts' weights.
 
     Examples
     --------
@@ -97,6 +108,90 @@ def build_graph(model: ModelConfig | str, workload: Workload) -> nx.DiGraph:
     return _Builder(model, workload).build()
 
 
+# -- layer description: a layer is a sequence of blocks, described by data ----------------
+@dataclass(frozen=True)
+class AttentionBlock:
+    """Self-attention: MHA, GQA or MQA (``kv_heads`` per rank, replicated when ``tp`` exceeds
+    the model's KV heads), its KV read capped at ``window`` tokens on sliding-window layers."""
+
+    kv_heads: int
+    window: int | None = None
+    qk_norm: bool = False
+    allreduce: ClassVar[str] = "attn_allreduce"
+
+
+@dataclass(frozen=True)
+class MLPBlock:
+    """Dense MLP, ``gated`` (gate and up in one GEMM) or plain; ``width`` is per rank."""
+
+    width: int
+    gated: bool = True
+    allreduce: ClassVar[str] = "mlp_allreduce"
+
+
+@dataclass(frozen=True)
+class MoEBlock:
+    """Mixture of experts: a router, ``experts`` routed experts of which each token uses
+    ``top_k`` (each rank holds ``1/tp`` of every expert: ``width`` is per rank), and shared
+    experts always used (``shared_width`` per rank, 0 without them). ``distinct`` is the
+    expected number of distinct experts the step's tokens route to (:mod:`preserve_cp.moe`)."""
+
+    experts: int
+    top_k: int
+    width: int
+    distinct: float
+    shared_width: int = 0
+    gated: bool = True
+    allreduce: ClassVar[str] = "mlp_allreduce"
+
+
+Block = AttentionBlock | MLPBlock | MoEBlock
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """The blocks of one layer, in order. ``parallel``: every block reads the layer input and
+    one allreduce follows them all (Falcon); otherwise each block is followed by its own."""
+
+    blocks: tuple[Block, ...]
+    parallel: bool = False
+
+
+def layer_specs(model: ModelConfig, workload: Workload) -> list[LayerSpec]:
+    """The per-layer schedule of blocks of ``model`` on one rank.
+
+    >>> specs = layer_specs(load_model("gemma2-27b"), Workload(context=8192, tp=8))
+    >>> specs[0].blocks
+    (AttentionBlock(kv_heads=2, window=4096, qk_norm=False), MLPBlock(width=4608, gated=True))
+    >>> specs[1].blocks[0].window is None
+    True
+    """
+    tp = workload.tp
+    kv_heads = max(1, model.num_kv_heads // tp)
+    gated = model.mlp == "gated"
+    out = []
+    for l in range(model.num_layers):
+        window = model.sliding_window if model.uses_window(l) else None
+        attn = AttentionBlock(kv_heads, window, model.qk_norm)
+        mlp: Block
+        if model.is_moe_layer(l):
+            assert model.num_experts and model.experts_per_token and model.moe_intermediate_size
+            mlp = MoEBlock(
+                model.num_experts,
+                model.experts_per_token,
+                model.moe_intermediate_size // tp,
+                expected_distinct_experts(
+                    model.num_experts, model.experts_per_token, workload.tokens, workload.routing
+                ),
+                model.shared_intermediate // tp,
+                gated,
+            )
+        else:
+            mlp = MLPBlock(model.intermediate_size // tp, gated)
+        out.append(LayerSpec((attn, mlp), parallel=model.block == "parallel"))
+    return out
+
+
 class _Builder:
     def __init__(self, model: ModelConfig, wl: Workload) -> None:
         self.m, self.wl = model, wl
@@ -105,9 +200,6 @@ class _Builder:
         tp = wl.tp
         self.wb, self.ab, self.kb = wl.bytes_of("weight"), wl.bytes_of("act"), wl.bytes_of("kv")
         self.q_l = model.q_size // tp
-        self.kv_heads_l = max(1, model.num_kv_heads // tp)
-        self.kv_l = self.kv_heads_l * model.head_dim
-        self.ffn_l = model.intermediate_size // tp
         self.vocab_l = math.ceil(model.vocab_size / tp)
         # some stacks keep the embedding and LM head whole on every rank (no logits gather)
         self.vocab_head = model.vocab_size if wl.lm_head == "replicated" else self.vocab_l
@@ -197,25 +289,46 @@ class _Builder:
             after=after,
         )
 
-    # -- layers --------------------------------------------------------------------
-    def attention_block(self, l: int) -> str:
+    # -- blocks --------------------------------------------------------------------
+    def block(self, l: int, b: Block, after: tuple[str, ...] | None = None) -> str:
+        if isinstance(b, AttentionBlock):
+            return self.attention_block(l, b, after)
+        if isinstance(b, MLPBlock):
+            return self.mlp_block(l, b, after)
+        return self.moe_block(l, b, after)
+
+    def attention_block(self, l: int, b: AttentionBlock, after: tuple[str, ...] | None) -> str:
         m, wl, T = self.m, self.wl, self.T
         h = m.hidden_size
-        self.norm(f"L{l}.attn_norm", l)
-        self.gemm(f"L{l}.qkv", l, h, self.q_l + 2 * self.kv_l, f"L{l}.w_qkv", bias=m.qkv_bias)
+        kv_l = b.kv_heads * m.head_dim
+        self.norm(f"L{l}.attn_norm", l, after=after)
+        self.gemm(f"L{l}.qkv", l, h, self.q_l + 2 * kv_l, f"L{l}.w_qkv", bias=m.qkv_bias)
+        if b.qk_norm:  # RMSNorm over each query and key head (Qwen3, OLMo 2)
+            self.weights_bytes += 2 * m.head_dim * self.wb
+            self.op(
+                f"L{l}.qk_norm",
+                "norm",
+                l,
+                flops=5.0 * T * (self.q_l + kv_l),
+                reads={
+                    f"L{l}.qk_norm.in": T * (self.q_l + kv_l) * self.ab,
+                    f"L{l}.qk_norm.w": 2 * m.head_dim * self.wb,
+                },
+                writes=T * (self.q_l + kv_l) * self.ab,
+            )
         self.op(
             f"L{l}.rope",
             "elementwise",
             l,
-            flops=6.0 * T * (self.q_l + self.kv_l),
-            reads={f"L{l}.rope.in": T * (self.q_l + 2 * self.kv_l) * self.ab},
-            writes=T * (self.q_l + 2 * self.kv_l) * self.ab,
+            flops=6.0 * T * (self.q_l + kv_l),
+            reads={f"L{l}.rope.in": T * (self.q_l + 2 * kv_l) * self.ab},
+            writes=T * (self.q_l + 2 * kv_l) * self.ab,
         )
         ctx = wl.context
-        if m.uses_window(l) and m.sliding_window:
-            ctx = min(ctx, m.sliding_window)
-        kv_layer = wl.batch * ctx * 2 * self.kv_l * self.kb
-        self.kv_bytes += wl.batch * wl.context * 2 * self.kv_l * self.kb
+        if b.window:
+            ctx = min(ctx, b.window)
+        kv_layer = wl.batch * ctx * 2 * kv_l * self.kb
+        self.kv_bytes += wl.batch * wl.context * 2 * kv_l * self.kb
         if wl.phase == "decode":
             self.op(
                 f"L{l}.attention",
@@ -223,7 +336,7 @@ class _Builder:
                 l,
                 flops=4.0 * wl.batch * ctx * self.q_l,
                 reads={f"L{l}.kv_cache": kv_layer, f"L{l}.q": T * self.q_l * self.ab},
-                writes=T * self.q_l * self.ab + wl.batch * 2 * self.kv_l * self.kb,
+                writes=T * self.q_l * self.ab + wl.batch * 2 * kv_l * self.kb,
                 prefetchable=(f"L{l}.kv_cache",),
                 context=ctx,
             )
@@ -236,27 +349,99 @@ class _Builder:
                 "attention",
                 l,
                 flops=4.0 * pairs * self.q_l,
-                reads={f"L{l}.qkv_act": T * (self.q_l + 2 * self.kv_l) * self.ab},
+                reads={f"L{l}.qkv_act": T * (self.q_l + 2 * kv_l) * self.ab},
                 writes=T * self.q_l * self.ab + kv_layer,
                 context=ctx,
             )
         return self.gemm(f"L{l}.o_proj", l, self.q_l, h, f"L{l}.w_o")
 
-    def mlp_block(self, l: int, after: tuple[str, ...] | None = None) -> str:
-        m, T = self.m, self.T
-        h = m.hidden_size
-        self.norm(f"L{l}.mlp_norm", l, after=after)
-        n_up = 2 * self.ffn_l if m.mlp == "gated" else self.ffn_l
-        self.gemm(f"L{l}.gate_up", l, h, n_up, f"L{l}.w_gate_up")
+    def dense_mlp(self, l: int, prefix: str, width: int, gated: bool) -> str:
+        """gate_up -> act -> down, the ops of a dense MLP (or of the shared experts)."""
+        T, h = self.T, self.m.hidden_size
+        n_up = 2 * width if gated else width
+        self.gemm(f"L{l}.{prefix}gate_up", l, h, n_up, f"L{l}.w_{prefix}gate_up")
         self.op(
-            f"L{l}.act",
+            f"L{l}.{prefix}act",
             "elementwise",
             l,
-            flops=8.0 * T * self.ffn_l,
-            reads={f"L{l}.act.in": T * n_up * self.ab},
-            writes=T * self.ffn_l * self.ab,
+            flops=8.0 * T * width,
+            reads={f"L{l}.{prefix}act.in": T * n_up * self.ab},
+            writes=T * width * self.ab,
         )
-        return self.gemm(f"L{l}.down", l, self.ffn_l, h, f"L{l}.w_down")
+        return self.gemm(f"L{l}.{prefix}down", l, width, h, f"L{l}.w_{prefix}down")
+
+    def mlp_block(self, l: int, b: MLPBlock, after: tuple[str, ...] | None) -> str:
+        self.norm(f"L{l}.mlp_norm", l, after=after)
+        return self.dense_mlp(l, "", b.width, b.gated)
+
+    def moe_block(self, l: int, b: MoEBlock, after: tuple[str, ...] | None) -> str:
+        """Router (replicated), top-k, routed experts as grouped GEMMs, then shared experts.
+
+        The routed experts' weights read are those of the ``distinct`` experts expected to be
+        hit (each rank its 1/tp of each); compute covers ``top_k`` experts per token; a
+        grouped GEMM multiplies ``T * top_k / distinct`` rows per expert.
+        """
+        T, h, ab = self.T, self.m.hidden_size, self.ab
+        self.norm(f"L{l}.mlp_norm", l, after=after)
+        # vLLM (mixtral.py, qwen3_moe.py: ReplicatedLinear gate) keeps the router whole on
+        # every rank: hidden x experts
+        self.gemm(f"L{l}.router", l, h, b.experts, f"L{l}.w_router")
+        self.op(
+            f"L{l}.topk",
+            "elementwise",
+            l,
+            flops=4.0 * T * b.experts,  # softmax and selection over the router logits
+            reads={f"L{l}.topk.in": T * b.experts * ab},
+            writes=T * b.top_k * 8,  # expert ids and weights
+        )
+        n_up = 2 * b.width if b.gated else b.width
+        rows = T * b.top_k  # token-expert pairs
+        per_expert = rows / b.distinct
+        for name, k, n in (("experts_gate_up", h, n_up), ("experts_down", b.width, h)):
+            w = f"L{l}.w_{name}"
+            self.weights_bytes += b.experts * k * n * self.wb  # held: every expert
+            if name == "experts_down":
+                self.op(
+                    f"L{l}.experts_act",
+                    "elementwise",
+                    l,
+                    flops=8.0 * rows * b.width,
+                    reads={f"L{l}.experts_act.in": rows * n_up * ab},
+                    writes=rows * b.width * ab,
+                )
+            self.op(
+                f"L{l}.{name}",
+                "gemm",
+                l,
+                flops=2.0 * rows * k * n,
+                reads={w: b.distinct * k * n * self.wb, f"L{l}.{name}.in": rows * k * ab},
+                writes=rows * n * ab,
+                prefetchable=(w,),
+                rows=per_expert,
+                experts=b.distinct,
+            )
+        if b.shared_width:
+            return self.dense_mlp(l, "shared_", b.shared_width, b.gated)
+        return self.last or ""
+
+    def layer(self, l: int, spec: LayerSpec) -> None:
+        tp = self.wl.tp
+        if spec.parallel:
+            # Same stream, so later blocks run after the first: a control edge keeps the
+            # execution order explicit (data-wise all read the layer input).
+            layer_in = self.last
+            outs = [self.block(l, spec.blocks[0])]
+            for b in spec.blocks[1:]:
+                outs.append(
+                    self.block(l, b, after=(layer_in, outs[-1]) if layer_in else (outs[-1],))
+                )
+            if tp > 1:
+                self.allreduce(f"L{l}.allreduce", l, after=(outs[0], outs[-1]))
+            return
+        for b in spec.blocks:
+            self.block(l, b)
+            if tp > 1:
+                self.allreduce(f"L{l}.{b.allreduce}", l)
 
     def build(self) -> nx.DiGraph:
         m, wl, T = self.m, self.wl, self.T
@@ -274,21 +459,8 @@ class _Builder:
         )
         if tp > 1:
             self.allreduce("embedding.allreduce", -1)
-        for l in range(m.num_layers):
-            layer_in = self.last
-            o = self.attention_block(l)
-            if m.block == "parallel":
-                # Same stream, so the MLP runs after the attention: a control edge keeps
-                # the execution order explicit (data-wise both read the layer input).
-                down = self.mlp_block(l, after=(layer_in, o) if layer_in else (o,))
-                if tp > 1:
-                    self.allreduce(f"L{l}.allreduce", l, after=(o, down))
-            else:
-                if tp > 1:
-                    self.allreduce(f"L{l}.attn_allreduce", l)
-                self.mlp_block(l)
-                if tp > 1:
-                    self.allreduce(f"L{l}.mlp_allreduce", l)
+        for l, spec in enumerate(layer_specs(m, wl)):
+            self.layer(l, spec)
         self.norm("final_norm", -1)
         head_w = "embedding.w" if m.tied_embeddings else "lm_head.w"
         vocab_head = self.vocab_head  # whole vocabulary when replicated

@@ -1,4 +1,4 @@
-"""Model description: YAML -> validated :class:`ModelConfig` (dense transformer decoders).
+"""Model description: YAML -> validated :class:`ModelConfig` (decoder-only transformers).
 
 Shapes follow the Hugging Face ``config.json`` names. The layer description is data-driven
 (``mlp``, ``block``, ``sliding_window``...), so new layer kinds arrive as additions.
@@ -59,6 +59,15 @@ class ModelConfig(BaseModel):
     sliding_window: Count | None = Field(default=None, gt=0)
     sliding_window_layers: Literal["all", "even", "odd"] | None = None
     max_context: Count = Field(default=131072, gt=0)
+    qk_norm: bool = False
+    # mixture of experts (all None/0: a dense model)
+    num_experts: Count | None = Field(default=None, gt=0, le=100_000)
+    experts_per_token: Count | None = Field(default=None, gt=0, le=100_000)
+    moe_intermediate_size: Count | None = Field(default=None, gt=0, le=10_000_000)
+    num_shared_experts: Count = Field(default=0, ge=0, le=1_000)
+    shared_expert_intermediate_size: Count | None = Field(default=None, gt=0, le=10_000_000)
+    first_k_dense_replace: Count = Field(default=0, ge=0, le=10_000)
+    moe_layer_step: Count = Field(default=1, gt=0, le=10_000)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -69,10 +78,139 @@ class ModelConfig(BaseModel):
             )
         if (self.sliding_window is None) != (self.sliding_window_layers is None):
             raise ValueError("sliding_window and sliding_window_layers to be given together")
+        self._consistent_moe()
         for path in self.uncertain:
             if path.split(".")[0] not in type(self).model_fields:
                 raise ValueError(f"field names in uncertain ({path!r} is not one)")
         return self
+
+    def _consistent_moe(self) -> None:
+        moe = ("num_experts", "experts_per_token", "moe_intermediate_size")
+        given = [f for f in moe if getattr(self, f) is not None]
+        if given and len(given) < len(moe):
+            missing = next(f for f in moe if getattr(self, f) is None)
+            raise ValueError(
+                f"{missing} to be given with {given[0]} (a MoE model needs all of {', '.join(moe)})"
+            )
+        if not given:
+            for f in (
+                "num_shared_experts",
+                "shared_expert_intermediate_size",
+                "first_k_dense_replace",
+            ):
+                if getattr(self, f):
+                    raise ValueError(f"{f} only with num_experts (a MoE model)")
+            if self.moe_layer_step != 1:
+                raise ValueError("moe_layer_step only with num_experts (a MoE model)")
+            return
+        assert self.num_experts is not None and self.experts_per_token is not None
+        if self.experts_per_token > self.num_experts:
+            raise ValueError(
+                f"experts_per_token ({self.experts_per_token}) to be at most "
+                f"num_experts ({self.num_experts})"
+            )
+        if self.shared_expert_intermediate_size is not None and not self.num_shared_experts:
+            raise ValueError("shared_expert_intermediate_size only with num_shared_experts >= 1")
+        if not any(self.is_moe_layer(i) for i in range(self.num_layers)):
+            raise ValueError(
+                f"first_k_dense_replace ({self.first_k_dense_replace}) and moe_layer_step "
+                f"({self.moe_layer_step}) to leave at least one MoE layer of {self.num_layers}"
+            )
+
+    @property
+    def is_moe(self) -> bool:
+        """Whether the model has routed experts."""
+        return self.num_experts is not None
+
+    def is_moe_layer(self, layer: int) -> bool:
+        """Whether ``layer`` has a MoE block instead of the dense MLP.
+
+        Layer ``l`` is MoE when ``l >= first_k_dense_replace`` and ``(l + 1) % moe_layer_step
+        == 0`` (DeepSeek's ``first_k_dense_replace``; Qwen's ``decoder_sparse_step`` and
+        Llama 4's ``interleave_moe_layer_step`` count the same way).
+
+        >>> m = load_model("qwen3-30b-a3b")
+        >>> m.is_moe_layer(0), load_model("llama3-8b").is_moe_layer(0)
+        (True, False)
+        """
+        return (
+            self.num_experts is not None
+            and layer >= self.first_k_dense_replace
+            and (layer + 1) % self.moe_layer_step == 0
+        )
+
+    @property
+    def shared_intermediate(self) -> int:
+        """Total inner width of the shared experts (0 without them)."""
+        if not self.num_shared_experts:
+            return 0
+        width = self.shared_expert_intermediate_size or self.moe_intermediate_size or 0
+        return self.num_shared_experts * width
+
+    def param_counts(self) -> dict[str, int]:
+        """Parameters: ``total`` and ``active`` per token (every weight of the model file).
+
+        Both count the embedding, the LM head (once when tied), every norm weight and the QKV
+        bias; ``active`` counts ``experts_per_token`` routed experts (plus the shared ones and
+        the router) in each MoE layer instead of all of them.
+
+        >>> c = load_model("mixtral-8x7b").param_counts()
+        >>> round(c["total"] / 1e9, 2), round(c["active"] / 1e9, 2)
+        (46.7, 12.88)
+        """
+        h = self.hidden_size
+        attn = h * (self.q_size + 2 * self.kv_size) + self.q_size * h
+        attn += (self.q_size + 2 * self.kv_size) if self.qkv_bias else 0
+        attn += 2 * self.head_dim if self.qk_norm else 0
+        norms = 2 * h
+        n_mats = 3 if self.mlp == "gated" else 2
+        dense = n_mats * h * self.intermediate_size
+        total = active = 0
+        for layer in range(self.num_layers):
+            total += attn + norms
+            active += attn + norms
+            if self.is_moe_layer(layer):
+                assert self.num_experts and self.experts_per_token and self.moe_intermediate_size
+                expert = n_mats * h * self.moe_intermediate_size
+                fixed = h * self.num_experts + n_mats * h * self.shared_intermediate
+                total += fixed + self.num_experts * expert
+                active += fixed + self.experts_per_token * expert
+            else:
+                total += dense
+                active += dense
+        outer = self.vocab_size * h * (1 if self.tied_embeddings else 2) + h
+        return {"total": total + outer, "active": active + outer}
+
+    def layer_schedule(self) -> list[str]:
+        """One word per layer: its blocks, e.g. ``attention+mlp``, ``attention(window 4096)+moe``.
+
+        >>> load_model("gemma2-27b").layer_schedule()[:2]
+        ['attention(window 4096)+mlp', 'attention+mlp']
+        """
+        out = []
+        for layer in range(self.num_layers):
+            attn = (
+                f"attention(window {self.sliding_window})"
+                if self.uses_window(layer)
+                else "attention"
+            )
+            out.append(attn + ("+moe" if self.is_moe_layer(layer) else "+mlp"))
+        return out
+
+    def summary(self) -> dict[str, object]:
+        """Every field, with ``total_params``, ``active_params`` and the layer schedule."""
+        counts = self.param_counts()
+        return {
+            **self.model_dump(),
+            "total_params": counts["total"],
+            "active_params": counts["active"],
+            "params_definition": (
+                "every weight, embedding and LM head included (once when tied); active: "
+                "per token, experts_per_token routed experts plus router and shared experts"
+            ),
+            "moe_layers": sum(self.is_moe_layer(i) for i in range(self.num_layers)),
+            "layer_schedule": self.layer_schedule(),
+        }
 
     @property
     def q_size(self) -> int:

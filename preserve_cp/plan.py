@@ -9,7 +9,7 @@ range*), and every op reading the tensor (and its ``sync`` op, if any) waits for
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 
@@ -103,7 +103,13 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Result:
-    """What :func:`preserve_cp.solve` returns. Frozen; round-trips through JSON."""
+    """What :func:`preserve_cp.solve` returns. Frozen; round-trips through JSON.
+
+    ``l2_capacity_bytes`` is the device's L2, ``usable_l2_bytes`` the bytes prefetches may
+    hold at once (the budget the plan was made for; 0 without hardware). ``inputs``
+    (:meth:`with_inputs`, made by :func:`preserve_cp.describe.solve_inputs`) says what the
+    result was computed from.
+    """
 
     status: str
     makespan_s: float
@@ -120,9 +126,16 @@ class Result:
     fused_makespan_s: float | None = None
     tick_s: float | None = None
     l2_capacity_bytes: float = 0.0
+    usable_l2_bytes: float = 0.0
     method: str = ""
     bounds: dict[str, float] = field(default_factory=dict)
     baselines: dict[str, Schedule] = field(default_factory=dict, repr=False, compare=False)
+    inputs: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    optimiser_ran: bool = True  # False on the fast path (preserve_cp.estimate): baselines only
+
+    def with_inputs(self, inputs: dict[str, Any]) -> Result:
+        """A copy that says what it was computed from (the ``inputs`` of ``--json``)."""
+        return replace(self, inputs=inputs)
 
     @property
     def speedup(self) -> float | None:
@@ -131,7 +144,11 @@ class Result:
         return self.baseline_makespan_s / self.makespan_s
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``--json`` object (output contract)."""
+        """The ``--json`` object (output contract; ``preserve_cp/schemas/solve.schema.json``).
+
+        ``inputs`` is ``null`` when the result does not carry its inputs
+        (:meth:`with_inputs`).
+        """
         pf = [
             {
                 "tensor": c.tensor,
@@ -157,6 +174,7 @@ class Result:
             "solve_time_s": self.solve_time_s,
             "verified": self.verified,
             "l2_capacity_bytes": self.l2_capacity_bytes,
+            "usable_l2_bytes": self.usable_l2_bytes,
             "predicted_makespan_s": self.predicted_makespan_s,
             "tick_s": self.tick_s,
             "method": self.method,
@@ -164,17 +182,20 @@ class Result:
             "plan": self.plan.name,
             "prefetches": pf,
             "dropped_prefetches": len(self.schedule.dropped),
+            "inputs": self.inputs,
         }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
     def compared_schedules(self) -> dict[str, Schedule]:
-        """vanilla, greedy and streaming (those there are) and the chosen schedule, in order."""
+        """vanilla, greedy and streaming (those there are) and the chosen schedule, in order
+        (without the optimiser, the baselines only)."""
         out: dict[str, Schedule] = {
             n: self.baselines[n] for n in ("vanilla", "greedy", "streaming") if n in self.baselines
         }
-        out["optimised"] = self.schedule
+        if self.optimiser_ran or not out:
+            out["optimised" if self.optimiser_ran else self.plan.name] = self.schedule
         return out
 
 

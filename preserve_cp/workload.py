@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import InitVar, asdict, dataclass
 from typing import Any, Literal
 
 from .errors import input_error
+from .moe import parse_routing
 from .units import DTYPE_BYTES
 
 Phase = Literal["decode", "prefill"]
 DTYPES = ("fp16", "bf16", "fp8", "int8")
 ALLREDUCE_IMPLS = ("nccl", "custom")
 LM_HEAD_MODES = ("sharded", "replicated")
+DEFAULT_DTYPE = "bf16"
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,16 @@ class Workload:
     ``allreduce`` (``nccl``: the library's α-β collective; ``custom``: one-shot/two-shot
     kernel for small messages), ``lm_head`` (``sharded`` over TP ranks, or ``replicated``
     on every rank as some stacks do), ``stack`` (names the per-step host overhead in the
-    hardware file, e.g. ``vllm``).
+    hardware file, e.g. ``vllm``). ``routing`` (MoE models only: ``uniform`` or ``zipf:S``)
+    sets how many distinct experts a step reads (:mod:`preserve_cp.moe`).
 
+    Precisions: ``dtype`` sets weights, activations and KV-cache together (as the CLI's
+    ``--dtype``; default bf16); ``weight_dtype``, ``act_dtype`` and ``kv_dtype`` override one.
+
+    >>> Workload("decode", dtype="fp8", kv_dtype="bf16").weight_dtype
+    'fp8'
+    >>> Workload("decode", dtype="fp8", kv_dtype="bf16").kv_dtype
+    'bf16'
     >>> Workload(phase="decode", batch=4, context=16384, tp=8).tokens
     4
     >>> Workload(phase="prefill", batch=2, context=1024, tp=8).tokens
@@ -38,16 +48,23 @@ class Workload:
     batch: int = 1
     context: int = 2048
     tp: int = 1
-    weight_dtype: str = "bf16"
-    act_dtype: str = "bf16"
-    kv_dtype: str = "bf16"
+    weight_dtype: str | None = None  # None: from ``dtype`` (always a str after __init__)
+    act_dtype: str | None = None
+    kv_dtype: str | None = None
     graph_capture: bool = True
     allreduce: str = "nccl"
     lm_head: str = "sharded"
     stack: str = ""
+    routing: str = "uniform"
+    dtype: InitVar[str | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, dtype: str | None) -> None:
         where = "workload"
+        if dtype is not None and dtype not in DTYPES:
+            raise input_error(where, "dtype", f"one of {', '.join(DTYPES)}", dtype)
+        for field in ("weight_dtype", "act_dtype", "kv_dtype"):  # as the CLI's --dtype
+            if getattr(self, field) is None:
+                object.__setattr__(self, field, dtype or DEFAULT_DTYPE)
         if self.phase not in ("decode", "prefill"):
             raise input_error(where, "phase", "'decode' or 'prefill'", self.phase)
         for field, hi in (("batch", 1 << 20), ("context", 1 << 24), ("tp", 4096)):
@@ -67,6 +84,7 @@ class Workload:
                 )
         if not isinstance(self.stack, str) or len(self.stack) > 64 or not self.stack.isprintable():
             raise input_error(where, "stack", "a short software-stack name", self.stack)
+        parse_routing(self.routing, where)  # MoE routing model (preserve_cp.moe)
 
     @property
     def tokens(self) -> int:
@@ -78,4 +96,7 @@ class Workload:
         return DTYPE_BYTES[getattr(self, f"{kind}_dtype")]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["routing"] == "uniform":  # added with MoE: dense workloads' dicts do not move
+            del d["routing"]
+        return d

@@ -21,7 +21,9 @@ CONTRACT = {
     "solve_time_s",
     "verified",
     "l2_capacity_bytes",
+    "usable_l2_bytes",
     "prefetches",
+    "inputs",
 }
 ARGS = [
     "solve",
@@ -68,7 +70,8 @@ def test_json_contract(solved):
         out["greedy_makespan_s"], out["streaming_makespan_s"], out["baseline_makespan_s"]
     )
     assert out["makespan_s"] <= best_baseline
-    assert out["l2_capacity_bytes"] == pytest.approx(192 * 2**20 * 0.75)
+    assert out["l2_capacity_bytes"] == pytest.approx(192 * 2**20)  # the device's L2
+    assert out["usable_l2_bytes"] == pytest.approx(192 * 2**20 * 0.75)  # the prefetch budget
     assert out["prefetches"]
     for p in out["prefetches"]:
         assert {"tensor", "bytes", "start_s", "end_s", "consumer"} <= set(p)
@@ -80,6 +83,7 @@ def test_trace_contract(solved):
     ev = doc["traceEvents"]
     assert doc["otherData"]["makespan_s"] == pytest.approx(out["makespan_s"])
     assert doc["otherData"]["l2_capacity_bytes"] == pytest.approx(out["l2_capacity_bytes"])
+    assert doc["otherData"]["usable_l2_bytes"] == pytest.approx(out["usable_l2_bytes"])
     names = {e["args"]["name"] for e in ev if e["ph"] == "M" and e["name"] == "thread_name"}
     assert {"compute", "comm", "prefetch"} <= names
     xs = [e for e in ev if e["ph"] == "X"]
@@ -89,7 +93,7 @@ def test_trace_contract(solved):
     assert last == pytest.approx(out["makespan_s"] * 1e6, rel=1e-9)  # microseconds
     counters = [e for e in ev if e["ph"] == "C"]
     assert counters and all(e["name"] == "L2" and "bytes" in e["args"] for e in counters)
-    assert max(e["args"]["bytes"] for e in counters) <= out["l2_capacity_bytes"] * (1 + 1e-9)
+    assert max(e["args"]["bytes"] for e in counters) <= out["usable_l2_bytes"] * (1 + 1e-9)
 
 
 def test_readable_report(capsys):

@@ -8,6 +8,7 @@ in flight; rerunning skips every stored point.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import sys
 import threading
@@ -33,6 +34,7 @@ RESULT_FIELDS = (
     "verified",
     "method",
     "l2_capacity_bytes",
+    "usable_l2_bytes",
     "prefetched_bytes",
     "solve_time_s",
     "tokens_per_s",
@@ -72,7 +74,8 @@ def solve_point(point: Point) -> dict[str, Any]:
         "gap": r.gap,
         "verified": r.verified,
         "method": r.method,
-        "l2_capacity_bytes": r.l2_capacity_bytes,
+        "l2_capacity_bytes": hw.l2_capacity_bytes,  # the device's L2
+        "usable_l2_bytes": r.usable_l2_bytes,  # what prefetches may hold
         "prefetched_bytes": r.plan.prefetched_bytes,
         "solve_time_s": r.solve_time_s,
         # throughput of the tp group: tokens of the step / step time
@@ -168,22 +171,45 @@ def run_sweep(
     return {"total": total, "stored_before": before, "solved": solved}
 
 
-def text_progress(stream: Any = None) -> Callable[[int, int, int], None]:
-    """A one-line progress bar on stderr."""
+def text_progress(
+    stream: Any = None, *, every_s: float = 10.0, clock: Callable[[], float] = time.perf_counter
+) -> Callable[[int, int, int], None]:
+    """Progress on stderr: a live carriage-return line on a terminal; on anything else (a log
+    file, a pipe) a plain line at most every ``every_s`` seconds or each 10 % of the points,
+    and always the last one.
+
+    >>> import io
+    >>> out = io.StringIO()
+    >>> show = text_progress(out, clock=lambda: 0.0)
+    >>> for done in range(0, 101):
+    ...     show(done, 100, 0)
+    >>> len(out.getvalue().splitlines()), "\\r" in out.getvalue()
+    (11, False)
+    """
     out = stream or sys.stderr
-    t0 = time.perf_counter()
+    live = bool(getattr(out, "isatty", lambda: False)())
+    t0 = clock()
+    last = {"t": -math.inf, "tenth": -1}
+
+    def line(done: int, total: int, before: int) -> str:
+        rate = (done - before) / max(1e-9, clock() - t0)
+        return f"{done}/{total} points ({before} stored before, {rate:.2f}/s)"
 
     def show(done: int, total: int, before: int) -> None:
-        width = 30
-        fill = int(width * done / total) if total else width
-        rate = (done - before) / max(1e-9, time.perf_counter() - t0)
-        out.write(
-            f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} points "
-            f"({before} stored before, {rate:.2f}/s)"
-        )
-        if done >= total:
-            out.write("\n")
-        out.flush()
+        if live:
+            width = 30
+            fill = int(width * done / total) if total else width
+            out.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {line(done, total, before)}")
+            if done >= total:
+                out.write("\n")
+            out.flush()
+            return
+        now = clock()
+        tenth = 10 * done // total if total else 10
+        if done >= total or tenth > last["tenth"] or now - last["t"] >= every_s:
+            out.write(f"progress: {line(done, total, before)}\n")
+            out.flush()
+            last["t"], last["tenth"] = now, tenth
 
     return show
 

@@ -13,7 +13,9 @@ Contract: complete events (``"ph": "X"``, ``ts``/``dur`` in microseconds) with `
 device, ``tid`` = stream, ``name`` = op, ``args.node`` = graph node id; thread-name metadata
 events naming each stream; counter events (``"ph": "C"``, ``name`` ``"L2"``,
 ``args.bytes``) for the L2 bytes held by prefetches; top-level ``otherData`` with
-``l2_capacity_bytes`` and ``makespan_s``. Time leaves seconds only here (units.s_to_us).
+``l2_capacity_bytes`` (the device's L2 when the writer is told it, else the schedule's
+budget), ``usable_l2_bytes`` (the budget the counter stays under) and ``makespan_s``. Time
+leaves seconds only here (units.s_to_us).
 
 Flows: each prefetch chunk gets a flow start (``"ph": "s"``) on the prefetch thread, bound
 to the chunk's slice, and a flow finish (``"ph": "f"``, ``"bp": "e"``) at its consumer's
@@ -179,8 +181,13 @@ def trace_events(
     return out
 
 
-def trace_document(schedules: Schedule | Mapping[str, Schedule]) -> dict[str, Any]:
+def trace_document(
+    schedules: Schedule | Mapping[str, Schedule], *, device_l2_bytes: float | None = None
+) -> dict[str, Any]:
     """The whole trace (``traceEvents`` and ``otherData``) of one schedule or of named plans.
+
+    ``device_l2_bytes``: the device's whole L2 (``otherData.l2_capacity_bytes``); without it
+    that key repeats the schedule's budget (``usable_l2_bytes``).
 
     >>> from preserve_cp.plan import Event, Schedule
     >>> s = Schedule((Event("a", "compute", 0.0, 2e-6, "gemm", 0),), (), (), (), 2e-6, 0.0, 1.0)
@@ -214,7 +221,10 @@ def trace_document(schedules: Schedule | Mapping[str, Schedule]) -> dict[str, An
         "traceEvents": events,
         "displayTimeUnit": "ns",
         "otherData": {
-            "l2_capacity_bytes": last.l2_capacity_bytes,
+            "l2_capacity_bytes": (
+                last.l2_capacity_bytes if device_l2_bytes is None else device_l2_bytes
+            ),
+            "usable_l2_bytes": last.l2_capacity_bytes,
             "makespan_s": last.makespan_s,
             "plan": last.plan_name,
             **other,
@@ -222,10 +232,17 @@ def trace_document(schedules: Schedule | Mapping[str, Schedule]) -> dict[str, An
     }
 
 
-def write_trace(path: str | Path, schedule: Schedule | Mapping[str, Schedule]) -> Path:
+def write_trace(
+    path: str | Path,
+    schedule: Schedule | Mapping[str, Schedule],
+    *,
+    device_l2_bytes: float | None = None,
+) -> Path:
     """Write the trace of ``schedule`` (or of ``{plan name: Schedule}``, compared) to ``path``.
+
+    ``device_l2_bytes``: the device's whole L2, for ``otherData`` (:func:`trace_document`).
 
     ``-`` is standard output; a link is written through, a regular file replaced atomically
     (:mod:`preserve_cp.outputs`); an ``OSError`` becomes an ``InputError`` naming the path.
     """
-    return write_output(path, json.dumps(trace_document(schedule)))
+    return write_output(path, json.dumps(trace_document(schedule, device_l2_bytes=device_l2_bytes)))

@@ -312,7 +312,7 @@ def _summary(r: Result, rows: list[dict[str, Any]]) -> str:
         ("lower bound", f"{_ms(r.lower_bound_s)} ms"),
         ("gap", f"{r.gap * 100:.2f} %"),
         ("solve time", f"{r.solve_time_s:.2f} s"),
-        ("usable L2", f"{_mb(r.l2_capacity_bytes)} MB"),
+        ("usable L2", f"{_mb(r.usable_l2_bytes)} MB"),
         (
             "prefetched",
             f"{_mb(r.plan.prefetched_bytes)} MB in {len(r.schedule.chunks)} chunks"
