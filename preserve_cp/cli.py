@@ -657,14 +657,15 @@ def _report(r: Result, g: Any, hw: Hardware, model: str, wl: Workload) -> str:
         f"{len(r.schedule.chunks)} chunks; peak L2 held "
         f"{r.schedule.peak_l2_bytes() / units.MB:.1f} MB",
     ]
-    from .viz.report import prefetch_windows, window_totals
+    from .viz.report import bytes_moved_per_window
 
-    wins = [(w["window"], w["bytes"]) for w in window_totals(prefetch_windows(r, g, hw))]
+    wins = bytes_moved_per_window(r.schedule, g) if r.schedule.chunks else []
     if wins:
         vals = [b for _, b in wins]
         lines.append(
-            f"MB prefetched per window: mean {sum(vals) / len(vals) / units.MB:.1f}, "
-            f"max {max(vals) / units.MB:.1f} over {len(vals)} windows; first ones:"
+            f"MB moved per window (a collective's start to the next's): mean "
+            f"{sum(vals) / len(vals) / units.MB:.1f}, max {max(vals) / units.MB:.1f} over the "
+            f"{len(vals)} windows that moved any; first ones:"
         )
         for name, b in wins[:6]:
             lines.append(f"  {name:28s} {b / units.MB:8.2f} MB")

@@ -99,7 +99,7 @@ def test_trace_contract(solved):
 def test_readable_report(capsys):
     assert main(ARGS) == 0
     text = capsys.readouterr().out
-    for word in ("vanilla", "greedy", "optimised", "gap", "MB prefetched per window"):
+    for word in ("vanilla", "greedy", "optimised", "gap", "MB moved per window"):
         assert word in text
 
 

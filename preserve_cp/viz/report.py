@@ -15,6 +15,7 @@ window and the first :data:`MAX_CHUNK_ROWS` chunks), the workload and the hardwa
 from __future__ import annotations
 
 import html
+import math
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
@@ -117,6 +118,42 @@ def prefetch_windows(
             }
         )
     return rows
+
+
+def bytes_moved_per_window(schedule: Schedule, graph: Any) -> list[tuple[str, float]]:
+    """Bytes the prefetch stream moved in each window where it moved any: from a collective's
+    start to the next collective's start (before the first: from 0), in time order, from the
+    schedule's rates. A chunk that starts under a kernel and moves during the next collective
+    counts there.
+
+    >>> from preserve_cp.plan import Event, Schedule
+    >>> import networkx as nx
+    >>> g = nx.DiGraph()
+    >>> g.add_node("ar", kind="allreduce")
+    >>> s = Schedule((Event("ar", "comm", 1.0, 2.0, "allreduce"),), (), (),
+    ...              ((0.0, 1.0, 2.0, 0.0), (1.0, 3.0, 1.0, 0.0)), 3.0, 10.0, 4.0)
+    >>> bytes_moved_per_window(s, g)
+    [('before first collective', 2.0), ('ar', 2.0)]
+    """
+    starts = sorted(
+        (e.start_s, str(e.node))
+        for e in schedule.events
+        if graph.nodes[e.node].get("kind") in COLLECTIVE_KINDS
+    )
+    edges = [0.0] + [t for t, _ in starts] + [math.inf]
+    names = [BEFORE_FIRST] + [n for _, n in starts]
+    moved = [0.0] * len(names)
+    i = 0
+    for t0, t1, pf, _ in schedule.rate_segments:
+        if pf <= 0:
+            continue
+        while i + 1 < len(edges) and edges[i + 1] <= t0:
+            i += 1
+        j = i
+        while j < len(names) and edges[j] < t1:
+            moved[j] += pf * max(0.0, min(t1, edges[j + 1]) - max(t0, edges[j]))
+            j += 1
+    return [(n, b) for n, b in zip(names, moved, strict=True) if b > 1e-9 * max(moved)]
 
 
 def window_totals(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
