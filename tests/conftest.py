@@ -72,3 +72,20 @@ def wait_for_rows(store, proc, at_least: int, timeout_s: float = 240.0) -> int:
             break
         time.sleep(0.2)
     return n
+
+
+def tensor_spans(chain, g):
+    """(first reader, last reader, size) of the prefetchable tensors of a chain graph: the
+    positions of the first and last op reading each tensor, and its bytes as first read."""
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    size: dict[str, float] = {}
+    for k, node in enumerate(chain):
+        a = g.nodes[node]
+        for t in a.get("reads", {}) or {}:
+            first.setdefault(t, k)
+            last[t] = k
+        for t in a.get("prefetchable", []):
+            if float(a["reads"][t]) > 0:
+                size.setdefault(t, float(a["reads"][t]))
+    return first, last, size

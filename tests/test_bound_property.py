@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from conftest import tensor_spans
 
 import preserve_cp as pc
 from preserve_cp.costs import op_costs
@@ -107,17 +108,7 @@ def instance(key: Key) -> Instance:
     bound = chain_lp_bound(chain, g, costs, machine)
     assert bound is not None and bound > 0, key.label()
     pos = {n: i for i, n in enumerate(chain)}
-    first: dict[str, int] = {}
-    last: dict[str, int] = {}
-    size: dict[str, float] = {}
-    for k, n in enumerate(chain):
-        a = g.nodes[n]
-        for t in a.get("reads", {}) or {}:
-            first.setdefault(t, k)
-            last[t] = k
-        for t in a.get("prefetchable", []):
-            if float(a["reads"][t]) > 0:
-                size.setdefault(t, float(a["reads"][t]))
+    first, last, size = tensor_spans(chain, g)
     tensors = sorted(size, key=lambda t: first[t])
     return Instance(
         key,

@@ -66,6 +66,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from conftest import tensor_spans
 from ortools.linear_solver import pywraplp
 
 import preserve_cp as pc
@@ -115,18 +116,7 @@ def exact_fluid(
     if not lat_ok:
         assert m.chunk_latency_s == 0.0, "the exact LP is for a zero chunk latency"
     n = len(chain)
-    first: dict[str, int] = {}
-    last: dict[str, int] = {}
-    size: dict[str, float] = {}
-    for k, node in enumerate(chain):
-        a = g.nodes[node]
-        for t in a.get("reads", {}) or {}:
-            first.setdefault(t, k)
-            last[t] = k
-        for t in a.get("prefetchable", []):
-            b = float(a["reads"][t])
-            if b > 0:
-                size.setdefault(t, b)
+    first, last, size = tensor_spans(chain, g)
     for node in chain:  # the formulation's precondition: x_k = sum of X[t]
         a = g.nodes[node]
         for t in a.get("prefetchable", []):
