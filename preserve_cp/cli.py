@@ -19,7 +19,8 @@ from .errors import InputError, PreserveError, input_error
 from .estimate import estimate, parse_plans
 from .graph import build_graph
 from .hardware import Hardware, hardware_label, list_hardware, load_hardware
-from .models import list_models, load_model
+from .hf_import import import_config, load_model, model_yaml
+from .models import list_models
 from .outputs import check_output, is_stdout, output_folder, require_folder, write_output
 from .plan import Result
 from .solve import SolveOptions, solve
@@ -29,6 +30,7 @@ from .workload import ALLREDUCE_IMPLS, DTYPES, LM_HEAD_MODES, Workload
 _UNCAL_HELP = "ignore the hardware file's calibration section (use the written priors)"
 _DEBUG_HELP = "show tracebacks (accepted before or after the command)"
 _NO_PROGRESS_HELP = "no progress line on stderr"
+_MODEL_HELP = "shipped model NAME, a model YAML path or a Hugging Face config.json path"
 _SCHEDULER_HELP = "tcp://HOST:PORT of a running Dask scheduler (default: a local cluster)"
 
 
@@ -108,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True, parser_class=_Parser)
 
     s = sub.add_parser("solve", help="optimise one model x workload x hardware")
-    s.add_argument("--model", required=True, help="shipped model NAME or a model YAML path")
+    s.add_argument("--model", required=True, help=_MODEL_HELP)
     s.add_argument("--hardware", required=True, help="shipped hardware NAME or a YAML path")
     s.add_argument(
         "--phase",
@@ -150,6 +152,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=LM_HEAD_MODES,
         default="sharded",
         help="LM head split over the TP ranks or replicated on each",
+    )
+    s.add_argument(
+        "--routing",
+        default="uniform",
+        help="MoE models: expert popularity, uniform or zipf:S (S >= 0; skewed); "
+        "sets the distinct experts a step reads",
     )
     s.add_argument(
         "--stack",
@@ -209,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     f = sub.add_parser("footprint", help="per-layer footprint per device (paper Fig. 2)")
-    f.add_argument("--model", required=True, help="shipped model NAME or a model YAML path")
+    f.add_argument("--model", required=True, help=_MODEL_HELP)
     f.add_argument("--dtype", choices=DTYPES, default="int8", help="weights and KV-cache")
     f.add_argument(
         "--kv-dtype", choices=DTYPES, default=None, help="override the KV dtype (default: --dtype)"
@@ -272,13 +280,27 @@ def _parser() -> argparse.ArgumentParser:
     hshow.add_argument("name", metavar="NAME", help="shipped hardware NAME or a YAML path")
 
     m = sub.add_parser("models", help="shipped model files")
-    ms = m.add_subparsers(dest="sub", metavar="{list,show}", required=True, parser_class=_Parser)
+    ms = m.add_subparsers(
+        dest="sub", metavar="{list,show,import}", required=True, parser_class=_Parser
+    )
     ms.add_parser("list", help="one line per shipped model")
     mshow = ms.add_parser("show", help="a model's fields")
-    mshow.add_argument("name", metavar="NAME", help="shipped model NAME or a model YAML path")
+    mshow.add_argument("name", metavar="NAME", help=_MODEL_HELP)
     mshow.add_argument(
         "--json", action="store_true", help="add parameter counts and the layer schedule"
     )
+    mimp = ms.add_parser(
+        "import", help="turn a Hugging Face config.json into a model YAML (offline)"
+    )
+    mimp.add_argument("config", metavar="CONFIG.json", help="the config.json file to read")
+    mimp.add_argument(
+        "--name", default="", help="model name (default: the config's folder name, or file stem)"
+    )
+    mimp.add_argument("--out", default="-", help="model YAML to write (-: standard output)")
+    mimp.add_argument(
+        "--hf-repo", default="", help="owner/name of the Hugging Face repository, cited as a source"
+    )
+    mimp.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     for sp in _subparsers(p):  # --debug after the command too; it never resets an earlier one
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     return p
@@ -349,11 +371,46 @@ def _dispatch(args: argparse.Namespace) -> int:
                     f"{n:16s} layers {m.num_layers:4d}  hidden {m.hidden_size:6d}  heads "
                     f"{m.num_heads:4d}/{m.num_kv_heads:<4d} {m.block}"
                 )
+        elif args.sub == "import":
+            return _import_model(args)
         else:
             m = load_model(args.name)
             print(json.dumps(m.summary() if args.json else m.model_dump(), indent=2))
         return 0
     return _solve(args)
+
+
+def _routing(spec: str) -> str:
+    """``--routing`` checked with the one-line error naming the option."""
+    from .moe import ROUTING_HELP, parse_routing
+
+    try:
+        parse_routing(spec, "--routing")
+    except InputError:
+        raise input_error("--routing", "value", ROUTING_HELP, spec) from None
+    return spec
+
+
+def _import_model(args: argparse.Namespace) -> int:
+    out = args.out
+    if not is_stdout(out):
+        check_output(out, "--out")
+        if Path(out).exists() and not args.force:
+            raise InputError(f"--out {out}: file exists (pass --force to overwrite it)")
+    model = import_config(args.config, name=args.name, hf_repo=args.hf_repo)
+    header = (
+        f"{model.name}: imported from {args.config} by preserve-cp models import.\n"
+        "Shapes are the config's values; check them before shipping the file."
+    )
+    write_output(out, model_yaml(model, header), "--out")
+    if not is_stdout(out):
+        counts = model.param_counts()
+        print(
+            f"wrote {out}: {model.name}, {model.num_layers} layers, "
+            f"{counts['total'] / 1e9:.2f} B parameters ({counts['active'] / 1e9:.2f} B active)",
+            file=sys.stderr,
+        )
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -538,6 +595,7 @@ def _solve(args: argparse.Namespace) -> int:
         allreduce=args.allreduce,
         lm_head=args.lm_head,
         stack=args.stack,
+        routing=_routing(args.routing),
     )
     g = build_graph(model, wl)
     if not args.time_limit > 0:

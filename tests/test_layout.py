@@ -15,6 +15,7 @@ STAGES = [
     "hardware",
     "cost",
     "models",
+    "hf_import",
     "moe",
     "footprint",
     "workload",
