@@ -90,7 +90,9 @@ def build_graph(model: ModelConfig | str, workload: Workload) -> nx.DiGraph:
     are split across devices, or replicated when ``tp`` exceeds their number. Embedding and
     LM head are vocab-parallel. A layer is the sequence of blocks :func:`layer_specs` gives
     (attention; dense MLP or mixture of experts); MoE experts are TP-sharded, each rank holding
-    ``1/tp`` of every expert, and a step reads the expected distinct experts' weights.
+    ``1/tp`` of every expert, and a step reads the expected distinct experts' weights. MLA
+    attention (DeepSeek-V3) is built in its absorbed form (:class:`MLABlock`): ``num_heads/tp``
+    query heads per rank over the whole latent KV cache, which TP does not split.
 
     Examples
     --------
@@ -145,7 +147,26 @@ class MoEBlock:
     allreduce: ClassVar[str] = "mlp_allreduce"
 
 
-Block = AttentionBlock | MLPBlock | MoEBlock
+@dataclass(frozen=True)
+class MLABlock:
+    """Multi-head latent attention (DeepSeek-V2/V3) in the absorbed form, ``heads`` query heads
+    per rank (``num_heads / tp``); ``q_lora_rank`` None: no query compression.
+
+    The latent KV cache (``kv_lora_rank + qk_rope`` elements per token per layer, one latent
+    shared by all heads) is not split by TP: every rank holds and reads all of it, an MQA with
+    ``heads`` query heads of width ``kv_lora_rank + qk_rope`` (TRT-LLM's DeepSeek-R1 B200
+    blog: "like an MQA with num_q_heads = 128 / TP8 = 16")."""
+
+    heads: int
+    q_lora_rank: int | None
+    kv_lora_rank: int
+    qk_nope: int
+    qk_rope: int
+    v_head: int
+    allreduce: ClassVar[str] = "attn_allreduce"
+
+
+Block = AttentionBlock | MLABlock | MLPBlock | MoEBlock
 
 
 @dataclass(frozen=True)
@@ -172,7 +193,18 @@ def layer_specs(model: ModelConfig, workload: Workload) -> list[LayerSpec]:
     out = []
     for l in range(model.num_layers):
         window = model.sliding_window if model.uses_window(l) else None
-        attn = AttentionBlock(kv_heads, window, model.qk_norm)
+        attn: Block = AttentionBlock(kv_heads, window, model.qk_norm)
+        if model.is_mla:
+            assert model.kv_lora_rank and model.qk_nope_head_dim and model.qk_rope_head_dim
+            assert model.v_head_dim
+            attn = MLABlock(
+                model.num_heads // tp,
+                model.q_lora_rank,
+                model.kv_lora_rank,
+                model.qk_nope_head_dim,
+                model.qk_rope_head_dim,
+                model.v_head_dim,
+            )
         mlp: Block
         if model.is_moe_layer(l):
             assert model.num_experts and model.experts_per_token and model.moe_intermediate_size
@@ -293,6 +325,8 @@ class _Builder:
     def block(self, l: int, b: Block, after: tuple[str, ...] | None = None) -> str:
         if isinstance(b, AttentionBlock):
             return self.attention_block(l, b, after)
+        if isinstance(b, MLABlock):
+            return self.mla_block(l, b, after)
         if isinstance(b, MLPBlock):
             return self.mlp_block(l, b, after)
         return self.moe_block(l, b, after)
@@ -354,6 +388,108 @@ class _Builder:
                 context=ctx,
             )
         return self.gemm(f"L{l}.o_proj", l, self.q_l, h, f"L{l}.w_o")
+
+    def head_gemm(self, name: str, l: int, heads: int, k: int, n: int, weight: str) -> str:
+        """``heads`` batched GEMMs (one k x n weight per head) over the step's tokens."""
+        T, ab = self.T, self.ab
+        w = heads * k * n * self.wb
+        self.weights_bytes += w
+        return self.op(
+            name,
+            "gemm",
+            l,
+            flops=2.0 * T * heads * k * n,
+            reads={weight: w, f"{name}.in": T * heads * k * ab},
+            writes=T * heads * n * ab,
+            prefetchable=(weight,),
+            rows=T,
+        )
+
+    def latent_norm(self, name: str, l: int, width: int) -> str:
+        """RMSNorm over a ``width``-wide latent (MLA's q_a_layernorm, kv_a_layernorm)."""
+        self.weights_bytes += width * self.wb
+        return self.op(
+            name,
+            "norm",
+            l,
+            flops=5.0 * self.T * width,
+            reads={f"{name}.in": self.T * width * self.ab, f"{name}.w": width * self.wb},
+            writes=self.T * width * self.ab,
+        )
+
+    def mla_block(self, l: int, b: MLABlock, after: tuple[str, ...] | None) -> str:
+        """MLA in the absorbed form (W_UK folded into the query, W_UV applied after attention),
+        per rank, ``H = b.heads`` (num_heads / tp), ``r = kv_lora_rank``, ``T`` tokens::
+
+            q_a       hidden -> q_lora_rank, replicated (vLLM deepseek_v2.py ReplicatedLinear
+                      q_a_proj / fused_qkv_a_proj; SGLang deepseek_v2.py likewise)
+            q_a_norm  RMSNorm over q_lora_rank
+            q_b       q_lora_rank -> H (qk_nope + qk_rope), column-parallel
+                      (without q_lora_rank: q_proj hidden -> H (qk_nope + qk_rope))
+            kv_a      hidden -> r + qk_rope, replicated on every rank
+            kv_a_norm RMSNorm over r
+            q_absorb  H batched GEMMs qk_nope -> r with W_UK: 2 T H qk_nope r FLOPs,
+                      H qk_nope r weight elements
+            rope      on H qk_rope query and qk_rope key elements per token
+            attention MQA over the latent cache: B ctx (r + qk_rope) KV-dtype bytes read
+                      (the whole cache, not split by TP: prefetchable), 2 B ctx H (2 r + qk_rope)
+                      FLOPs (scores over r + qk_rope, output over r)
+            v_absorb  H batched GEMMs r -> v_head with W_UV: 2 T H r v_head FLOPs,
+                      H v_head r weight elements
+            o_proj    H v_head -> hidden, row-parallel (the allreduce follows)
+
+        Prefill uses the same absorbed form (an upper bound on its FLOPs; stacks often
+        decompress the latent there instead), causal pairs as for standard attention.
+        """
+        m, wl, T, ab = self.m, self.wl, self.T, self.ab
+        h, H, r = m.hidden_size, b.heads, b.kv_lora_rank
+        qk = b.qk_nope + b.qk_rope
+        latent = r + b.qk_rope
+        self.norm(f"L{l}.attn_norm", l, after=after)
+        if b.q_lora_rank:
+            self.gemm(f"L{l}.q_a", l, h, b.q_lora_rank, f"L{l}.w_q_a")
+            self.latent_norm(f"L{l}.q_a_norm", l, b.q_lora_rank)
+            self.gemm(f"L{l}.q_b", l, b.q_lora_rank, H * qk, f"L{l}.w_q_b")
+        else:
+            self.gemm(f"L{l}.q_proj", l, h, H * qk, f"L{l}.w_q")
+        self.gemm(f"L{l}.kv_a", l, h, latent, f"L{l}.w_kv_a")
+        self.latent_norm(f"L{l}.kv_a_norm", l, r)
+        self.head_gemm(f"L{l}.q_absorb", l, H, b.qk_nope, r, f"L{l}.w_uk")
+        self.op(
+            f"L{l}.rope",
+            "elementwise",
+            l,
+            flops=6.0 * T * (H + 1) * b.qk_rope,
+            reads={f"L{l}.rope.in": T * (H + 1) * b.qk_rope * ab},
+            writes=T * (H + 1) * b.qk_rope * ab,
+        )
+        ctx = wl.context
+        kv_layer = wl.batch * ctx * latent * self.kb
+        self.kv_bytes += kv_layer
+        if wl.phase == "decode":
+            self.op(
+                f"L{l}.attention",
+                "attention",
+                l,
+                flops=2.0 * wl.batch * ctx * H * (2 * r + b.qk_rope),
+                reads={f"L{l}.kv_cache": kv_layer, f"L{l}.q": T * H * latent * ab},
+                writes=T * H * r * ab + wl.batch * latent * self.kb,
+                prefetchable=(f"L{l}.kv_cache",),
+                context=ctx,
+            )
+        else:
+            pairs = wl.batch * ctx * (ctx + 1) / 2
+            self.op(
+                f"L{l}.attention",
+                "attention",
+                l,
+                flops=2.0 * pairs * H * (2 * r + b.qk_rope),
+                reads={f"L{l}.qkv_act": T * (H + 1) * latent * ab},
+                writes=T * H * r * ab + kv_layer,
+                context=ctx,
+            )
+        self.head_gemm(f"L{l}.v_absorb", l, H, r, b.v_head, f"L{l}.w_uv")
+        return self.gemm(f"L{l}.o_proj", l, H * b.v_head, h, f"L{l}.w_o")
 
     def dense_mlp(self, l: int, prefix: str, width: int, gated: bool) -> str:
         """gate_up -> act -> down, the ops of a dense MLP (or of the shared experts)."""

@@ -7,24 +7,29 @@ fails with the one-line error naming it:
 
 * *mapped* fields become model fields (``num_hidden_layers`` -> ``num_layers``,
   ``num_local_experts`` / ``n_routed_experts`` / ``num_experts`` -> ``num_experts``...);
-* *unsupported* fields change the architecture in a way the schema cannot represent yet (MLA's
-  ``kv_lora_rank``, ``attention_chunk_size``, a non-empty ``mlp_only_layers``...): when set
-  (not null, false, 0 or empty) the import fails naming the field;
+* *unsupported* fields change the architecture in a way the schema cannot represent yet
+  (``attention_chunk_size``, a non-empty ``mlp_only_layers``...): when set (not null, false, 0
+  or empty) the import fails naming the field;
 * *ignored* fields do not change the graph (rope settings, dropout, token ids, dtype...).
 
 ``model_type`` must be one whose implicit features are known (Qwen2 has a QKV bias, Qwen3 a
 qk-norm, neither written in the config): ``llama``, ``mistral``, ``mixtral``, ``qwen2``,
-``qwen3``, ``qwen3_moe``.
+``qwen3``, ``qwen3_moe``, ``deepseek_v3`` (MLA: ``kv_lora_rank``, ``q_lora_rank``,
+``qk_nope_head_dim``, ``qk_rope_head_dim``, ``v_head_dim``; ``head_dim`` becomes qk_nope +
+qk_rope). DeepSeek's routing details (``n_group``, ``topk_group``, ``topk_method``,
+``scoring_func``, ``routed_scaling_factor``) keep each expert's per-token probability at k/E
+under uniform routing, so the graph does not change: ignored. ``num_nextn_predict_layers`` (the
+multi-token-prediction module) is excluded: a plain decode step does not run it.
 
 >>> m = config_to_model({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
 ...     "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 100,
 ...     "rms_norm_eps": 1e-5}, "tiny", "config.json")
 >>> (m.num_kv_heads, m.head_dim, m.norm)
 (4, 16, 'rmsnorm')
->>> config_to_model({"model_type": "deepseek_v3", "kv_lora_rank": 512}, "x", "config.json")
+>>> config_to_model({"model_type": "llama", "mlp_bias": True}, "x", "c.json")
 Traceback (most recent call last):
 ...
-preserve_cp.errors.InputError: config.json: kv_lora_rank: MLA attention is not supported yet
+preserve_cp.errors.InputError: c.json: mlp_bias: MLP biases are not supported yet
 """
 
 from __future__ import annotations
@@ -49,30 +54,26 @@ MODEL_TYPES: dict[str, tuple[bool, bool, str]] = {
     "qwen2": (True, False, "flag"),
     "qwen3": (False, True, "flag"),
     "qwen3_moe": (False, True, "flag"),
+    "deepseek_v3": (False, False, "none"),
 }
+
+#: MLA fields, mapped by name (DeepSeek-V2/V3 config names = model field names)
+MLA_FIELDS = ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
 
 #: fields that change the architecture in ways the schema cannot represent (when set)
 UNSUPPORTED: dict[str, str] = {
-    "kv_lora_rank": "MLA attention is not supported yet",
-    "q_lora_rank": "MLA attention is not supported yet",
-    "qk_rope_head_dim": "MLA attention is not supported yet",
-    "qk_nope_head_dim": "MLA attention is not supported yet",
-    "v_head_dim": "MLA attention is not supported yet",
     "attention_chunk_size": "chunked local attention is not supported yet",
     "no_rope_layers": "NoPE layers (with chunked attention) are not supported yet",
     "use_qk_norm": "weightless qk-norm (Llama 4) is not supported yet",
     "intermediate_size_mlp": "a dense MLP width apart from the expert width is not supported yet",
     "mlp_only_layers": "a per-layer list of dense layers is not supported yet",
     "moe_layers": "a per-layer list of MoE layers is not supported yet",
-    "num_nextn_predict_layers": "multi-token prediction layers are not supported yet",
     "sliding_window_pattern": "alternating sliding/global attention patterns are not supported yet",
     "attn_logit_softcapping": "attention logit soft-capping is not supported yet",
     "final_logit_softcapping": "final logit soft-capping is not supported yet",
     "mlp_bias": "MLP biases are not supported yet",
     "parallel_attn": "parallel attention+MLP blocks are not imported yet (write the YAML)",
     "parallel_residual": "parallel attention+MLP blocks are not imported yet (write the YAML)",
-    "n_group": "group-limited expert routing is not supported yet",
-    "topk_group": "group-limited expert routing is not supported yet",
     "shared_expert_gate": "a gated shared expert is not supported yet",
     "quantization_config": (
         "checkpoint precisions are not imported yet (remove it and pass --dtype)"
@@ -86,6 +87,18 @@ IGNORED = frozenset(
         "architectures",
         "attention_dropout",
         "auto_map",
+        "aux_loss_alpha",
+        "ep_size",  # DeepSeek's remote code; the serving stack decides expert parallelism
+        # DeepSeek routing: group-limited top-k keeps each expert's per-token probability k/E
+        # under uniform routing, so the expected distinct experts (and the graph) are the same
+        "n_group",
+        "topk_group",
+        "topk_method",
+        "scoring_func",
+        "routed_scaling_factor",
+        "seq_aux",
+        # the multi-token-prediction module: excluded, a plain decode step does not run it
+        "num_nextn_predict_layers",
         "bos_token_id",
         "dtype",
         "eos_token_id",
@@ -145,6 +158,8 @@ MAPPED = frozenset(
         "decoder_sparse_step",
         "moe_layer_step",
         "interleave_moe_layer_step",
+        "moe_layer_freq",
+        *MLA_FIELDS,
     }
 )
 
@@ -265,6 +280,16 @@ def config_to_model(
         )
     hidden, heads = cfg.get("hidden_size"), cfg.get("num_attention_heads")
     head_dim = cfg.get("head_dim")
+    mla = {f: cfg[f] for f in MLA_FIELDS if cfg.get(f) is not None}
+    if mla and mtype != "deepseek_v3":
+        first = next(iter(mla))
+        raise InputError(
+            f"{where}: {first}: MLA attention only with model_type deepseek_v3, not {mtype}"
+        )
+    if mla:
+        nope, rope = cfg.get("qk_nope_head_dim"), cfg.get("qk_rope_head_dim")
+        if isinstance(nope, int) and isinstance(rope, int) and head_dim is None:
+            head_dim = nope + rope  # MLA: the query/key head width
     if head_dim is None and isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
         if hidden % heads:
             raise input_error(where, "head_dim", f"given (hidden_size {hidden} % heads)", None)
@@ -319,6 +344,7 @@ def config_to_model(
         )
     if cfg.get("max_position_embeddings") is not None:
         data["max_context"] = cfg["max_position_embeddings"]
+    data.update(mla)
     data.update(_moe(cfg, where))
     return validate(ModelConfig, data, where)
 
@@ -353,6 +379,10 @@ def _moe(cfg: Mapping[str, Any], where: str) -> dict[str, Any]:
     )
     if step is not None:
         out["moe_layer_step"] = step
+    freq = cfg.get("moe_layer_freq")
+    if freq is not None and freq != 1:
+        # DeepSeek: MoE when layer % moe_layer_freq == 0, not (layer + 1) % step
+        raise InputError(f"{where}: moe_layer_freq: only 1 is supported yet, found {freq!r}")
     return out
 
 

@@ -68,6 +68,13 @@ class ModelConfig(BaseModel):
     shared_expert_intermediate_size: Count | None = Field(default=None, gt=0, le=10_000_000)
     first_k_dense_replace: Count = Field(default=0, ge=0, le=10_000)
     moe_layer_step: Count = Field(default=1, gt=0, le=10_000)
+    # multi-head latent attention (DeepSeek-V2/V3 MLA; all None: standard attention). With MLA,
+    # head_dim is qk_nope_head_dim + qk_rope_head_dim and num_kv_heads is num_heads.
+    q_lora_rank: Count | None = Field(default=None, gt=0, le=1_000_000)
+    kv_lora_rank: Count | None = Field(default=None, gt=0, le=1_000_000)
+    qk_nope_head_dim: Count | None = Field(default=None, gt=0, le=100_000)
+    qk_rope_head_dim: Count | None = Field(default=None, gt=0, le=100_000)
+    v_head_dim: Count | None = Field(default=None, gt=0, le=100_000)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -79,6 +86,7 @@ class ModelConfig(BaseModel):
         if (self.sliding_window is None) != (self.sliding_window_layers is None):
             raise ValueError("sliding_window and sliding_window_layers to be given together")
         self._consistent_moe()
+        self._consistent_mla()
         for path in self.uncertain:
             if path.split(".")[0] not in type(self).model_fields:
                 raise ValueError(f"field names in uncertain ({path!r} is not one)")
@@ -116,6 +124,64 @@ class ModelConfig(BaseModel):
                 f"first_k_dense_replace ({self.first_k_dense_replace}) and moe_layer_step "
                 f"({self.moe_layer_step}) to leave at least one MoE layer of {self.num_layers}"
             )
+
+    def _consistent_mla(self) -> None:
+        mla = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+        given = [f for f in mla if getattr(self, f) is not None]
+        if not given:
+            if self.q_lora_rank is not None:
+                raise ValueError("q_lora_rank only with kv_lora_rank (an MLA model)")
+            return
+        if len(given) < len(mla):
+            missing = next(f for f in mla if getattr(self, f) is None)
+            raise ValueError(
+                f"{missing} to be given with {given[0]} (MLA needs all of {', '.join(mla)})"
+            )
+        assert self.qk_nope_head_dim is not None and self.qk_rope_head_dim is not None
+        qk = self.qk_nope_head_dim + self.qk_rope_head_dim
+        if self.head_dim != qk:
+            raise ValueError(
+                f"head_dim ({self.head_dim}) to be qk_nope_head_dim + qk_rope_head_dim ({qk}) "
+                "with MLA"
+            )
+        if self.num_kv_heads != self.num_heads:
+            raise ValueError(
+                f"num_kv_heads ({self.num_kv_heads}) to be num_heads ({self.num_heads}) with MLA"
+            )
+        for f in ("qkv_bias", "qk_norm", "sliding_window"):
+            if getattr(self, f):
+                raise ValueError(f"{f} not with MLA (kv_lora_rank); not supported yet")
+
+    @property
+    def is_mla(self) -> bool:
+        """Whether attention is multi-head latent attention (``kv_lora_rank`` given)."""
+        return self.kv_lora_rank is not None
+
+    def attention_params(self) -> int:
+        """Weight elements of one layer's attention (projections, QKV bias, qk-norm, MLA norms).
+
+        MLA: ``W_DQ`` hidden x q_lora_rank (+ its norm) and ``W_UQ+QR`` q_lora_rank x heads x
+        (qk_nope + qk_rope) (or hidden x ... without q_lora_rank), ``W_DKV+KR`` hidden x
+        (kv_lora_rank + qk_rope) (+ its norm), ``W_UK|UV`` kv_lora_rank x heads x (qk_nope +
+        v_head), ``W_O`` heads x v_head x hidden.
+
+        >>> load_model("deepseek-v3").attention_params()
+        187107328
+        """
+        h = self.hidden_size
+        if self.is_mla:
+            assert self.kv_lora_rank and self.qk_nope_head_dim and self.qk_rope_head_dim
+            assert self.v_head_dim
+            heads, r, rope = self.num_heads, self.kv_lora_rank, self.qk_rope_head_dim
+            q_out = heads * (self.qk_nope_head_dim + rope)
+            ql = self.q_lora_rank
+            q = (h + 1) * ql + ql * q_out if ql else h * q_out
+            kv = h * (r + rope) + r + r * heads * (self.qk_nope_head_dim + self.v_head_dim)
+            return q + kv + heads * self.v_head_dim * h
+        attn = h * (self.q_size + 2 * self.kv_size) + self.q_size * h
+        attn += (self.q_size + 2 * self.kv_size) if self.qkv_bias else 0
+        attn += 2 * self.head_dim if self.qk_norm else 0
+        return attn
 
     @property
     def is_moe(self) -> bool:
@@ -159,9 +225,7 @@ class ModelConfig(BaseModel):
         (46.7, 12.88)
         """
         h = self.hidden_size
-        attn = h * (self.q_size + 2 * self.kv_size) + self.q_size * h
-        attn += (self.q_size + 2 * self.kv_size) if self.qkv_bias else 0
-        attn += 2 * self.head_dim if self.qk_norm else 0
+        attn = self.attention_params()
         norms = 2 * h
         n_mats = 3 if self.mlp == "gated" else 2
         dense = n_mats * h * self.intermediate_size
@@ -182,7 +246,8 @@ class ModelConfig(BaseModel):
         return {"total": total + outer, "active": active + outer}
 
     def layer_schedule(self) -> list[str]:
-        """One word per layer: its blocks, e.g. ``attention+mlp``, ``attention(window 4096)+moe``.
+        """One word per layer: its blocks, e.g. ``attention+mlp``, ``attention(window 4096)+moe``,
+        ``mla+moe`` (multi-head latent attention).
 
         >>> load_model("gemma2-27b").layer_schedule()[:2]
         ['attention(window 4096)+mlp', 'attention+mlp']
@@ -192,6 +257,8 @@ class ModelConfig(BaseModel):
             attn = (
                 f"attention(window {self.sliding_window})"
                 if self.uses_window(layer)
+                else "mla"
+                if self.is_mla
                 else "attention"
             )
             out.append(attn + ("+moe" if self.is_moe_layer(layer) else "+mlp"))
@@ -237,6 +304,8 @@ class ModelConfig(BaseModel):
         855638016
         """
         attn = self.hidden_size * (self.q_size + 2 * self.kv_size) + self.q_size * self.hidden_size
+        if self.is_mla:
+            attn = self.attention_params()
         n_mats = 3 if self.mlp == "gated" else 2
         return attn + n_mats * self.hidden_size * self.intermediate_size
 

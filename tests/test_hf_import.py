@@ -37,7 +37,15 @@ def _same_graph(a: nx.DiGraph, b: nx.DiGraph) -> None:
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_fixture_imports_to_the_shipped_graph(name: str) -> None:
-    imported = import_config(FIXTURES / f"{name}.json")
+    path = FIXTURES / f"{name}.json"
+    cfg = read_config(path)
+    if "quantization_config" in cfg:  # DeepSeek-V3's fp8 block quantisation: --dtype instead
+        with pytest.raises(InputError, match="quantization_config: checkpoint precisions"):
+            import_config(path)
+        del cfg["quantization_config"]
+        imported = config_to_model(cfg, name, str(path))
+    else:
+        imported = import_config(path)
     shipped = load_shipped(name)
     assert imported.name == name
     assert _shape(imported) == _shape(shipped)
@@ -62,7 +70,7 @@ def _cfg(**over):
 @pytest.mark.parametrize(
     ("over", "message"),
     [
-        ({"kv_lora_rank": 512}, "cfg.json: kv_lora_rank: MLA attention is not supported yet"),
+        ({"kv_lora_rank": 512}, "cfg.json: kv_lora_rank: MLA attention only with model_type"),
         ({"attention_chunk_size": 8192}, "cfg.json: attention_chunk_size: chunked local"),
         ({"mlp_only_layers": [0]}, "cfg.json: mlp_only_layers:"),
         ({"attention_bias": True}, "cfg.json: attention_bias:"),
@@ -142,6 +150,22 @@ def test_cli_model_config_json_and_routing(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--routing" in err
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"model_type": "deepseek_v3", "kv_lora_rank": 512}))
+    bad.write_text(json.dumps({"model_type": "deepseek_v3", "attention_chunk_size": 8192}))
     assert main(["models", "show", str(bad)]) == 2
-    assert "kv_lora_rank: MLA attention is not supported yet" in capsys.readouterr().err
+    assert "attention_chunk_size: chunked local attention" in capsys.readouterr().err
+
+
+def test_deepseek_v3_mla_import() -> None:
+    """MLA fields map by name; head_dim becomes qk_nope + qk_rope; MTP and routing details
+    (n_group, topk_group, scoring_func...) are ignored; moe_layer_freq other than 1 refused."""
+    cfg = read_config(FIXTURES / "deepseek-v3.json")
+    del cfg["quantization_config"]
+    m = config_to_model(cfg, "dsv3", "config.json")
+    assert (m.head_dim, m.kv_lora_rank, m.q_lora_rank, m.v_head_dim) == (192, 512, 1536, 128)
+    assert (m.num_experts, m.num_shared_experts, m.first_k_dense_replace) == (256, 1, 3)
+    with pytest.raises(InputError, match="moe_layer_freq: only 1"):
+        config_to_model({**cfg, "moe_layer_freq": 2}, "dsv3", "config.json")
+    lite = {**cfg, "q_lora_rank": None}  # DeepSeek-V2-Lite style: no query compression
+    assert config_to_model(lite, "lite", "config.json").q_lora_rank is None
+    with pytest.raises(InputError, match="v_head_dim"):
+        config_to_model({**cfg, "v_head_dim": None}, "dsv3", "config.json")
