@@ -64,14 +64,9 @@ def layer_footprint(
     mlp = n_mats * h * m.intermediate_size / devices * wb
     kv = batch * context * 2 * kv_l * kb
     if m.is_mla:  # absorbed MLA: the latent cache whole on every device (graph.MLABlock)
-        assert m.kv_lora_rank and m.qk_nope_head_dim and m.qk_rope_head_dim and m.v_head_dim
-        r, rope, heads_l = m.kv_lora_rank, m.qk_rope_head_dim, m.num_heads / devices
-        q_out = heads_l * (m.qk_nope_head_dim + rope)
-        ql = m.q_lora_rank
-        q = (h + 1) * ql + ql * q_out if ql else h * q_out  # q_a replicated
-        per_head = r * (m.qk_nope_head_dim + m.v_head_dim) + m.v_head_dim * h  # W_UK|UV, W_O
-        attn = (q + h * (r + rope) + r + heads_l * per_head) * wb  # kv_a replicated
-        kv = batch * context * (r + rope) * kb
+        assert m.kv_lora_rank and m.qk_rope_head_dim
+        attn = m.attention_params(heads=m.num_heads / devices) * wb
+        kv = batch * context * (m.kv_lora_rank + m.qk_rope_head_dim) * kb
     return Footprint(devices, float(attn), float(mlp), float(kv))
 
 

@@ -190,37 +190,40 @@ def layer_specs(model: ModelConfig, workload: Workload) -> list[LayerSpec]:
     tp = workload.tp
     kv_heads = max(1, model.num_kv_heads // tp)
     gated = model.mlp == "gated"
+    # every block but the attention window depends on the model and workload, not the layer
+    mla: Block | None = None
+    if model.is_mla:
+        assert model.kv_lora_rank and model.qk_nope_head_dim and model.qk_rope_head_dim
+        assert model.v_head_dim
+        mla = MLABlock(
+            model.num_heads // tp,
+            model.q_lora_rank,
+            model.kv_lora_rank,
+            model.qk_nope_head_dim,
+            model.qk_rope_head_dim,
+            model.v_head_dim,
+        )
+    moe: Block | None = None
+    if model.num_experts:
+        assert model.experts_per_token and model.moe_intermediate_size
+        moe = MoEBlock(
+            model.num_experts,
+            model.experts_per_token,
+            model.moe_intermediate_size // tp,
+            expected_distinct_experts(
+                model.num_experts, model.experts_per_token, workload.tokens, workload.routing
+            ),
+            model.shared_intermediate // tp,
+            gated,
+        )
+    dense = MLPBlock(model.intermediate_size // tp, gated)
+    parallel = model.block == "parallel"
     out = []
     for l in range(model.num_layers):
         window = model.sliding_window if model.uses_window(l) else None
-        attn: Block = AttentionBlock(kv_heads, window, model.qk_norm)
-        if model.is_mla:
-            assert model.kv_lora_rank and model.qk_nope_head_dim and model.qk_rope_head_dim
-            assert model.v_head_dim
-            attn = MLABlock(
-                model.num_heads // tp,
-                model.q_lora_rank,
-                model.kv_lora_rank,
-                model.qk_nope_head_dim,
-                model.qk_rope_head_dim,
-                model.v_head_dim,
-            )
-        mlp: Block
-        if model.is_moe_layer(l):
-            assert model.num_experts and model.experts_per_token and model.moe_intermediate_size
-            mlp = MoEBlock(
-                model.num_experts,
-                model.experts_per_token,
-                model.moe_intermediate_size // tp,
-                expected_distinct_experts(
-                    model.num_experts, model.experts_per_token, workload.tokens, workload.routing
-                ),
-                model.shared_intermediate // tp,
-                gated,
-            )
-        else:
-            mlp = MLPBlock(model.intermediate_size // tp, gated)
-        out.append(LayerSpec((attn, mlp), parallel=model.block == "parallel"))
+        attn = mla or AttentionBlock(kv_heads, window, model.qk_norm)
+        mlp = moe if moe is not None and model.is_moe_layer(l) else dense
+        out.append(LayerSpec((attn, mlp), parallel=parallel))
     return out
 
 

@@ -448,7 +448,6 @@ def model_yaml(model: ModelConfig, header: str = "") -> str:
     for src in data["sources"]:
         if not src.get("used_for"):
             src.pop("used_for", None)
-    ordered = data
-    body = yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=100)
+    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
     lines = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
     return lines + body

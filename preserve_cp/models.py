@@ -157,8 +157,11 @@ class ModelConfig(BaseModel):
         """Whether attention is multi-head latent attention (``kv_lora_rank`` given)."""
         return self.kv_lora_rank is not None
 
-    def attention_params(self) -> int:
+    def attention_params(self, heads: float | None = None) -> int:
         """Weight elements of one layer's attention (projections, QKV bias, qk-norm, MLA norms).
+
+        ``heads`` (MLA only): the query heads one device holds (default all of them); the
+        down-projections and their norms are whole on every device.
 
         MLA: ``W_DQ`` hidden x q_lora_rank (+ its norm) and ``W_UQ+QR`` q_lora_rank x heads x
         (qk_nope + qk_rope) (or hidden x ... without q_lora_rank), ``W_DKV+KR`` hidden x
@@ -172,12 +175,13 @@ class ModelConfig(BaseModel):
         if self.is_mla:
             assert self.kv_lora_rank and self.qk_nope_head_dim and self.qk_rope_head_dim
             assert self.v_head_dim
-            heads, r, rope = self.num_heads, self.kv_lora_rank, self.qk_rope_head_dim
+            r, rope = self.kv_lora_rank, self.qk_rope_head_dim
+            heads = self.num_heads if heads is None else heads
             q_out = heads * (self.qk_nope_head_dim + rope)
             ql = self.q_lora_rank
             q = (h + 1) * ql + ql * q_out if ql else h * q_out
             kv = h * (r + rope) + r + r * heads * (self.qk_nope_head_dim + self.v_head_dim)
-            return q + kv + heads * self.v_head_dim * h
+            return round(q + kv + heads * self.v_head_dim * h)
         attn = h * (self.q_size + 2 * self.kv_size) + self.q_size * h
         attn += (self.q_size + 2 * self.kv_size) if self.qkv_bias else 0
         attn += 2 * self.head_dim if self.qk_norm else 0
@@ -303,9 +307,12 @@ class ModelConfig(BaseModel):
         >>> load_model("llama3-70b").params_per_layer()
         855638016
         """
-        attn = self.hidden_size * (self.q_size + 2 * self.kv_size) + self.q_size * self.hidden_size
-        if self.is_mla:
-            attn = self.attention_params()
+        h = self.hidden_size
+        attn = (
+            self.attention_params()
+            if self.is_mla
+            else h * (self.q_size + 2 * self.kv_size) + self.q_size * h
+        )
         n_mats = 3 if self.mlp == "gated" else 2
         return attn + n_mats * self.hidden_size * self.intermediate_size
 

@@ -70,10 +70,11 @@ def inclusion_probabilities(experts: int, top_k: int, routing: str = "uniform") 
         raise input_error("routing", "experts_per_token", f"an integer in [1, {experts}]", top_k)
     if kind == "uniform" or s == 0:
         return [top_k / experts] * experts
-    w = [(i + 1) ** -s for i in range(experts)]
-    p = [x / sum(w) for x in w]
     if top_k == experts:
         return [1.0] * experts
+    w = [(i + 1) ** -s for i in range(experts)]
+    total_w = sum(w)
+    p = [x / total_w for x in w]
 
     def total(n: float) -> float:
         return sum(1.0 - (1.0 - q) ** n for q in p)

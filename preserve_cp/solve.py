@@ -97,12 +97,7 @@ class Problem:
     chain: list[Any] | None  # the op order when the graph is a chain with tensors to move
     priorities: Mapping[Any, tuple[float, int]]
     options: SolveOptions
-
-    @property
-    def has_tensors(self) -> bool:
-        return self.hardware is not None and any(
-            a.get("prefetchable") for _, a in self.graph.nodes(data=True)
-        )
+    has_tensors: bool  # hardware prices the ops and some op reads a prefetchable tensor
 
     def run(self, plan: Plan) -> Candidate:
         """Simulate and verify ``plan``; a plan the simulator cannot run is a violation."""
@@ -149,6 +144,7 @@ def prepare(graph: nx.DiGraph, hw: Hardware | str | None, options: SolveOptions)
         chain_order(g) if has_tensors else None,
         priorities(g, costs),
         options,
+        has_tensors,
     )
 
 
@@ -209,8 +205,12 @@ def optimize(
     deadline: Deadline,
     baselines: Mapping[str, Candidate],
     bound_s: float,
+    build_s: float = 0.0,
 ) -> tuple[list[Candidate], CpOutcome | None]:
-    """Stage 4: CP-SAT plans, each simulated and verified; and the last model's outcome."""
+    """Stage 4: CP-SAT plans, each simulated and verified; and the last model's outcome.
+
+    ``build_s``: how long building a model is expected to take (no solver limit stops a
+    build); a model is started only with that much time left."""
     opts = problem.options
     found: list[Candidate] = []
     outcome: CpOutcome | None = None
@@ -233,7 +233,7 @@ def optimize(
                 found.append(dataclasses.replace(c, name=name, outcome=o))
 
     g, costs, m, chain = problem.graph, problem.costs, problem.machine, problem.chain
-    if deadline.skips("optimiser", deadline.reserve_s):
+    if deadline.skips("optimiser", build_s):
         return found, None
     if chain is not None:
         if opts.method in ("auto", "periodic"):
@@ -243,7 +243,7 @@ def optimize(
         best = min((c.makespan_s for c in found), default=math.inf)
         good = bool(found) and (best - bound_s) <= opts.target_gap * best
         if (opts.method == "monolithic" or (opts.method == "auto" and not good)) and (
-            not deadline.skips("chain", deadline.reserve_s)
+            not deadline.skips("chain", build_s)
         ):
             mono = solve_chain(chain, g, costs, m, opts.chain, deadline=deadline)
             keep(mono, "chain-cpsat")
@@ -317,13 +317,13 @@ def solve(
     base = run_baselines(problem, deadline)
     t_bound = time.perf_counter()
     bounds = lower_bounds(problem, deadline)
-    # building an optimiser model takes about as long as building the bound LP, and no
-    # solver limit stops a build: start the optimiser only if that much time is left
-    deadline.reserve_s = time.perf_counter() - t_bound
+    build_s = time.perf_counter() - t_bound  # a model build takes about as long as the LP's
     bound_s = max(bounds.values())
     base_best = min(c.makespan_s for c in base.values() if c.name != "fused")
     proven = base_best <= bound_s * (1 + 1e-12)  # a baseline meets the bound
-    optimised, outcome = ([], None) if proven else optimize(problem, deadline, base, bound_s)
+    optimised, outcome = (
+        ([], None) if proven else optimize(problem, deadline, base, bound_s, build_s)
+    )
     if outcome is not None and outcome.bound_valid and outcome.cp_bound_s is not None:
         bounds["cpsat"] = outcome.cp_bound_s
     chosen = select(optimised, base)

@@ -30,6 +30,15 @@ def test_every_option_has_help_with_its_default():
             shown = formatter._get_help_string(action) % {"default": action.default}
             if "default" not in shown:
                 missing.append(f"{name}: {shown!r}")
+        # and the rendered page says it, once per option that takes a value
+        takes_value = [
+            a
+            for a in _options(parser)
+            if not isinstance(a, argparse._StoreTrueAction) and not a.required
+        ]
+        rendered = parser.format_help().count("default")
+        if rendered < len(takes_value):
+            missing.append(f"{parser.prog}: {rendered} defaults shown for {len(takes_value)}")
     assert not missing, "help does not show the default:\n" + "\n".join(missing)
 
 

@@ -498,6 +498,23 @@ def _repair(
     return {v.name: solver.value(var(v)) for v in cm.variables}
 
 
+def _variants(
+    cm: ChainModel,
+    plan: Plan | None,
+    found: Mapping[tuple[str, int], int],
+    y0: Mapping[tuple[str, int], int] | None,
+    periodic: PeriodicSpec | None,
+) -> tuple[Plan, ...]:
+    """The plans simulated beside the model's own: its bytes and the LP's as one chunk per
+    tensor, and (on the whole chain; a window's are made after tiling) those released at the
+    first op and the model's plan with each host's first chunk released one op earlier."""
+    merged = tuple(p for p in (merged_plan(cm, found), merged_plan(cm, y0 or {})) if p.prefetches)
+    if periodic is not None:
+        return merged
+    out = merged + tuple(eager(p, cm.chain[0]) for p in merged)
+    return out + ((early_first(plan, cm.chain),) if plan is not None else ())
+
+
 def solve_chain(
     chain: list[Any],
     g: nx.DiGraph,
@@ -543,31 +560,29 @@ def solve_chain(
         "wall_s": solver.wall_time,
         "warm_start": hint is not None,
     }
-    lp_plan = tuple(p for p in (merged_plan(cm, y0 or {}),) if p.prefetches)
-    if not ok and hint is None and periodic is None:
-        lp_plan += tuple(eager(p, chain[0]) for p in lp_plan)
-    if not ok and hint is not None:  # the search found nothing better than its hint in time
-        plan = cm.extract(lambda v: hint[v.name])
-        found = {key: hint[v.name] for key, v in cm.y.items()}
+    if ok:
+        value: Callable[[Any], int] = solver.value
+    elif hint is not None:  # the search found nothing better than its hint in time
+        value, name = (lambda v: hint[v.name]), "feasible"
         stats["from"] = "warm start"
-        alternatives = tuple(p for p in (merged_plan(cm, found),) if p.prefetches) + lp_plan
-        if periodic is None:
-            alternatives += tuple(eager(p, chain[0]) for p in alternatives)
-            alternatives += (early_first(plan, chain),)
+    else:
         return CpOutcome(
-            plan, "feasible", None, None, False, cm.tick, cm.families, stats, alternatives
+            Plan("optimised"),
+            name,
+            None,
+            None,
+            False,
+            cm.tick,
+            cm.families,
+            stats,
+            _variants(cm, None, {}, y0, periodic),
         )
+    plan = cm.extract(value)
+    found = {key: value(v) for key, v in cm.y.items()}
+    alternatives = _variants(cm, plan, found, y0, periodic)
     if not ok:
-        return CpOutcome(
-            Plan("optimised"), name, None, None, False, cm.tick, cm.families, stats, lp_plan
-        )
-    plan = cm.extract(solver.value)
+        return CpOutcome(plan, name, None, None, False, cm.tick, cm.families, stats, alternatives)
     scale = cm.tick / (periodic.repeats if periodic is not None else 1)
-    found = {key: solver.value(v) for key, v in cm.y.items()}
-    alternatives = tuple(p for p in (merged_plan(cm, found),) if p.prefetches) + lp_plan
-    if periodic is None:  # a window's variants are made after tiling
-        alternatives += tuple(eager(p, chain[0]) for p in alternatives)
-        alternatives += (early_first(plan, chain),)
     return CpOutcome(
         plan,
         name,

@@ -119,7 +119,6 @@ class Deadline:
         self.seconds = max(0.0, float(seconds))
         self.end = time.perf_counter() + self.seconds
         self.cut: list[str] = []  # stages a wall-clock limit cut short (their result may vary)
-        self.reserve_s = 0.0  # time a model build is expected to take (set by the caller)
 
     def left(self) -> float:
         return max(0.0, self.end - time.perf_counter())

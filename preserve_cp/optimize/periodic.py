@@ -125,8 +125,6 @@ def solve_periodic(
         block_start=len(st.prefix) + s * opl, block_ops=p * opl, repeats=repeats, periods=periods
     )
     out = solve_chain(window, g, costs, machine, opts, periodic=spec, deadline=deadline)
-    if out.predicted_s is None:
-        return out
     out.plan = _tile(out.plan, g, chain, window, st, s, E, periods, repeats)
     at = {n: i for i, n in enumerate(chain)}
     tiled_alternatives = tuple(  # tiling orders by host; these keep consumer order
