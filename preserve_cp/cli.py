@@ -156,8 +156,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--routing",
         default="uniform",
-        help="MoE models: expert popularity, uniform or zipf:S (S >= 0; skewed); "
-        "sets the distinct experts a step reads",
+        help="MoE models: expert popularity, uniform, zipf:S (S >= 0; skewed) or FILE.json, a "
+        "router trace of per-layer expert counts (docs/models.md); sets the distinct experts "
+        "a step reads",
     )
     s.add_argument(
         "--stack",
@@ -381,12 +382,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _routing(spec: str) -> str:
-    """``--routing`` checked with the one-line error naming the option."""
-    from .moe import ROUTING_HELP, parse_routing
+    """``--routing`` checked with the one-line error naming the option (or the trace file)."""
+    from .moe import ROUTING_HELP, is_trace_path, parse_routing
 
     try:
         parse_routing(spec, "--routing")
     except InputError:
+        if is_trace_path(spec):  # the file's own error names the file and the field
+            raise
         raise input_error("--routing", "value", ROUTING_HELP, spec) from None
     return spec
 
@@ -493,11 +496,22 @@ def _footprint(args: argparse.Namespace) -> int:
             "one layer, per device (MB)",
             file=text,
         )
-        print(f"{'devices':>8s} {'attention':>10s} {'MLP':>10s} {'KV-cache':>10s}", file=text)
+        moe = model.is_moe
+        mlp = "MoE held" if moe else "MLP"
+        head = f"{'devices':>8s} {'attention':>10s} {mlp:>10s} {'KV-cache':>10s}"
+        print(head + (f" {'MoE read':>10s}" if moe else ""), file=text)
         for r in rows:
             print(
                 f"{r.devices:8d} {r.attention_weights_bytes / units.MB:10.2f} "
-                f"{r.mlp_weights_bytes / units.MB:10.2f} {r.kv_cache_bytes / units.MB:10.2f}",
+                f"{r.mlp_weights_bytes / units.MB:10.2f} {r.kv_cache_bytes / units.MB:10.2f}"
+                + (f" {r.expert_weights_read_bytes / units.MB:10.2f}" if moe else ""),
+                file=text,
+            )
+        if moe:
+            print(
+                f"MoE held: every expert's 1/devices share, shared experts and router of one MoE "
+                f"layer; MoE read: what a decode step of {args.batch} sequences reads of it "
+                "(expected distinct experts, uniform routing)",
                 file=text,
             )
     return 0

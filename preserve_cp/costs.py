@@ -50,6 +50,7 @@ import networkx as nx
 from .errors import InputError
 from .graph import COLLECTIVE_KINDS, MATMUL_KINDS
 from .hardware import Hardware
+from .units import COMPUTE_FALLBACK
 
 
 @dataclass(frozen=True)
@@ -198,12 +199,7 @@ def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
             continue
         dtype = a.get("dtype", default_dtype)
         if kind in MATMUL_KINDS:
-            if dtype not in hw.matmul_flops_per_s:
-                raise InputError(
-                    f"{hw.name}: compute.matmul_tflops.{dtype}: the device has no {dtype} peak; "
-                    f"expected one of {sorted(hw.matmul_flops_per_s)}"
-                )
-            rate = hw.matmul_flops_per_s[dtype] * hw.matmul_efficiency
+            rate = hw.matmul_flops_per_s[compute_dtype(hw, dtype)] * hw.matmul_efficiency
             rows = a.get("rows")
             if rows and float(rows) < hw.matmul_full_rows:
                 rate *= (float(rows) / hw.matmul_full_rows) ** hw.matmul_rows_exponent
@@ -231,6 +227,28 @@ def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
             hbm_latency_s=hbm_lat,
         )
     return out
+
+
+def compute_dtype(hw: Hardware, dtype: str) -> str:
+    """The format ``hw`` runs a ``dtype`` GEMM in: ``dtype`` when its file gives a matrix peak
+    for it (computed natively), else the first of ``units.COMPUTE_FALLBACK[dtype]`` it has.
+
+    >>> from preserve_cp.hardware import load_hardware
+    >>> compute_dtype(load_hardware("b200"), "fp4"), compute_dtype(load_hardware("h100-sxm"), "fp4")
+    ('fp4', 'fp8')
+    >>> compute_dtype(load_hardware("a100-sxm-80g"), "fp8")
+    'bf16'
+    """
+    if dtype in hw.matmul_flops_per_s:
+        return dtype
+    for alt in COMPUTE_FALLBACK.get(dtype, ()):
+        if alt in hw.matmul_flops_per_s:
+            return alt
+    raise InputError(
+        f"{hw.name}: compute.matmul_tflops.{dtype}: the device has no {dtype} peak and none of "
+        f"its fallbacks ({', '.join(COMPUTE_FALLBACK.get(dtype, ())) or 'none'}); expected one "
+        f"of {sorted(hw.matmul_flops_per_s)}"
+    )
 
 
 def _ramp(size: float, half: float) -> float:

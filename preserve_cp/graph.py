@@ -30,6 +30,7 @@ import networkx as nx
 from .errors import InputError, input_error
 from .models import ModelConfig, load_model
 from .moe import expected_distinct_experts
+from .units import DTYPE_BYTES
 from .workload import Workload
 
 COLLECTIVE_KINDS = frozenset({"allreduce", "allgather", "reduce_scatter", "all_to_all"})
@@ -60,12 +61,6 @@ def check_tp(model: ModelConfig, tp: int) -> None:
         raise InputError(
             f"{model.name}: tp {tp} does not divide num_heads {model.num_heads}; "
             f"expected a tp among {_divisors(model.num_heads)}"
-        )
-    kv = model.num_kv_heads
-    if kv % tp and tp % kv:
-        raise InputError(
-            f"{model.name}: tp {tp} and num_kv_heads {kv} do not divide one another; "
-            "expected KV heads split evenly or replicated evenly"
         )
     dense_layers = not all(model.is_moe_layer(l) for l in range(model.num_layers))
     if dense_layers and model.intermediate_size % tp:
@@ -113,12 +108,19 @@ def build_graph(model: ModelConfig | str, workload: Workload) -> nx.DiGraph:
 # -- layer description: a layer is a sequence of blocks, described by data ----------------
 @dataclass(frozen=True)
 class AttentionBlock:
-    """Self-attention: MHA, GQA or MQA (``kv_heads`` per rank, replicated when ``tp`` exceeds
-    the model's KV heads), its KV read capped at ``window`` tokens on sliding-window layers."""
+    """Self-attention: MHA, GQA or MQA (``kv_heads`` per rank: ModelConfig.kv_heads_per_rank),
+    its KV read capped at ``window`` tokens on sliding-window layers, or limited to the current
+    ``chunk`` on chunked-local layers (Llama 4). ``qk_norm``: ``"rms"`` (a weight per head
+    dimension: Qwen3, OLMo 2), ``"l2"`` (weightless: Llama 4) or None; ``rope`` False on NoPE
+    layers; ``sinks``: a learned sink logit per head (gpt-oss); ``o_bias``: a bias on o_proj."""
 
     kv_heads: int
     window: int | None = None
-    qk_norm: bool = False
+    qk_norm: str | None = None
+    chunk: int | None = None
+    rope: bool = True
+    sinks: bool = False
+    o_bias: bool = False
     allreduce: ClassVar[str] = "attn_allreduce"
 
 
@@ -182,13 +184,13 @@ def layer_specs(model: ModelConfig, workload: Workload) -> list[LayerSpec]:
     """The per-layer schedule of blocks of ``model`` on one rank.
 
     >>> specs = layer_specs(load_model("gemma2-27b"), Workload(context=8192, tp=8))
-    >>> specs[0].blocks
-    (AttentionBlock(kv_heads=2, window=4096, qk_norm=False), MLPBlock(width=4608, gated=True))
+    >>> specs[0].blocks[0].window, specs[0].blocks[0].kv_heads, specs[0].blocks[1]
+    (4096, 2, MLPBlock(width=4608, gated=True))
     >>> specs[1].blocks[0].window is None
     True
     """
     tp = workload.tp
-    kv_heads = max(1, model.num_kv_heads // tp)
+    kv_heads = model.kv_heads_per_rank(tp)
     gated = model.mlp == "gated"
     # every block but the attention window depends on the model and workload, not the layer
     mla: Block | None = None
@@ -203,26 +205,45 @@ def layer_specs(model: ModelConfig, workload: Workload) -> list[LayerSpec]:
             model.qk_rope_head_dim,
             model.v_head_dim,
         )
-    moe: Block | None = None
-    if model.num_experts:
-        assert model.experts_per_token and model.moe_intermediate_size
-        moe = MoEBlock(
+    moe: dict[float, Block] = {}  # by expected distinct experts: equal layers share a block
+
+    def moe_block(layer: int) -> Block:
+        assert model.num_experts and model.experts_per_token and model.moe_intermediate_size
+        distinct = expected_distinct_experts(
             model.num_experts,
             model.experts_per_token,
-            model.moe_intermediate_size // tp,
-            expected_distinct_experts(
-                model.num_experts, model.experts_per_token, workload.tokens, workload.routing
-            ),
-            model.shared_intermediate // tp,
-            gated,
+            workload.tokens,
+            workload.routing,
+            layer=layer,
         )
+        if distinct not in moe:
+            moe[distinct] = MoEBlock(
+                model.num_experts,
+                model.experts_per_token,
+                model.moe_intermediate_size // tp,
+                distinct,
+                model.shared_intermediate // tp,
+                gated,
+            )
+        return moe[distinct]
+
     dense = MLPBlock(model.intermediate_size // tp, gated)
     parallel = model.block == "parallel"
     out = []
     for l in range(model.num_layers):
         window = model.sliding_window if model.uses_window(l) else None
-        attn = mla or AttentionBlock(kv_heads, window, model.qk_norm)
-        mlp = moe if moe is not None and model.is_moe_layer(l) else dense
+        rope = model.uses_rope(l)
+        qk_norm = "rms" if model.qk_norm else "l2" if model.qk_l2_norm and rope else None
+        attn = mla or AttentionBlock(
+            kv_heads,
+            window,
+            qk_norm,
+            model.attention_chunk_size if model.uses_chunks(l) else None,
+            rope,
+            model.attention_sinks,
+            model.o_bias,
+        )
+        mlp = moe_block(l) if model.is_moe_layer(l) else dense
         out.append(LayerSpec((attn, mlp), parallel=parallel))
     return out
 
@@ -234,6 +255,12 @@ class _Builder:
         self.last: str | None = None
         tp = wl.tp
         self.wb, self.ab, self.kb = wl.bytes_of("weight"), wl.bytes_of("act"), wl.bytes_of("kv")
+        # the checkpoint's narrower groups keep their precision (ModelConfig.weight_dtype)
+        self.group_dtype: dict[str, str] = {
+            group: model.weight_dtype(group, str(wl.weight_dtype))
+            for group in model.weight_dtypes
+            if model.weight_dtype(group, str(wl.weight_dtype)) != wl.weight_dtype
+        }
         self.q_l = model.q_size // tp
         self.vocab_l = math.ceil(model.vocab_size / tp)
         # some stacks keep the embedding and LM head whole on every rank (no logits gather)
@@ -243,6 +270,12 @@ class _Builder:
         self.kv_bytes = 0.0
 
     # -- helpers -------------------------------------------------------------------
+    def wbytes(self, group: str) -> float:
+        """Bytes per weight element of ``group`` (embedding, attention, mlp, router, experts,
+        shared_experts, lm_head)."""
+        dtype = self.group_dtype.get(group)
+        return DTYPE_BYTES[dtype] if dtype else self.wb
+
     def op(
         self,
         name: str,
@@ -283,10 +316,11 @@ class _Builder:
         n: int,
         weight: str,
         *,
+        group: str,
         bias: bool = False,
         after: tuple[str, ...] | None = None,
     ) -> str:
-        w = (k * n + (n if bias else 0)) * self.wb
+        w = (k * n + (n if bias else 0)) * self.wbytes(group)
         self.weights_bytes += w
         return self.op(
             name,
@@ -335,67 +369,102 @@ class _Builder:
         return self.moe_block(l, b, after)
 
     def attention_block(self, l: int, b: AttentionBlock, after: tuple[str, ...] | None) -> str:
+        """Norm, QKV, [qk-norm], [RoPE], attention, o_proj.
+
+        Decode reads the KV-cache of the tokens the new one attends to: all ``context`` cached
+        tokens, at most ``window`` on sliding-window layers, and on chunked-local layers only
+        those of its own chunk, ``context mod chunk`` (a step at context 16384 with chunks of
+        8192 starts a new chunk and reads none). Prefill counts the causal (query, key) pairs
+        within those limits."""
         m, wl, T = self.m, self.wl, self.T
         h = m.hidden_size
         kv_l = b.kv_heads * m.head_dim
+        aw = self.wbytes("attention")
         self.norm(f"L{l}.attn_norm", l, after=after)
-        self.gemm(f"L{l}.qkv", l, h, self.q_l + 2 * kv_l, f"L{l}.w_qkv", bias=m.qkv_bias)
-        if b.qk_norm:  # RMSNorm over each query and key head (Qwen3, OLMo 2)
-            self.weights_bytes += 2 * m.head_dim * self.wb
+        self.gemm(
+            f"L{l}.qkv",
+            l,
+            h,
+            self.q_l + 2 * kv_l,
+            f"L{l}.w_qkv",
+            group="attention",
+            bias=m.qkv_bias,
+        )
+        if b.qk_norm:  # over each query and key head: RMSNorm with a weight, or a plain L2
+            reads = {f"L{l}.qk_norm.in": T * (self.q_l + kv_l) * self.ab}
+            if b.qk_norm == "rms":  # Qwen3, OLMo 2
+                self.weights_bytes += 2 * m.head_dim * self.wb
+                reads[f"L{l}.qk_norm.w"] = 2 * m.head_dim * self.wb
             self.op(
                 f"L{l}.qk_norm",
                 "norm",
                 l,
                 flops=5.0 * T * (self.q_l + kv_l),
-                reads={
-                    f"L{l}.qk_norm.in": T * (self.q_l + kv_l) * self.ab,
-                    f"L{l}.qk_norm.w": 2 * m.head_dim * self.wb,
-                },
+                reads=reads,
                 writes=T * (self.q_l + kv_l) * self.ab,
             )
-        self.op(
-            f"L{l}.rope",
-            "elementwise",
-            l,
-            flops=6.0 * T * (self.q_l + kv_l),
-            reads={f"L{l}.rope.in": T * (self.q_l + 2 * kv_l) * self.ab},
-            writes=T * (self.q_l + 2 * kv_l) * self.ab,
-        )
-        ctx = wl.context
+        if b.rope:
+            self.op(
+                f"L{l}.rope",
+                "elementwise",
+                l,
+                flops=6.0 * T * (self.q_l + kv_l),
+                reads={f"L{l}.rope.in": T * (self.q_l + 2 * kv_l) * self.ab},
+                writes=T * (self.q_l + 2 * kv_l) * self.ab,
+            )
+        c = wl.context
+        ctx = c
         if b.window:
-            ctx = min(ctx, b.window)
+            ctx = min(c, b.window)
+        if b.chunk:  # decode: the new token's chunk so far; prefill: the tokens kept
+            ctx = c % b.chunk if wl.phase == "decode" else min(c, b.chunk)
         kv_layer = wl.batch * ctx * 2 * kv_l * self.kb
-        self.kv_bytes += wl.batch * wl.context * 2 * kv_l * self.kb
+        self.kv_bytes += wl.batch * c * 2 * kv_l * self.kb
+        extra: dict[str, float] = {}
+        if b.sinks:  # one learned logit per query head, joining the softmax
+            heads_l = self.q_l // m.head_dim
+            self.weights_bytes += heads_l * aw
+            extra[f"L{l}.sinks"] = heads_l * aw
         if wl.phase == "decode":
             self.op(
                 f"L{l}.attention",
                 "attention",
                 l,
                 flops=4.0 * wl.batch * ctx * self.q_l,
-                reads={f"L{l}.kv_cache": kv_layer, f"L{l}.q": T * self.q_l * self.ab},
+                reads={
+                    f"L{l}.kv_cache": kv_layer,
+                    f"L{l}.q": T * self.q_l * self.ab,
+                    **extra,
+                },
                 writes=T * self.q_l * self.ab + wl.batch * 2 * kv_l * self.kb,
                 prefetchable=(f"L{l}.kv_cache",),
                 context=ctx,
             )
         else:
-            pairs = wl.batch * (
-                ctx * (ctx + 1) / 2 if ctx == wl.context else ctx * wl.context - ctx * (ctx - 1) / 2
-            )
+            if b.chunk:  # causal within each chunk of the prompt
+                full, rem = divmod(c, b.chunk)
+                pairs = wl.batch * (full * b.chunk * (b.chunk + 1) / 2 + rem * (rem + 1) / 2)
+            else:
+                pairs = wl.batch * (
+                    ctx * (ctx + 1) / 2 if ctx == c else ctx * c - ctx * (ctx - 1) / 2
+                )
             self.op(
                 f"L{l}.attention",
                 "attention",
                 l,
                 flops=4.0 * pairs * self.q_l,
-                reads={f"L{l}.qkv_act": T * (self.q_l + 2 * kv_l) * self.ab},
+                reads={f"L{l}.qkv_act": T * (self.q_l + 2 * kv_l) * self.ab, **extra},
                 writes=T * self.q_l * self.ab + kv_layer,
                 context=ctx,
             )
-        return self.gemm(f"L{l}.o_proj", l, self.q_l, h, f"L{l}.w_o")
+        return self.gemm(
+            f"L{l}.o_proj", l, self.q_l, h, f"L{l}.w_o", group="attention", bias=b.o_bias
+        )
 
     def head_gemm(self, name: str, l: int, heads: int, k: int, n: int, weight: str) -> str:
         """``heads`` batched GEMMs (one k x n weight per head) over the step's tokens."""
         T, ab = self.T, self.ab
-        w = heads * k * n * self.wb
+        w = heads * k * n * self.wbytes("attention")
         self.weights_bytes += w
         return self.op(
             name,
@@ -450,12 +519,12 @@ class _Builder:
         latent = r + b.qk_rope
         self.norm(f"L{l}.attn_norm", l, after=after)
         if b.q_lora_rank:
-            self.gemm(f"L{l}.q_a", l, h, b.q_lora_rank, f"L{l}.w_q_a")
+            self.gemm(f"L{l}.q_a", l, h, b.q_lora_rank, f"L{l}.w_q_a", group="attention")
             self.latent_norm(f"L{l}.q_a_norm", l, b.q_lora_rank)
-            self.gemm(f"L{l}.q_b", l, b.q_lora_rank, H * qk, f"L{l}.w_q_b")
+            self.gemm(f"L{l}.q_b", l, b.q_lora_rank, H * qk, f"L{l}.w_q_b", group="attention")
         else:
-            self.gemm(f"L{l}.q_proj", l, h, H * qk, f"L{l}.w_q")
-        self.gemm(f"L{l}.kv_a", l, h, latent, f"L{l}.w_kv_a")
+            self.gemm(f"L{l}.q_proj", l, h, H * qk, f"L{l}.w_q", group="attention")
+        self.gemm(f"L{l}.kv_a", l, h, latent, f"L{l}.w_kv_a", group="attention")
         self.latent_norm(f"L{l}.kv_a_norm", l, r)
         self.head_gemm(f"L{l}.q_absorb", l, H, b.qk_nope, r, f"L{l}.w_uk")
         self.op(
@@ -492,13 +561,14 @@ class _Builder:
                 context=ctx,
             )
         self.head_gemm(f"L{l}.v_absorb", l, H, r, b.v_head, f"L{l}.w_uv")
-        return self.gemm(f"L{l}.o_proj", l, H * b.v_head, h, f"L{l}.w_o")
+        return self.gemm(f"L{l}.o_proj", l, H * b.v_head, h, f"L{l}.w_o", group="attention")
 
     def dense_mlp(self, l: int, prefix: str, width: int, gated: bool) -> str:
         """gate_up -> act -> down, the ops of a dense MLP (or of the shared experts)."""
         T, h = self.T, self.m.hidden_size
         n_up = 2 * width if gated else width
-        self.gemm(f"L{l}.{prefix}gate_up", l, h, n_up, f"L{l}.w_{prefix}gate_up")
+        group = "shared_experts" if prefix else "mlp"
+        self.gemm(f"L{l}.{prefix}gate_up", l, h, n_up, f"L{l}.w_{prefix}gate_up", group=group)
         self.op(
             f"L{l}.{prefix}act",
             "elementwise",
@@ -507,7 +577,7 @@ class _Builder:
             reads={f"L{l}.{prefix}act.in": T * n_up * self.ab},
             writes=T * width * self.ab,
         )
-        return self.gemm(f"L{l}.{prefix}down", l, width, h, f"L{l}.w_{prefix}down")
+        return self.gemm(f"L{l}.{prefix}down", l, width, h, f"L{l}.w_{prefix}down", group=group)
 
     def mlp_block(self, l: int, b: MLPBlock, after: tuple[str, ...] | None) -> str:
         self.norm(f"L{l}.mlp_norm", l, after=after)
@@ -524,7 +594,7 @@ class _Builder:
         self.norm(f"L{l}.mlp_norm", l, after=after)
         # vLLM (mixtral.py, qwen3_moe.py: ReplicatedLinear gate) keeps the router whole on
         # every rank: hidden x experts
-        self.gemm(f"L{l}.router", l, h, b.experts, f"L{l}.w_router")
+        self.gemm(f"L{l}.router", l, h, b.experts, f"L{l}.w_router", group="router")
         self.op(
             f"L{l}.topk",
             "elementwise",
@@ -536,9 +606,10 @@ class _Builder:
         n_up = 2 * b.width if b.gated else b.width
         rows = T * b.top_k  # token-expert pairs
         per_expert = rows / b.distinct
+        ew = self.wbytes("experts")
         for name, k, n in (("experts_gate_up", h, n_up), ("experts_down", b.width, h)):
             w = f"L{l}.w_{name}"
-            self.weights_bytes += b.experts * k * n * self.wb  # held: every expert
+            self.weights_bytes += b.experts * k * n * ew  # held: every expert
             if name == "experts_down":
                 self.op(
                     f"L{l}.experts_act",
@@ -553,7 +624,7 @@ class _Builder:
                 "gemm",
                 l,
                 flops=2.0 * rows * k * n,
-                reads={w: b.distinct * k * n * self.wb, f"L{l}.{name}.in": rows * k * ab},
+                reads={w: b.distinct * k * n * ew, f"L{l}.{name}.in": rows * k * ab},
                 writes=rows * n * ab,
                 prefetchable=(w,),
                 rows=per_expert,
@@ -586,14 +657,14 @@ class _Builder:
         m, wl, T = self.m, self.wl, self.T
         h = m.hidden_size
         tp = wl.tp
-        emb_w = self.vocab_head * h * self.wb
+        emb_w = self.vocab_head * h * self.wbytes("embedding")
         self.weights_bytes += emb_w
         self.op(
             "embedding",
             "embedding",
             -1,
             flops=0.0,
-            reads={"embedding.rows": T * h * self.wb},
+            reads={"embedding.rows": T * h * self.wbytes("embedding")},
             writes=T * h * self.ab,
         )
         if tp > 1:
@@ -603,14 +674,15 @@ class _Builder:
         self.norm("final_norm", -1)
         head_w = "embedding.w" if m.tied_embeddings else "lm_head.w"
         vocab_head = self.vocab_head  # whole vocabulary when replicated
+        hw_bytes = self.wbytes("embedding" if m.tied_embeddings else "lm_head")
         if not m.tied_embeddings:
-            self.weights_bytes += vocab_head * h * self.wb
+            self.weights_bytes += vocab_head * h * hw_bytes
         self.op(
             "lm_head",
             "gemm",
             -1,
             flops=2.0 * wl.batch * h * vocab_head,
-            reads={head_w: vocab_head * h * self.wb, "lm_head.in": wl.batch * h * self.ab},
+            reads={head_w: vocab_head * h * hw_bytes, "lm_head.in": wl.batch * h * self.ab},
             writes=wl.batch * vocab_head * 4,
             prefetchable=(head_w,),
             rows=wl.batch,
@@ -636,6 +708,8 @@ class _Builder:
             weights_bytes_per_device=self.weights_bytes,
             kv_cache_bytes_per_device=self.kv_bytes,
         )
+        if self.group_dtype:  # the checkpoint's narrower weight groups (absent: all weight_dtype)
+            self.g.graph["weight_dtypes"] = dict(sorted(self.group_dtype.items()))
         return self.g
 
 

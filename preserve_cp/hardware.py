@@ -33,7 +33,7 @@ Pos = Annotated[float, BeforeValidator(not_bool), AfterValidator(finite_positive
 NonNeg = Annotated[float, BeforeValidator(not_bool), AfterValidator(finite_nonneg)]
 Frac = Annotated[float, BeforeValidator(not_bool), AfterValidator(fraction)]
 Share = Annotated[float, BeforeValidator(not_bool), AfterValidator(share)]
-Dtype = Literal["fp16", "bf16", "fp8", "int8"]
+Dtype = Literal["fp16", "bf16", "fp8", "int8", "fp4", "nvfp4"]
 Topology = Literal["ring", "full_mesh", "switch", "torus_2d", "torus_3d"]
 
 HARDWARE_DIR = data_dir("hardware")
@@ -52,8 +52,10 @@ class SourceSpec(_Strict):
 class ComputeSpec(_Strict):
     matmul_tflops: dict[Dtype, Pos] = Field(
         min_length=1,
-        description="Dense matrix-unit peak per dtype (GEMM and attention ops); a dtype "
-        "missing here cannot be used for matrix ops on this device.",
+        description="Dense matrix-unit peak per dtype (GEMM and attention ops): the precisions "
+        "the device computes natively. A GEMM in a dtype missing here runs in the first "
+        "fallback the device has (fp4/nvfp4 -> fp8 -> bf16/fp16; int8 -> bf16/fp16: weights "
+        "converted on the fly) at that format's peak; with none of them it is an error.",
     )
     vector_tflops: Pos = Field(
         description="Vector-unit peak (norm, elementwise, embedding and other non-matrix ops)."

@@ -13,13 +13,27 @@ fails with the one-line error naming it:
 * *ignored* fields do not change the graph (rope settings, dropout, token ids, dtype...).
 
 ``model_type`` must be one whose implicit features are known (Qwen2 has a QKV bias, Qwen3 a
-qk-norm, neither written in the config): ``llama``, ``mistral``, ``mixtral``, ``qwen2``,
-``qwen3``, ``qwen3_moe``, ``deepseek_v3`` (MLA: ``kv_lora_rank``, ``q_lora_rank``,
-``qk_nope_head_dim``, ``qk_rope_head_dim``, ``v_head_dim``; ``head_dim`` becomes qk_nope +
-qk_rope). DeepSeek's routing details (``n_group``, ``topk_group``, ``topk_method``,
-``scoring_func``, ``routed_scaling_factor``) keep each expert's per-token probability at k/E
-under uniform routing, so the graph does not change: ignored. ``num_nextn_predict_layers`` (the
-multi-token-prediction module) is excluded: a plain decode step does not run it.
+qk-norm, neither written in the config; :data:`MODEL_TYPES`): ``llama``, ``mistral``,
+``mixtral``, ``qwen2``, ``qwen3``, ``qwen3_moe``, ``phi3`` (its window on every layer),
+``gemma2`` (the window on the even layers; tied embeddings by default), ``falcon`` (plain GELU
+MLP, LayerNorm; ``new_decoder_architecture``: parallel attention+MLP with ``num_kv_heads``),
+``opt`` (plain MLP of ``ffn_dim``, LayerNorm, biases), ``deepseek_v3`` (MLA:
+``kv_lora_rank``, ``q_lora_rank``, ``qk_nope_head_dim``, ``qk_rope_head_dim``,
+``v_head_dim``; ``head_dim`` becomes qk_nope + qk_rope). DeepSeek's routing details
+(``n_group``, ``topk_group``, ``topk_method``, ``scoring_func``, ``routed_scaling_factor``) keep
+each expert's per-token probability at k/E under uniform routing, so the graph does not change:
+ignored. ``num_nextn_predict_layers`` (the multi-token-prediction module) is excluded: a plain
+decode step does not run it.
+
+Gemma 2's ``attn_logit_softcapping`` and ``final_logit_softcapping`` (tanh caps on the attention
+scores and the logits) are ignored: elementwise on tensors the graph already has, they add no
+weight, no KV byte and no GEMM. A field a model type does not read (Falcon's
+``parallel_attn`` elsewhere, OPT's ``ffn_dim``...) stays an error. Parts of an architecture
+that no field states and the schema cannot represent are named in the imported description
+(``not represented: ...``): Gemma 2's post-attention/post-feedforward norms and embedding
+scale, OPT's output-projection and MLP biases; the shipped gemma2-27b and opt-66b make the same
+approximations. Phi-3-small (``phi3small``) is refused by its block-sparse attention
+(``dense_attention_every_n_layers``).
 
 >>> m = config_to_model({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
 ...     "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 100,
@@ -35,9 +49,9 @@ preserve_cp.errors.InputError: c.json: mlp_bias: MLP biases are not supported ye
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -46,15 +60,133 @@ from .errors import InputError, input_error
 from .models import ModelConfig
 from .models import load_model as _load_named_model
 
-#: model types whose implicit (unwritten) features are known: (qkv_bias, qk_norm, window rule)
-MODEL_TYPES: dict[str, tuple[bool, bool, str]] = {
-    "llama": (False, False, "none"),
-    "mistral": (False, False, "all"),
-    "mixtral": (False, False, "all"),
-    "qwen2": (True, False, "flag"),
-    "qwen3": (False, True, "flag"),
-    "qwen3_moe": (False, True, "flag"),
-    "deepseek_v3": (False, False, "none"),
+
+class ModelType(NamedTuple):
+    """What a ``model_type`` implies beyond its config's fields.
+
+    ``qkv_bias``, ``qk_norm``: features its code has that no field states; ``window``: how its
+    ``sliding_window`` applies (``none``: not used, ``all`` layers, ``flag``: only with
+    ``use_sliding_window``, ``even``: the even layers); ``fields``: config fields read only for
+    this type (an error elsewhere); ``defaults``: its transformers config class's defaults of
+    fields its config.json may leave out; ``not_represented``: implicit parts of the
+    architecture the schema has no place for, written into the imported description.
+    """
+
+    qkv_bias: bool
+    qk_norm: bool
+    window: str
+    fields: frozenset[str] = frozenset()
+    defaults: tuple[tuple[str, Any], ...] = ()
+    not_represented: str = ""
+
+
+#: model types whose implicit (unwritten) features are known
+MODEL_TYPES: dict[str, ModelType] = {
+    "llama": ModelType(False, False, "none"),
+    "mistral": ModelType(False, False, "all"),
+    "mixtral": ModelType(False, False, "all"),
+    "qwen2": ModelType(True, False, "flag"),
+    "qwen3": ModelType(False, True, "flag"),
+    "qwen3_moe": ModelType(False, True, "flag"),
+    "deepseek_v3": ModelType(False, False, "none"),
+    "phi3": ModelType(False, False, "all"),
+    "gemma2": ModelType(
+        False,
+        False,
+        "even",
+        frozenset({"hidden_activation", "sliding_window_size", "query_pre_attn_scalar"}),
+        (("tie_word_embeddings", True),),
+        "the post-attention and post-feedforward RMSNorms and the sqrt(hidden_size) "
+        "embedding scale",
+    ),
+    "falcon": ModelType(
+        False,
+        False,
+        "none",
+        frozenset(
+            {
+                "new_decoder_architecture",
+                "parallel_attn",
+                "multi_query",
+                "num_kv_heads",
+                "num_ln_in_parallel_attn",
+                "bias",
+                "ffn_hidden_size",
+                "activation",
+            }
+        ),
+        (
+            ("tie_word_embeddings", True),
+            ("max_position_embeddings", 2048),
+            ("new_decoder_architecture", False),
+            ("parallel_attn", True),
+            ("multi_query", True),
+            ("bias", False),
+            ("activation", "gelu"),
+        ),
+    ),
+    # Llama 4 (text_config's model_type): chunked-local attention on the RoPE layers, NoPE and
+    # global on every no_rope_layer_interval-th, weightless qk-norm, a shared expert per MoE layer
+    "llama4_text": ModelType(
+        False,
+        False,
+        "none",
+        frozenset(
+            {
+                "attention_chunk_size",
+                "no_rope_layers",
+                "no_rope_layer_interval",
+                "use_qk_norm",
+                "intermediate_size_mlp",
+                "moe_layers",
+                "attn_temperature_tuning",
+                "floor_scale",
+                "attn_scale",
+                "for_llm_compressor",
+                "vision_config",
+            }
+        ),
+        (("no_rope_layer_interval", 4), ("interleave_moe_layer_step", 1)),
+        "the NoPE layers' attention-temperature scaling (one multiply per query element)",
+    ),
+    # gpt-oss: q, k, v and o biases (attention_bias), one sink logit per head, MXFP4 experts
+    "gpt_oss": ModelType(
+        False,
+        False,
+        "none",
+        frozenset(
+            {"swiglu_limit", "initial_context_length", "rope_ntk_alpha", "rope_ntk_beta"}
+            | {"rope_scaling_factor"}
+        ),
+        (),
+        "the router's and the experts' biases (0.04 % of the weights) and the SwiGLU clamp",
+    ),
+    "opt": ModelType(
+        True,
+        False,
+        "none",
+        frozenset(
+            {
+                "ffn_dim",
+                "activation_function",
+                "do_layer_norm_before",
+                "word_embed_proj_dim",
+                "enable_bias",
+                "_remove_final_layer_norm",
+                "layer_norm_elementwise_affine",
+                "output_projection",
+            }
+        ),
+        (
+            ("tie_word_embeddings", True),
+            ("max_position_embeddings", 2048),
+            ("enable_bias", True),
+            ("do_layer_norm_before", True),
+            ("activation_function", "relu"),
+        ),
+        "the biases of the output projection and of both MLP projections (only the QKV "
+        "bias is represented)",
+    ),
 }
 
 #: MLA fields, mapped by name (DeepSeek-V2/V3 config names = model field names)
@@ -62,22 +194,21 @@ MLA_FIELDS = ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_d
 
 #: fields that change the architecture in ways the schema cannot represent (when set)
 UNSUPPORTED: dict[str, str] = {
-    "attention_chunk_size": "chunked local attention is not supported yet",
-    "no_rope_layers": "NoPE layers (with chunked attention) are not supported yet",
-    "use_qk_norm": "weightless qk-norm (Llama 4) is not supported yet",
-    "intermediate_size_mlp": "a dense MLP width apart from the expert width is not supported yet",
+    "attention_chunk_size": "chunked local attention is imported for model_type llama4 only",
+    "no_rope_layers": "NoPE layers are imported for model_type llama4 only",
+    "use_qk_norm": "weightless qk-norm is imported for model_type llama4 only",
+    "intermediate_size_mlp": "a dense MLP width apart from the expert width: llama4 only",
     "mlp_only_layers": "a per-layer list of dense layers is not supported yet",
     "moe_layers": "a per-layer list of MoE layers is not supported yet",
     "sliding_window_pattern": "alternating sliding/global attention patterns are not supported yet",
-    "attn_logit_softcapping": "attention logit soft-capping is not supported yet",
-    "final_logit_softcapping": "final logit soft-capping is not supported yet",
+    "dense_attention_every_n_layers": (
+        "block-sparse attention layers (Phi-3-small) are not supported yet"
+    ),
+    "alibi": "ALiBi attention biases are not imported yet",
     "mlp_bias": "MLP biases are not supported yet",
     "parallel_attn": "parallel attention+MLP blocks are not imported yet (write the YAML)",
     "parallel_residual": "parallel attention+MLP blocks are not imported yet (write the YAML)",
     "shared_expert_gate": "a gated shared expert is not supported yet",
-    "quantization_config": (
-        "checkpoint precisions are not imported yet (remove it and pass --dtype)"
-    ),
 }
 
 #: fields that do not change the graph
@@ -100,6 +231,22 @@ IGNORED = frozenset(
         # the multi-token-prediction module: excluded, a plain decode step does not run it
         "num_nextn_predict_layers",
         "bos_token_id",
+        # Gemma 2: tanh caps on the attention scores and the final logits, elementwise on
+        # tensors the graph already has: no weight, no KV byte, no GEMM changes
+        "attn_logit_softcapping",
+        "final_logit_softcapping",
+        "cache_implementation",  # the generation cache class, a runtime choice
+        "_attn_implementation",  # the attention kernel, a runtime choice
+        "_attn_implementation_autoset",
+        # dropout and initialisation (training only)
+        "dropout",
+        "activation_dropout",
+        "embd_pdrop",
+        "resid_pdrop",
+        "layerdrop",
+        "init_std",
+        "prefix",  # OPT: a tokenizer prefix string
+        "original_max_position_embeddings",  # Phi-3: the rope scaling's base context
         "dtype",
         "eos_token_id",
         "hidden_dropout",
@@ -159,6 +306,7 @@ MAPPED = frozenset(
         "moe_layer_step",
         "interleave_moe_layer_step",
         "moe_layer_freq",
+        "quantization_config",
         *MLA_FIELDS,
     }
 )
@@ -237,12 +385,209 @@ def _window(cfg: Mapping[str, Any], rule: str, layers: Any, where: str) -> tuple
         return None, None
     if window is None:
         return None, None
+    if rule == "even":  # Gemma 2: layer_idx % 2 == 0 slides, the odd layers are global
+        return window, "even"
     if rule == "none":
         raise InputError(
             f"{where}: sliding_window: this model type does not use it in transformers; "
             "remove it or give a model_type that does"
         )
     return window, "all"
+
+
+def _plain_layout(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """No type-specific fields: the model fields config_to_model derives stand."""
+    return {}
+
+
+def _gemma2_layout(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """Gemma 2: ``hidden_activation`` and ``sliding_window_size`` are older names of
+    ``hidden_act`` and ``sliding_window`` (they must agree); ``query_pre_attn_scalar`` only
+    sets the attention scale."""
+    for alias, name in (
+        ("hidden_activation", "hidden_act"),
+        ("sliding_window_size", "sliding_window"),
+    ):
+        value = _one_of(cfg, (name, alias), where)
+        if value is not None:
+            cfg[name] = value
+    return {}
+
+
+def _falcon_layout(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """Falcon: plain GELU MLP of ``ffn_hidden_size`` (4 x hidden by default), LayerNorm.
+
+    ``new_decoder_architecture`` (40B, 180B): attention and MLP in parallel, each with its own
+    LayerNorm, ``num_kv_heads`` KV heads. Otherwise ``multi_query`` gives 1 KV head (or one
+    per head), and ``parallel_attn`` parallel blocks sharing one LayerNorm (7B): not supported
+    yet, as is ``num_ln_in_parallel_attn`` 1 (the same sharing) and ``bias`` (a bias on every
+    linear layer)."""
+    if _set(cfg.get("bias")):
+        raise InputError(f"{where}: bias: biases on every linear layer are not supported yet")
+    heads = cfg.get("num_attention_heads")
+    if cfg.get("new_decoder_architecture"):
+        if cfg.get("num_ln_in_parallel_attn", 2) != 2:
+            raise InputError(
+                f"{where}: num_ln_in_parallel_attn: attention and MLP sharing one LayerNorm "
+                "is not supported yet"
+            )
+        kv = _one_of(cfg, ("num_key_value_heads", "num_kv_heads"), where)
+        block = "parallel"
+    else:
+        if cfg.get("parallel_attn"):
+            raise InputError(
+                f"{where}: parallel_attn: parallel attention+MLP sharing one LayerNorm "
+                "(without new_decoder_architecture) is not supported yet"
+            )
+        kv = 1 if cfg.get("multi_query") else heads
+        block = "sequential"
+    cfg["num_key_value_heads"] = kv
+    cfg["hidden_act"] = cfg.get("activation")
+    hidden = cfg.get("hidden_size")
+    width = cfg.get("ffn_hidden_size")
+    if width is None and isinstance(hidden, int):
+        width = 4 * hidden
+    cfg["intermediate_size"] = width
+    return {"mlp": "plain", "block": block, "norm": "layernorm", "qkv_bias": False}
+
+
+def _opt_layout(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """OPT: plain MLP of ``ffn_dim`` (``activation_function``), pre-LayerNorm blocks
+    (``do_layer_norm_before``; post-LN, OPT-350m, is not supported yet), biases on every linear
+    layer unless ``enable_bias`` is false (the schema represents the QKV bias only, as the
+    shipped opt-66b does: the description says so). ``word_embed_proj_dim`` other than
+    ``hidden_size`` (an embedding projection), ``_remove_final_layer_norm`` and a
+    LayerNorm without weights are not supported yet."""
+    if not cfg.get("do_layer_norm_before"):
+        raise InputError(
+            f"{where}: do_layer_norm_before: post-LayerNorm blocks are not supported yet"
+        )
+    proj = cfg.get("word_embed_proj_dim")
+    if proj is not None and proj != cfg.get("hidden_size"):
+        raise InputError(
+            f"{where}: word_embed_proj_dim: an embedding projection ({proj} != hidden_size) "
+            "is not supported yet"
+        )
+    if _set(cfg.get("_remove_final_layer_norm")):
+        raise InputError(
+            f"{where}: _remove_final_layer_norm: a model without final LayerNorm "
+            "is not supported yet"
+        )
+    if cfg.get("layer_norm_elementwise_affine", True) is not True:
+        raise InputError(
+            f"{where}: layer_norm_elementwise_affine: LayerNorms without weights "
+            "are not supported yet"
+        )
+    cfg["hidden_act"] = cfg.get("activation_function")
+    cfg["intermediate_size"] = cfg.get("ffn_dim")
+    out: dict[str, Any] = {"mlp": "plain", "norm": "layernorm"}
+    if not cfg.get("enable_bias"):
+        out.update(qkv_bias=False, not_represented="")
+    return out
+
+
+def llama4_vision_params(vision: Mapping[str, Any], text_hidden: int) -> int:
+    """Parameters of Llama 4's vision encoder and projector from ``vision_config`` (transformers
+    Llama4VisionModel and Llama4MultiModalProjector): the patch embedding (``num_channels x
+    patch_size^2 -> hidden``, no bias), the class embedding, ``(image_size / patch_size)^2 + 1``
+    position embeddings, two LayerNorms (weight and bias) around ``num_hidden_layers`` ViT layers
+    (q, k, v, o with biases; fc1 hidden -> intermediate and fc2 back, with biases; two
+    LayerNorms), the pixel-shuffle MLP (``intermediate_size -> projector_input_dim ->
+    projector_output_dim``, no biases) and the projector ``vision_output_dim -> text hidden``
+    (``multi_modal_projector_bias``).
+
+    >>> llama4_vision_params({"hidden_size": 1408, "intermediate_size": 5632,
+    ...     "num_hidden_layers": 34, "image_size": 336, "patch_size": 14, "num_channels": 3,
+    ...     "projector_input_dim": 4096, "projector_output_dim": 4096,
+    ...     "vision_output_dim": 4096}, 5120)
+    871932416
+    """
+
+    def need(key: str) -> int:
+        v = vision.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise input_error("vision_config", key, "an integer >= 0", v)
+        return v
+
+    h, inter, layers = need("hidden_size"), need("intermediate_size"), need("num_hidden_layers")
+    patch, size = need("patch_size"), need("image_size")
+    chans = int(vision.get("num_channels", 3))
+    p_in, p_out, v_out = (
+        need("projector_input_dim"),
+        need("projector_output_dim"),
+        need("vision_output_dim"),
+    )
+    embed = chans * patch * patch * h + h + ((size // patch) ** 2 + 1) * h + 4 * h
+    layer = 4 * (h * h + h) + (h * inter + inter) + (inter * h + h) + 4 * h
+    adapter = inter * p_in + p_out * p_out
+    projector = v_out * text_hidden + (
+        text_hidden if vision.get("multi_modal_projector_bias") else 0
+    )
+    return embed + layers * layer + adapter + projector
+
+
+def _llama4_layout(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """Llama 4 (transformers Llama4TextConfig): ``intermediate_size`` is the expert width (and
+    the one shared expert's), ``intermediate_size_mlp`` the dense MLP's; ``no_rope_layers``
+    (1: RoPE) empty means RoPE everywhere but each ``no_rope_layer_interval``-th layer; the
+    RoPE layers attend within ``attention_chunk_size`` chunks and, with ``use_qk_norm``, apply
+    the weightless L2 qk-norm; ``moe_layers`` must be interleave_moe_layer_step's default;
+    ``vision_config`` counts in ``other_params``."""
+    layers = cfg.get("num_hidden_layers")
+    if not isinstance(layers, int) or layers < 1:
+        raise input_error(where, "num_hidden_layers", "an integer >= 1", layers)
+    rope = cfg.get("no_rope_layers") or []
+    interval = cfg.get("no_rope_layer_interval")
+    if not rope:
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise input_error(where, "no_rope_layer_interval", "an integer >= 1", interval)
+        rope = [int((i + 1) % interval != 0) for i in range(layers)]
+    if not isinstance(rope, list) or len(rope) != layers or any(v not in (0, 1) for v in rope):
+        raise input_error(where, "no_rope_layers", f"a list of {layers} zeros and ones", rope)
+    step = cfg.get("interleave_moe_layer_step")
+    moe_layers = cfg.get("moe_layers")
+    if (
+        moe_layers is not None
+        and isinstance(step, int)
+        and step >= 1
+        and list(moe_layers) != list(range(step - 1, layers, step))
+    ):
+        raise InputError(
+            f"{where}: moe_layers: a list apart from interleave_moe_layer_step's "
+            "is not supported yet"
+        )
+    experts = cfg.get("num_local_experts")
+    if experts:
+        cfg["moe_intermediate_size"] = cfg.get("intermediate_size")
+        cfg["n_shared_experts"] = 1  # Llama4TextMoe: one shared expert of the expert width
+    if cfg.get("intermediate_size_mlp") is not None:
+        cfg["intermediate_size"] = cfg["intermediate_size_mlp"]
+    out: dict[str, Any] = {
+        "nope_layers": [i for i, v in enumerate(rope) if not v],
+        "qk_l2_norm": bool(cfg.get("use_qk_norm")),
+    }
+    if cfg.get("attention_chunk_size") is not None:
+        out["attention_chunk_size"] = cfg["attention_chunk_size"]
+    vision = cfg.get("vision_config")
+    if isinstance(vision, Mapping) and isinstance(cfg.get("hidden_size"), int):
+        out["other_params"] = llama4_vision_params(vision, cfg["hidden_size"])
+    return out
+
+
+def _gpt_oss_layout(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """gpt-oss: ``attention_bias`` puts biases on q, k, v and o; every layer has one learned
+    sink logit per head; ``layer_types`` alternate the ``sliding_window`` (see _window)."""
+    bias = bool(cfg.pop("attention_bias", False))
+    return {"qkv_bias": bias, "o_bias": bias, "attention_sinks": True}
+
+
+_LAYOUTS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
+    "llama4_text": _llama4_layout,
+    "gpt_oss": _gpt_oss_layout,
+    "gemma2": _gemma2_layout,
+    "falcon": _falcon_layout,
+    "opt": _opt_layout,
+}
 
 
 def config_to_model(
@@ -255,11 +600,13 @@ def config_to_model(
     """
     where = source
     cfg = _unnest(config, where)
-    for field, why in UNSUPPORTED.items():
-        if field in cfg and _set(cfg[field]):
-            raise InputError(f"{where}: {field}: {why}")
     mtype = cfg.get("model_type")
-    if mtype not in MODEL_TYPES:
+    kind = MODEL_TYPES.get(mtype) if isinstance(mtype, str) else None
+    own = kind.fields if kind else frozenset()
+    for field, why in UNSUPPORTED.items():
+        if field in cfg and field not in own and _set(cfg[field]):
+            raise InputError(f"{where}: {field}: {why}")
+    if kind is None:
         raise input_error(
             where,
             "model_type",
@@ -267,12 +614,17 @@ def config_to_model(
             mtype,
         )
     for field in cfg:
-        if field not in MAPPED and field not in IGNORED and field not in UNSUPPORTED:
+        known = field in MAPPED or field in IGNORED or field in UNSUPPORTED or field in own
+        if not known:
             raise InputError(
                 f"{where}: {field}: unknown field (it may change the architecture; "
                 "see docs/models.md, Import a Hugging Face config)"
             )
-    qkv_bias, qk_norm, rule = MODEL_TYPES[mtype]
+    cfg = {**dict(kind.defaults), **{k: v for k, v in cfg.items() if v is not None}}
+    qkv_bias, qk_norm, rule = kind.qkv_bias, kind.qk_norm, kind.window
+    layout = _LAYOUTS.get(str(mtype), _plain_layout)(cfg, where)
+    qkv_bias = layout.pop("qkv_bias", qkv_bias)
+    not_represented = layout.pop("not_represented", kind.not_represented)
     if _set(cfg.get("attention_bias")):
         raise InputError(
             f"{where}: attention_bias: a bias on every attention projection (o_proj too) "
@@ -303,11 +655,13 @@ def config_to_model(
         norm = "layernorm"
     else:
         norm = "rmsnorm"
+    norm = layout.pop("norm", norm)
     layers = cfg.get("num_hidden_layers")
     window, window_layers = _window(cfg, rule, layers, where)
     data: dict[str, Any] = {
         "name": name,
-        "description": f"imported from {Path(source).name} (model_type {mtype})",
+        "description": f"imported from {Path(source).name} (model_type {mtype})"
+        + (f"; not represented: {not_represented}" if not_represented else ""),
         "hf_repo": hf_repo,
         "sources": [
             {
@@ -323,9 +677,9 @@ def config_to_model(
         "num_kv_heads": cfg.get("num_key_value_heads") or heads,
         "head_dim": head_dim,
         "vocab_size": cfg.get("vocab_size"),
-        "mlp": "gated",
+        "mlp": layout.pop("mlp", "gated"),
         "activation": ACTIVATIONS[act],
-        "block": "sequential",
+        "block": layout.pop("block", "sequential"),
         "norm": norm,
         "qkv_bias": qkv_bias,
         "tied_embeddings": bool(cfg.get("tie_word_embeddings", False)),
@@ -346,7 +700,92 @@ def config_to_model(
         data["max_context"] = cfg["max_position_embeddings"]
     data.update(mla)
     data.update(_moe(cfg, where))
+    data.update(layout)  # the type's own fields (chunks, NoPE layers, sinks, other_params...)
+    model = validate(ModelConfig, data, where)
+    precisions = _precisions(cfg.get("quantization_config"), where)
+    if not precisions:
+        return model
+    has = {"attention", "embedding", "lm_head"}  # the groups this model has weights in
+    if model.is_moe:
+        has |= {"router", "experts"} | ({"shared_experts"} if model.num_shared_experts else set())
+    if not all(model.is_moe_layer(i) for i in range(model.num_layers)):
+        has.add("mlp")
+    data["weight_dtypes"] = {g: d for g, d in precisions.items() if g in has}
     return validate(ModelConfig, data, where)
+
+
+#: weight groups a checkpoint quantizes when quantization_config names no exception: the linear
+#: layers of attention, the MLPs and the experts (embedding, LM head and router stay as they are:
+#: DeepSeek-V3's router is not a linear layer; gpt-oss lists them in modules_to_not_convert)
+QUANTIZED_GROUPS = ("attention", "mlp", "experts", "shared_experts")
+#: quant_method -> dtype (block scales included: units.DTYPE_BYTES)
+QUANT_METHODS = {"fp8": "fp8", "mxfp4": "fp4"}
+#: module-name fragments of modules_to_not_convert -> the weight group they keep unquantized
+MODULE_GROUPS = (
+    ("self_attn", "attention"),
+    ("shared_expert", "shared_experts"),
+    ("router", "router"),
+    ("mlp.gate.", "router"),
+    ("experts", "experts"),
+    ("embed_tokens", "embedding"),
+    ("lm_head", "lm_head"),
+    ("mlp", "mlp"),
+)
+QUANT_KEYS = frozenset(
+    {
+        "quant_method",
+        "fmt",
+        "weight_block_size",
+        "activation_scheme",
+        "modules_to_not_convert",
+        "ignored_layers",
+    }
+)
+
+
+def _precisions(qc: Any, where: str) -> dict[str, str]:
+    """The checkpoint's per-group weight precisions from ``quantization_config``.
+
+    ``quant_method`` ``fp8`` (DeepSeek-V3's 128 x 128 blocks, one scale each: counted as fp8)
+    or ``mxfp4`` (gpt-oss: 4.25 bits per weight with the block scales); the groups in
+    :data:`QUANTIZED_GROUPS` take it, minus those ``modules_to_not_convert`` (or
+    ``ignored_layers``) name. How activations are quantized (``activation_scheme``) is a
+    deployment choice (``--act-dtype``), not the checkpoint's. Other methods and keys: the
+    one-line error.
+
+    >>> _precisions({"quant_method": "mxfp4", "modules_to_not_convert":
+    ...     ["model.layers.*.self_attn", "model.layers.*.mlp.router", "lm_head"]}, "c.json")
+    {'mlp': 'fp4', 'experts': 'fp4', 'shared_experts': 'fp4'}
+    """
+    if qc is None:
+        return {}
+    if not isinstance(qc, Mapping):
+        raise input_error(where, "quantization_config", "an object", qc)
+    for key in qc:
+        if key not in QUANT_KEYS:
+            raise InputError(
+                f"{where}: quantization_config.{key}: not understood (known: "
+                f"{', '.join(sorted(QUANT_KEYS))})"
+            )
+    method = qc.get("quant_method")
+    if method not in QUANT_METHODS:
+        raise input_error(
+            where, "quantization_config.quant_method", f"one of {', '.join(QUANT_METHODS)}", method
+        )
+    keep: set[str] = set()
+    for key in ("modules_to_not_convert", "ignored_layers"):
+        names = qc.get(key) or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise input_error(where, f"quantization_config.{key}", "a list of module names", names)
+        for n in names:
+            group = next((g for frag, g in MODULE_GROUPS if frag in n + "."), None)
+            if group is None:
+                raise InputError(
+                    f"{where}: quantization_config.{key}: module {n!r} matches no weight group"
+                )
+            keep.add(group)
+    dtype = QUANT_METHODS[method]
+    return {g: dtype for g in QUANTIZED_GROUPS if g not in keep}
 
 
 def _moe(cfg: Mapping[str, Any], where: str) -> dict[str, Any]:

@@ -12,9 +12,15 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from ._yaml import data_dir, not_bool, read_yaml_mapping, resolve_named_file, validate
+from .units import DTYPE_BYTES
 
 GRAPHS_DIR = data_dir("graphs")
 Count = Annotated[int, BeforeValidator(not_bool)]
+#: weight groups a checkpoint may store in different precisions
+WeightGroup = Literal[
+    "embedding", "attention", "mlp", "router", "experts", "shared_experts", "lm_head"
+]
+WeightDtype = Literal["fp16", "bf16", "fp8", "int8", "fp4", "nvfp4"]
 
 
 class _Src(BaseModel):
@@ -75,6 +81,18 @@ class ModelConfig(BaseModel):
     qk_nope_head_dim: Count | None = Field(default=None, gt=0, le=100_000)
     qk_rope_head_dim: Count | None = Field(default=None, gt=0, le=100_000)
     v_head_dim: Count | None = Field(default=None, gt=0, le=100_000)
+    # attention variants (Llama 4, gpt-oss)
+    o_bias: bool = False  # a bias on the output projection (gpt-oss attention_bias)
+    attention_sinks: bool = False  # one learned sink logit per head (gpt-oss)
+    attention_chunk_size: Count | None = Field(default=None, gt=0)  # chunked local attention
+    nope_layers: list[Count] = Field(default_factory=list)  # layers without RoPE (global)
+    qk_l2_norm: bool = False  # weightless L2 norm of q and k on RoPE layers (Llama 4)
+    # the checkpoint's precisions per weight group (e.g. gpt-oss: experts fp4): a group the
+    # checkpoint stores narrower than the workload's weight dtype keeps its own precision
+    weight_dtypes: dict[WeightGroup, WeightDtype] = Field(default_factory=dict)
+    # parameters in the checkpoint outside the text decoder (e.g. a vision encoder): counted in
+    # total_params only, never in the graph
+    other_params: Count = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -87,6 +105,16 @@ class ModelConfig(BaseModel):
             raise ValueError("sliding_window and sliding_window_layers to be given together")
         self._consistent_moe()
         self._consistent_mla()
+        if self.attention_chunk_size is not None and self.sliding_window is not None:
+            raise ValueError("attention_chunk_size or sliding_window, not both")
+        bad = [layer for layer in self.nope_layers if layer >= self.num_layers]
+        if bad:
+            raise ValueError(f"nope_layers below num_layers ({self.num_layers}); {bad[0]} is not")
+        if len(set(self.nope_layers)) != len(self.nope_layers):
+            raise ValueError("nope_layers without repeats")
+        moe_only = {"router", "experts", "shared_experts"} & set(self.weight_dtypes)
+        if moe_only and not self.is_moe:
+            raise ValueError(f"weight_dtypes.{sorted(moe_only)[0]} only with num_experts")
         for path in self.uncertain:
             if path.split(".")[0] not in type(self).model_fields:
                 raise ValueError(f"field names in uncertain ({path!r} is not one)")
@@ -148,7 +176,15 @@ class ModelConfig(BaseModel):
             raise ValueError(
                 f"num_kv_heads ({self.num_kv_heads}) to be num_heads ({self.num_heads}) with MLA"
             )
-        for f in ("qkv_bias", "qk_norm", "sliding_window"):
+        for f in (
+            "qkv_bias",
+            "o_bias",
+            "qk_norm",
+            "qk_l2_norm",
+            "sliding_window",
+            "attention_chunk_size",
+            "attention_sinks",
+        ):
             if getattr(self, f):
                 raise ValueError(f"{f} not with MLA (kv_lora_rank); not supported yet")
 
@@ -184,8 +220,55 @@ class ModelConfig(BaseModel):
             return round(q + kv + heads * self.v_head_dim * h)
         attn = h * (self.q_size + 2 * self.kv_size) + self.q_size * h
         attn += (self.q_size + 2 * self.kv_size) if self.qkv_bias else 0
+        attn += h if self.o_bias else 0
         attn += 2 * self.head_dim if self.qk_norm else 0
+        attn += self.num_heads if self.attention_sinks else 0
         return attn
+
+    def weight_dtype(self, group: str, dtype: str) -> str:
+        """The precision of weight ``group`` when weights are deployed in ``dtype``: the
+        checkpoint's own (``weight_dtypes``) where it is narrower, else ``dtype``.
+
+        >>> m = load_model("gpt-oss-120b")
+        >>> m.weight_dtype("experts", "bf16"), m.weight_dtype("attention", "bf16")
+        ('fp4', 'bf16')
+        >>> m.weight_dtype("experts", "fp4")
+        'fp4'
+        """
+        own = self.weight_dtypes.get(group)  # type: ignore[call-overload]
+        if own is not None and DTYPE_BYTES[own] < DTYPE_BYTES[dtype]:
+            return str(own)
+        return dtype
+
+    def kv_heads_per_rank(self, tp: int) -> int:
+        """KV heads one of ``tp`` ranks holds: the most any rank needs for its query heads.
+
+        Query heads are split evenly (``num_heads / tp`` per rank, in order); query head ``i``
+        reads KV head ``i // (num_heads / num_kv_heads)``. That is ``num_kv_heads / tp`` when
+        ``tp`` divides the KV heads, one (replicated) when the KV heads divide ``tp``, and in
+        between -- Phi-3-medium's 10 KV heads over 4 ranks -- a rank whose query heads straddle
+        two groups holds both (3 at tp 4, 2 at tp 8), the KV heads on the boundary duplicated.
+
+        >>> m = load_model("phi3-medium")
+        >>> [m.kv_heads_per_rank(tp) for tp in (1, 2, 4, 8)]
+        [10, 5, 3, 2]
+        >>> load_model("llama3-70b").kv_heads_per_rank(16)
+        1
+        """
+        q_per_rank = self.num_heads // tp
+        group = self.num_heads // self.num_kv_heads
+        return max(
+            ((r + 1) * q_per_rank - 1) // group - (r * q_per_rank) // group + 1 for r in range(tp)
+        )
+
+    def uses_rope(self, layer: int) -> bool:
+        """Whether ``layer`` applies rotary position embeddings (all but ``nope_layers``)."""
+        return layer not in self.nope_layers
+
+    def uses_chunks(self, layer: int) -> bool:
+        """Whether ``layer`` attends within its ``attention_chunk_size`` chunk only (Llama 4:
+        every RoPE layer; the NoPE layers attend globally)."""
+        return self.attention_chunk_size is not None and self.uses_rope(layer)
 
     @property
     def is_moe(self) -> bool:
@@ -218,15 +301,22 @@ class ModelConfig(BaseModel):
         return self.num_shared_experts * width
 
     def param_counts(self) -> dict[str, int]:
-        """Parameters: ``total`` and ``active`` per token (every weight of the model file).
+        """Parameters: ``total`` (every weight of the checkpoint), ``active`` per token, and
+        ``active_no_embedding``.
 
-        Both count the embedding, the LM head (once when tied), every norm weight and the QKV
-        bias; ``active`` counts ``experts_per_token`` routed experts (plus the shared ones and
-        the router) in each MoE layer instead of all of them.
+        ``total`` counts the embedding, the LM head (once when tied), every norm weight and
+        bias, every expert, and ``other_params`` (e.g. a vision encoder). ``active`` counts what
+        is left when each MoE layer keeps its ``experts_per_token`` routed experts (plus the
+        router and shared experts) and ``other_params`` go: the convention of the Mixtral,
+        Qwen3-MoE and DeepSeek-V3 model cards. ``active_no_embedding`` also leaves out the
+        input embedding table (a token reads one row of it; the LM head stays): the convention
+        of the gpt-oss model card.
 
         >>> c = load_model("mixtral-8x7b").param_counts()
         >>> round(c["total"] / 1e9, 2), round(c["active"] / 1e9, 2)
         (46.7, 12.88)
+        >>> round(c["active_no_embedding"] / 1e9, 2)
+        12.75
         """
         h = self.hidden_size
         attn = self.attention_params()
@@ -246,8 +336,13 @@ class ModelConfig(BaseModel):
             else:
                 total += dense
                 active += dense
-        outer = self.vocab_size * h * (1 if self.tied_embeddings else 2) + h
-        return {"total": total + outer, "active": active + outer}
+        head = self.vocab_size * h + h  # LM head (or the tied embedding) and the final norm
+        embedding = 0 if self.tied_embeddings else self.vocab_size * h
+        return {
+            "total": total + head + embedding + self.other_params,
+            "active": active + head + embedding,
+            "active_no_embedding": active + head,
+        }
 
     def layer_schedule(self) -> list[str]:
         """One word per layer: its blocks, e.g. ``attention+mlp``, ``attention(window 4096)+moe``,
@@ -261,10 +356,14 @@ class ModelConfig(BaseModel):
             attn = (
                 f"attention(window {self.sliding_window})"
                 if self.uses_window(layer)
+                else f"attention(chunk {self.attention_chunk_size})"
+                if self.uses_chunks(layer)
                 else "mla"
                 if self.is_mla
                 else "attention"
             )
+            if self.nope_layers and not self.uses_rope(layer):
+                attn += "(nope)"
             out.append(attn + ("+moe" if self.is_moe_layer(layer) else "+mlp"))
         return out
 
@@ -275,9 +374,13 @@ class ModelConfig(BaseModel):
             **self.model_dump(),
             "total_params": counts["total"],
             "active_params": counts["active"],
+            "active_params_no_embedding": counts["active_no_embedding"],
             "params_definition": (
-                "every weight, embedding and LM head included (once when tied); active: "
-                "per token, experts_per_token routed experts plus router and shared experts"
+                "total: every weight of the checkpoint (embedding and LM head once when "
+                "tied, other_params such as a vision encoder included); active: all but the "
+                "routed experts a token does not use (experts_per_token routed experts plus "
+                "router and shared experts per MoE layer) and other_params; "
+                "active_no_embedding: active without the input embedding table"
             ),
             "moe_layers": sum(self.is_moe_layer(i) for i in range(self.num_layers)),
             "layer_schedule": self.layer_schedule(),

@@ -10,7 +10,7 @@ from .moe import parse_routing
 from .units import DTYPE_BYTES
 
 Phase = Literal["decode", "prefill"]
-DTYPES = ("fp16", "bf16", "fp8", "int8")
+DTYPES = ("fp16", "bf16", "fp8", "int8", "fp4", "nvfp4")
 ALLREDUCE_IMPLS = ("nccl", "custom")
 LM_HEAD_MODES = ("sharded", "replicated")
 DEFAULT_DTYPE = "bf16"

@@ -58,6 +58,9 @@ def cases() -> list[tuple[str, Workload]]:
                 check_tp(m, tp)
             except InputError:
                 continue
+            kv = m.num_kv_heads
+            if kv % tp and tp % kv:  # the tps the old builder accepted: KV heads split evenly
+                continue  # or replicated evenly (uneven replication came later)
             for phase, batch, context in (
                 ("decode", 1, 1000),
                 ("decode", 4, 16384),

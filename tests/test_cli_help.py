@@ -115,7 +115,7 @@ def test_workload_dtype_sets_every_precision():
     assert Workload("decode", dtype="bf16") == Workload("decode")
     assert "dtype" not in Workload("decode", dtype="fp8").to_dict()
     with pytest.raises(InputError, match="workload: dtype: expected one of"):
-        Workload("decode", dtype="fp4")
+        Workload("decode", dtype="fp5")
 
 
 def test_context_past_max_context_warns_once(capsys):

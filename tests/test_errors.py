@@ -355,7 +355,7 @@ def test_model_field_errors(case: str, tmp_path: Path, capsys: pytest.CaptureFix
     ("model", "needles"),
     [
         ("qwen2-7b", ["qwen2-7b", "tp 8", "num_heads 28"]),
-        ("phi3-medium", ["phi3-medium", "tp 8", "num_kv_heads 10"]),
+        ("qwen2.5-7b", ["qwen2.5-7b", "tp 8", "num_heads 28"]),
     ],
 )
 def test_tp_must_divide_heads(model: str, needles: list[str]) -> None:

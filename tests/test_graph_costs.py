@@ -65,8 +65,7 @@ def test_collectives_where_megatron_puts_them():
     "model,tp,word",
     [
         ("qwen2-7b", 8, "num_heads"),
-        ("phi3-medium", 8, "num_kv_heads"),
-        ("phi3-medium", 4, "num_kv_heads"),
+        ("phi3-medium", 3, "num_heads 40"),
     ],
 )
 def test_tp_that_cannot_split_heads_is_a_clear_error(model, tp, word):

@@ -23,11 +23,12 @@ DEVICES = {"ascend-910b2": "int8", "h100-sxm": "fp8"}
 
 
 def _tp_splits(model, tp: int) -> bool:
-    kv = model.num_kv_heads
+    # KV heads need no rule (ModelConfig.kv_heads_per_rank); the dense width only if used
+    dense = not all(model.is_moe_layer(i) for i in range(model.num_layers))
     return (
         model.num_heads % tp == 0
-        and (kv % tp == 0 or tp % kv == 0)
-        and model.intermediate_size % tp == 0
+        and (not dense or model.intermediate_size % tp == 0)
+        and (model.moe_intermediate_size or tp) % tp == 0
     )
 
 

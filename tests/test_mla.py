@@ -75,7 +75,7 @@ def test_mla_block_bytes_and_flops_per_rank() -> None:
 
 def test_mla_without_q_lora_and_validation(tmp_path) -> None:
     data = pc.load_model("deepseek-v3").model_dump()
-    data.update(name="lite", q_lora_rank=None, num_layers=4)
+    data.update(name="lite", q_lora_rank=None, num_layers=4, weight_dtypes={})
     path = tmp_path / "lite.yaml"
     path.write_text(yaml.safe_dump(data))
     g = pc.build_graph(str(path), pc.Workload("decode", 2, 512, 4))
