@@ -5,25 +5,33 @@ Usage::
     python docs/gen_fidelity_doc.py          # rewrite the generated block in place
     python docs/gen_fidelity_doc.py --check  # exit 1 when the block is out of date
 
-The block holds the summary (priors vs calibrated), every point with both errors, and the
-fitted values of each calibrated device. tests/test_docs.py fails when it differs from what
-this script would write, so the numbers on the page are the tool's.
+Two blocks: the first holds the summary (priors vs calibrated), every point of the
+single-node set with both errors, and the fitted values of each calibrated device; the second
+("Multi-node and MoE points") the same for the points with a ``family`` (multi-node, MoE and
+all-to-all measurements), with the share within 20 % as well. tests/test_docs.py fails when
+either differs from what this script would write, so the numbers on the page are the tool's.
 """
 
 from __future__ import annotations
 
+import argparse
+import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 import _docgen  # docs/_docgen.py (this folder is on sys.path when run as a script)
 import yaml
 
 from preserve_cp.hardware import HARDWARE_DIR
-from preserve_cp.validate import compare, load_points, summary
+from preserve_cp.validate import Comparison, compare, load_points, summary
 
 DOC = Path(__file__).resolve().parent / "fidelity.md"
 BEGIN = "<!-- BEGIN GENERATED TABLES -->"
 END = "<!-- END GENERATED TABLES -->"
+BEGIN_MN = "<!-- BEGIN GENERATED MULTINODE TABLES -->"
+END_MN = "<!-- END GENERATED MULTINODE TABLES -->"
+_SEP = "\x00multinode\x00\n"  # joins the two blocks in render()'s result (never written)
 
 
 def _pct(x: float | None) -> str:
@@ -31,7 +39,73 @@ def _pct(x: float | None) -> str:
 
 
 def render() -> str:
+    """Both generated blocks, joined by ``_SEP`` (``splice`` puts each between its markers)."""
     points = load_points()
+    single = [p for p in points if not p.get("family")]
+    multi = [p for p in points if p.get("family")]
+    return _render_single(single) + _SEP + _render_multinode(multi)
+
+
+def _within(rows: list[Comparison], limit: float) -> float | None:
+    errs = [abs(r.error) for r in rows if r.error is not None]
+    return sum(e <= limit for e in errs) / len(errs) if errs else None
+
+
+def _median(rows: list[Comparison]) -> float | None:
+    errs = [abs(r.error) for r in rows if r.error is not None]
+    return statistics.median(errs) if errs else None
+
+
+def _render_multinode(points: list[dict[str, Any]]) -> str:
+    """Summary by split and by family, and every point, of the multi-node and MoE points."""
+    prior, fitted = compare(points, calibrated=False), compare(points)
+    family = {str(p["id"]): str(p["family"]) for p in points}
+    out = [
+        "| subset | points | median \\|error\\| (priors) | median \\|error\\| (calibrated) "
+        "| within 10 % | within 20 % |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    groups: list[tuple[str, list[int]]] = [
+        (split, [i for i, r in enumerate(fitted) if r.split == split])
+        for split in ("train", "holdout")
+    ]
+    for fam in dict.fromkeys(family.values()):
+        groups.append(
+            (
+                f"holdout: {fam}",
+                [i for i, r in enumerate(fitted) if r.split == "holdout" and family[r.id] == fam],
+            )
+        )
+    for name, idx in groups:
+        a, b = [prior[i] for i in idx], [fitted[i] for i in idx]
+        bold = "**" if name == "holdout" else ""
+        out.append(
+            f"| {bold}{name}{bold} | {len(idx)} | {_pct(_median(a))} | {bold}{_pct(_median(b))}"
+            f"{bold} | {_pct(_within(b, 0.10))} | {_pct(_within(b, 0.20))} |"
+        )
+    out += [
+        "",
+        "| id | family | split | hardware | metric | measured | predicted | error (priors) "
+        "| error |",
+        "|---|---|---|---|---|---:|---:|---:|---:|",
+    ]
+    for a, b in zip(prior, fitted, strict=True):
+        if b.predicted is None or a.error is None or b.error is None:
+            out.append(
+                f"| {b.id} | {family[b.id]} | {b.split} | {b.hardware} | {b.metric} | "
+                f"{b.measured:.4g} | skipped: {b.skipped} | | |"
+            )
+            continue
+        flag = " ⚠" if abs(b.error) > 0.20 else ""
+        out.append(
+            f"| {b.id} | {family[b.id]} | {b.split} | {b.hardware} | {b.metric} | "
+            f"{b.measured:.4g} | {b.predicted:.4g} | {a.error * 100:+.1f} % | "
+            f"{b.error * 100:+.1f} %{flag} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def _render_single(points: list[dict[str, Any]]) -> str:
     prior, fitted = compare(points, calibrated=False), compare(points)
     sp, sf = summary(prior), summary(fitted)
     out = [
@@ -75,12 +149,24 @@ def render() -> str:
 
 
 def splice(text: str, block: str) -> str:
-    """``text`` with everything between the markers replaced by ``block``."""
-    return _docgen.splice(DOC, BEGIN, END, text, block)
+    """``text`` with each block of ``render()`` between its markers."""
+    single, multi = block.split(_SEP)
+    text = _docgen.splice(DOC, BEGIN, END, text, single)
+    return _docgen.splice(DOC, BEGIN_MN, END_MN, text, multi)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return _docgen.main(DOC, BEGIN, END, render, __doc__.splitlines()[0], argv)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="exit 1 when a block is stale")
+    args = p.parse_args(argv)
+    old = DOC.read_text(encoding="utf-8")
+    new = splice(old, render())
+    if args.check:
+        print("up to date" if new == old else f"{DOC.name}: generated block is stale")
+        return 0 if new == old else 1
+    DOC.write_text(new, encoding="utf-8")
+    print(f"{DOC.name}: {'unchanged' if new == old else 'rewritten'}")
+    return 0
 
 
 if __name__ == "__main__":

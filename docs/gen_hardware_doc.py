@@ -34,6 +34,7 @@ from preserve_cp.hardware import (
     HardwareSpec,
     InterconnectSpec,
     MemorySpec,
+    ScaleOutSpec,
     SourceSpec,
 )
 
@@ -47,6 +48,7 @@ SECTIONS: tuple[tuple[str, type[BaseModel], str], ...] = (
     ("compute", ComputeSpec, "compute"),
     ("memory", MemorySpec, "memory"),
     ("interconnect", InterconnectSpec, "interconnect"),
+    ("scale_out", ScaleOutSpec, "scale_out"),
     ("cost", CostSpec, "cost"),
     ("calibration", CalibrationSpec, "calibration"),
     ("sources entries", SourceSpec, "sources[]"),

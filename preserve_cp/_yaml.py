@@ -59,7 +59,7 @@ def _fmt_found(value: Any) -> str:
 def validate(model: type[M], data: dict[str, Any], where: str) -> M:
     """Validate ``data`` against ``model``; turn the first pydantic error into an InputError."""
     try:
-        return model.model_validate(data)
+        out = model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -79,6 +79,47 @@ def validate(model: type[M], data: dict[str, Any], where: str) -> M:
         ) from None
     except RecursionError:
         raise InputError(f"{where}: nesting too deep") from None
+    for loc, text in quoted_numbers(data, out):
+        field = ".".join(str(p) for p in loc)
+        raise InputError(f"{where}: {field}: expected a number, found the string {text!r}")
+    return out
+
+
+def quoted_numbers(raw: Any, value: Any, loc: tuple[Any, ...] = ()) -> list[tuple[tuple, str]]:
+    """Where pydantic turned a string of ``raw`` into a number of the validated ``value``.
+
+    Pydantic's lax mode reads ``"3.35"`` as 3.35; in a YAML file that is a quoted number, a
+    mistake worth a message (numbers in YAML are numbers), so :func:`validate` rejects it.
+
+    >>> from pydantic import BaseModel
+    >>> class Mem(BaseModel):
+    ...     bw: float
+    ...     name: str
+    ...     sizes: list[int] = []
+    >>> raw = {"bw": "3.35", "name": "h", "sizes": [1, "2"]}
+    >>> quoted_numbers(raw, Mem.model_validate(raw))
+    [(('bw',), '3.35'), (('sizes', 1), '2')]
+    """
+    if isinstance(raw, str):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return [(loc, raw)] if number else []
+    found: list[tuple[tuple, str]] = []
+    if isinstance(raw, dict):
+        if isinstance(value, BaseModel):
+            names = {(f.alias or name): name for name, f in type(value).model_fields.items()} | {
+                name: name for name in type(value).model_fields
+            }
+            for k, v in raw.items():
+                if k in names:
+                    found += quoted_numbers(v, getattr(value, names[k], None), (*loc, k))
+        elif isinstance(value, dict):
+            for k, v in raw.items():
+                if k in value:
+                    found += quoted_numbers(v, value[k], (*loc, k))
+    elif isinstance(raw, list) and isinstance(value, list | tuple) and len(raw) == len(value):
+        for i, (a, b) in enumerate(zip(raw, value, strict=True)):
+            found += quoted_numbers(a, b, (*loc, i))
+    return found
 
 
 def not_bool(value: Any) -> Any:

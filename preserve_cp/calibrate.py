@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from ._yaml import read_yaml_mapping, resolve_named_file, validate
-from .errors import InfeasibleError, InputError
+from .errors import InfeasibleError, InputError, input_error
 from .hardware import (
     HARDWARE_DIR,
     Hardware,
@@ -56,6 +56,7 @@ PARAMETERS: tuple[tuple[str, float, float], ...] = (
     ("interconnect.collective_latency_us", 1.0, 60.0),
     ("interconnect.rank_latency_us", 0.0, 10.0),
     ("interconnect.custom_allreduce_latency_us", 1.0, 30.0),
+    ("scale_out.collective_latency_us", 2.0, 300.0),
 )
 STEP_OVERHEAD = ("compute.step_overhead_us", 0.0, 20000.0)  # one per stack in the points
 
@@ -130,9 +131,17 @@ def training_points(name: str, points: list[dict[str, Any]]) -> list[dict[str, A
 
 
 def calibrate(
-    hardware: str | Path, set_path: str | Path | None = None, *, date: str | None = None
+    hardware: str | Path,
+    set_path: str | Path | None = None,
+    *,
+    date: str | None = None,
+    only: Sequence[str] | None = None,
 ) -> Fit:
-    """Fit ``hardware``'s parameters to its training points; nothing is written."""
+    """Fit ``hardware``'s parameters to its training points; nothing is written.
+
+    ``only`` (point ids) restricts the fit to those training points: how a recorded
+    calibration is reproduced from the ``points`` it lists, when training points were added
+    to the set after it (the next ``--write`` fits them all)."""
     path = resolve_named_file(str(hardware), HARDWARE_DIR, "hardware")
     data = read_yaml_mapping(path)
     data.pop("calibration", None)  # always fit from the priors
@@ -140,6 +149,13 @@ def calibrate(
     spec = validate(HardwareSpec, data, where)
     set_file = Path(set_path) if set_path is not None else DEFAULT_SET
     candidates = training_points(spec.name, load_points(set_file))
+    if only is not None:
+        missing = sorted(set(only) - {str(p["id"]) for p in candidates})
+        if missing:
+            raise input_error(
+                f"{set_file}", "points", f"training points of {spec.name}", missing[0]
+            )
+        candidates = [p for p in candidates if str(p["id"]) in set(only)]
     at_prior = _predictions(candidates, _hardware(data, {}, where))
     train = [p for p, v in zip(candidates, at_prior, strict=True) if v is not None]
     base = [v for v in at_prior if v is not None]

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import units
+from .comm import collectives_by_kind
+from .deploy import request_latency
 from .describe import solve_inputs
 from .errors import InputError, PreserveError, input_error
 from .estimate import estimate, parse_plans
@@ -23,9 +25,17 @@ from .hf_import import import_config, load_model, model_yaml
 from .models import list_models
 from .outputs import check_output, is_stdout, output_folder, require_folder, write_output
 from .plan import Result
+from .serving import serving_lines, step_serving
 from .solve import SolveOptions, solve
 from .viz._io import FIGURE_SUFFIXES
-from .workload import ALLREDUCE_IMPLS, DTYPES, LM_HEAD_MODES, Workload
+from .workload import (
+    ALL_TO_ALL_KINDS,
+    ALLREDUCE_IMPLS,
+    ATTENTION_LAYOUTS,
+    DTYPES,
+    LM_HEAD_MODES,
+    Workload,
+)
 
 _UNCAL_HELP = "ignore the hardware file's calibration section (use the written priors)"
 _DEBUG_HELP = "show tracebacks (accepted before or after the command)"
@@ -161,6 +171,38 @@ def _parser() -> argparse.ArgumentParser:
         "a step reads",
     )
     s.add_argument(
+        "--ep",
+        type=int,
+        default=1,
+        help="expert-parallel degree for MoE layers: experts spread over ep of the tp ranks "
+        "(ep x tp/ep per expert), tokens dispatched and combined by all-to-all",
+    )
+    s.add_argument(
+        "--attention",
+        choices=ATTENTION_LAYOUTS,
+        default="tp",
+        help="tp: attention split over the tp ranks; dp: data-parallel attention (each rank "
+        "batch/tp sequences, whole attention weights; needs --ep equal to --tp)",
+    )
+    s.add_argument(
+        "--all-to-all",
+        choices=ALL_TO_ALL_KINDS,
+        default="low_latency",
+        help="MoE dispatch/combine kernels: low_latency (DeepEP's decode kernels) or normal",
+    )
+    s.add_argument(
+        "--pp",
+        type=int,
+        default=1,
+        help="pipeline stages (each on its own tp devices; every stage is solved)",
+    )
+    s.add_argument(
+        "--microbatches",
+        type=int,
+        default=1,
+        help="micro-batches the batch is cut into for the pipeline (divides --batch)",
+    )
+    s.add_argument(
         "--stack",
         default="",
         help="software stack name selecting the hardware file's per-step overhead "
@@ -196,6 +238,13 @@ def _parser() -> argparse.ArgumentParser:
         help="fast path: only these baselines, no optimiser (comma-separated from "
         "vanilla,greedy,streaming,fused; status baselines; default: all and the optimiser)",
     )
+    s.add_argument(
+        "--output-len",
+        type=int,
+        metavar="N",
+        help="decode: also one request's latency: prefill of --context prompt tokens, then N "
+        "decode steps at growing context (solved, or --plans, at 9 contexts; default: none)",
+    )
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.add_argument(
         "--trace", metavar="FILE", help="write a Perfetto/Chrome trace (-: standard output)"
@@ -217,6 +266,64 @@ def _parser() -> argparse.ArgumentParser:
         help="Gantt and trace show vanilla, greedy, streaming and optimised together",
     )
 
+    cp = sub.add_parser(
+        "capacity", help="largest decode batch whose weights, KV-cache and activations fit"
+    )
+    cp.add_argument("--model", required=True, help=_MODEL_HELP)
+    cp.add_argument("--hardware", required=True, help="shipped hardware NAME or a YAML path")
+    cp.add_argument("--context", type=int, default=2048, help="KV length per sequence, tokens")
+    cp.add_argument("--tp", type=int, default=8, help="tensor-parallel degree")
+    cp.add_argument(
+        "--dtype", choices=DTYPES, default="bf16", help="weights, activations and KV-cache"
+    )
+    for kind in ("weight", "act", "kv"):
+        cp.add_argument(
+            f"--{kind}-dtype",
+            choices=DTYPES,
+            default=None,
+            help=f"override the {kind} dtype (default: --dtype)",
+        )
+    cp.add_argument(
+        "--memory-utilization",
+        type=float,
+        default=0.9,
+        help="share of HBM the serving stack may fill (vLLM's gpu_memory_utilization)",
+    )
+    cp.add_argument("--stack", default="", help="software stack (per-step overhead; see solve)")
+    cp.add_argument("--routing", default="uniform", help="MoE expert popularity (see solve)")
+    cp.add_argument("--uncalibrated", action="store_true", help=_UNCAL_HELP)
+    cp.add_argument(
+        "--solve", action="store_true", help="also optimise the decode step at that batch"
+    )
+    cp.add_argument(
+        "--time-limit", type=float, default=30.0, help="seconds for the solve (--solve)"
+    )
+    cp.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+    ex = sub.add_parser(
+        "export",
+        help="turn an optimised plan into a serving stack's prefetch configuration",
+    )
+    ex.add_argument(
+        "target",
+        choices=["vllm-ascend"],
+        help="vllm-ascend: additional_config.weight_prefetch_config (per-kind prefetch ratios)",
+    )
+    ex.add_argument("--model", required=True, help=_MODEL_HELP)
+    ex.add_argument("--hardware", required=True, help="shipped device NAME or a hardware YAML")
+    ex.add_argument("--phase", choices=["decode", "prefill"], default="decode", help="step kind")
+    ex.add_argument("--batch", type=int, default=1, help="sequences in the step")
+    ex.add_argument("--context", type=int, default=2048, help="KV length, tokens")
+    ex.add_argument("--tp", type=int, default=8, help="tensor-parallel degree")
+    ex.add_argument(
+        "--dtype", choices=DTYPES, default="bf16", help="weights, activations and KV-cache"
+    )
+    ex.add_argument(
+        "--time-limit", type=float, default=30.0, help="seconds for the solve behind it"
+    )
+    ex.add_argument("--uncalibrated", action="store_true", help=_UNCAL_HELP)
+    ex.add_argument("--out", metavar="FILE", help="write the JSON there (default: stdout)")
+
     f = sub.add_parser("footprint", help="per-layer footprint per device (paper Fig. 2)")
     f.add_argument("--model", required=True, help=_MODEL_HELP)
     f.add_argument("--dtype", choices=DTYPES, default="int8", help="weights and KV-cache")
@@ -234,8 +341,14 @@ def _parser() -> argparse.ArgumentParser:
     va.add_argument("--json", action="store_true", help="print the comparison as JSON")
     va.add_argument(
         "--out",
-        default="validation-results",
-        help="folder for validation.csv and validation.png (created; its parent must exist)",
+        metavar="DIR",
+        help="write validation.csv and validation.png into DIR (created; its parent must "
+        "exist; default: write no file)",
+    )
+    va.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="write the signed-error plot (.svg or .png; -: SVG to stdout; default: no plot)",
     )
     va.add_argument("--uncalibrated", action="store_true", help=_UNCAL_HELP)
 
@@ -271,6 +384,12 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--workers", type=int, default=2, help="local cluster worker processes")
     w.add_argument(
         "--export", metavar="CSV", help="write the sweep's results as CSV (-: standard output)"
+    )
+    w.add_argument(
+        "--plans",
+        metavar="LIST",
+        help="fast path for every point: only these baselines, no optimiser (comma-separated "
+        "from vanilla,greedy,streaming,fused; default: the spec's plans, else full solves)",
     )
     w.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS_HELP)
 
@@ -331,6 +450,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _sweep(args)
     if args.cmd == "footprint":
         return _footprint(args)
+    if args.cmd == "export":
+        return _export(args)
+    if args.cmd == "capacity":
+        return _capacity(args)
     if args.cmd == "validate":
         return _validate(args)
     if args.cmd == "calibrate":
@@ -418,43 +541,85 @@ def _import_model(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from .validate import as_dicts, compare, load_points, summary
-    from .viz._io import csv_text, write_figure
+    from .viz._io import csv_text, figure_suffix, write_figure
     from .viz.paper_plots import validation_figure
 
+    # files only where asked (--out, --plot), each checked before any work
+    if args.plot:
+        figure_suffix(args.plot)
+    to_stderr = _claim_outputs({"--plot": args.plot}, "--json" if args.json else "")
     points = load_points(args.set)
-    out = output_folder(args.out, "--out")
-    comparisons = compare(points, calibrated=not args.uncalibrated)
+    out = output_folder(args.out, "--out") if args.out else None
+    calibrated = not args.uncalibrated
+    comparisons = compare(points, calibrated=calibrated)
     rows = as_dicts(comparisons)
     summ = summary(comparisons)
-    write_output(out / "validation.csv", csv_text(rows))
-    calibrated = not args.uncalibrated
-    write_figure(out / "validation.png", validation_figure(rows, calibrated))
+    wrote: list[str] = []
+    if out is not None:
+        write_output(out / "validation.csv", csv_text(rows))
+        write_figure(out / "validation.png", validation_figure(rows, calibrated))
+        wrote += [str(out / "validation.csv"), str(out / "validation.png")]
+    if args.plot:
+        write_figure(args.plot, validation_figure(rows, calibrated))
+        if not is_stdout(args.plot):
+            wrote.append(args.plot)
     if args.json:
         print(json.dumps({"calibrated": calibrated, "summary": summ, "points": rows}, indent=2))
         return 0
-    print(
-        f"{'id':48s} {'split':7s} {'metric':26s} {'measured':>10s} {'predicted':>10s} {'error':>8s}"
-    )
+    text = sys.stderr if to_stderr else sys.stdout
+    head = f"{'id':48s} {'split':7s} {'metric':26s} {'measured':>10s} {'predicted':>10s}"
+    print(f"{head} {'error':>8s}", file=text)
     for r in rows:
         pred = "-" if r["predicted"] is None else f"{r['predicted']:10.4g}"
         err = r["skipped"] or f"{r['error'] * 100:+7.1f}%"
         print(
             f"{r['id'][:48]:48s} {r['split']:7s} {r['metric'][:26]:26s} "
-            f"{r['measured']:10.4g} {pred:>10s} {err:>8s}"
+            f"{r['measured']:10.4g} {pred:>10s} {err:>8s}",
+            file=text,
         )
     print(
         "hardware calibrations applied (docs/fidelity.md)"
         if calibrated
-        else "priors only (--uncalibrated)"
+        else "priors only (--uncalibrated)",
+        file=text,
     )
     for name in ("train", "holdout", "holdout_decode"):
         g = summ[name]
         if g["n"]:
             print(
                 f"{name:15s} n={g['n']:3d}  median |error| {g['median_abs_error'] * 100:5.1f} %"
-                f"  within 10 %: {g['share_within_10pct'] * 100:5.1f} %"
+                f"  within 10 %: {g['share_within_10pct'] * 100:5.1f} %",
+                file=text,
             )
-    print(f"wrote {out / 'validation.csv'} and {out / 'validation.png'}")
+    if wrote:
+        print(f"wrote {' and '.join(wrote)}", file=text)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    """``export vllm-ascend``: solve, then the closest ``weight_prefetch_config``."""
+    from .production import export_weight_prefetch_config
+
+    if args.out:
+        check_output(args.out, "--out")
+    if not args.time_limit > 0:
+        raise input_error("--time-limit", "value", "seconds > 0", args.time_limit)
+    hw = load_hardware(args.hardware, calibrated=not args.uncalibrated)
+    model = load_model(args.model)
+    wl = Workload(args.phase, args.batch, args.context, args.tp, dtype=args.dtype)
+    g = build_graph(model, wl)
+    result = solve(g, hw, time_limit_s=args.time_limit)
+    cfg = export_weight_prefetch_config(result.plan, g)
+    text = json.dumps(cfg, indent=2) + "\n"
+    if args.out and not is_stdout(args.out):
+        write_output(args.out, text, "--out")
+        print(
+            f"wrote {args.out}: {model.name} on {hw.name}, optimised {result.speedup or 1:.3f}x "
+            f"over vanilla (pass it as vllm serve --additional-config)",
+            file=sys.stderr,
+        )
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -517,15 +682,51 @@ def _footprint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _capacity(args: argparse.Namespace) -> int:
+    from .deploy import capacity, capacity_text
+
+    if not 0 < args.memory_utilization <= 1:
+        raise input_error(
+            "--memory-utilization", "value", "a fraction in (0, 1]", args.memory_utilization
+        )
+    if not args.time_limit > 0:
+        raise input_error("--time-limit", "value", "seconds > 0", args.time_limit)
+    hw = load_hardware(args.hardware, calibrated=not args.uncalibrated)
+    model = load_model(args.model)
+    wl = Workload(
+        phase="decode",
+        batch=1,
+        context=args.context,
+        tp=args.tp,
+        weight_dtype=args.weight_dtype or args.dtype,
+        act_dtype=args.act_dtype or args.dtype,
+        kv_dtype=args.kv_dtype or args.dtype,
+        stack=args.stack,
+        routing=_routing(args.routing),
+    )
+    c = capacity(
+        model,
+        wl,
+        hw,
+        memory_utilization=args.memory_utilization,
+        solve=args.solve,
+        options=SolveOptions(time_limit_s=args.time_limit),
+    )
+    _warn_context(model, args.context)
+    print(json.dumps(c.to_dict(), indent=2) if args.json else capacity_text(c))
+    return 0
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from .sweep import Store, expand, export_csv, load_spec, run_sweep, text_progress
 
     _check_workers(args.workers)
     if args.scheduler and not args.scheduler.startswith(("tcp://", "tls://", "inproc://")):
         raise input_error("--scheduler", "address", "tcp://HOST:PORT", args.scheduler)
+    plans = None if args.plans is None else parse_plans(args.plans)
     to_stderr = _claim_outputs({"--export": args.export})
     spec = load_spec(args.spec)
-    points = expand(spec, where=args.spec)
+    points = expand(spec, where=args.spec, plans=plans)
     store_path = Path(args.store) if args.store else Path(args.spec).with_suffix(".sqlite")
     require_folder(store_path, "--store")
     store = Store(store_path)
@@ -610,13 +811,30 @@ def _solve(args: argparse.Namespace) -> int:
         lm_head=args.lm_head,
         stack=args.stack,
         routing=_routing(args.routing),
+        ep=args.ep,
+        attention=args.attention,
+        pp=args.pp,
+        microbatches=args.microbatches,
+        all_to_all=args.all_to_all,
     )
+    if wl.pp > 1:
+        return _solve_pipeline(args, model, wl, hw)
     g = build_graph(model, wl)
     if not args.time_limit > 0:
         raise input_error("--time-limit", "value", "seconds > 0", args.time_limit)
     if not args.work_limit > 0 or not math.isfinite(args.work_limit):
         raise input_error("--work-limit", "value", "a number > 0", args.work_limit)
     _check_workers(args.workers)
+    if args.output_len is not None:
+        if args.phase != "decode":
+            raise input_error("--output-len", "phase", "--phase decode", args.phase)
+        if not 1 <= args.output_len <= (1 << 24) - args.context:
+            raise input_error(
+                "--output-len",
+                "value",
+                "an integer >= 1 (context + N within 2^24)",
+                args.output_len,
+            )
     asked = None if args.plans is None else parse_plans(args.plans)
     gantt = args.gantt
     if gantt and not is_stdout(gantt) and Path(gantt).suffix.lower() not in FIGURE_SUFFIXES:
@@ -638,8 +856,17 @@ def _solve(args: argparse.Namespace) -> int:
         result = solve(g, hw, options=options)
     else:  # the fast path: baselines only
         result = estimate(g, hw, plans=asked, options=options)
-    _warn_context(model, args.context)  # after the solve: an error stays the only line
+    # after the solve: an error stays the only line (with --output-len: the last context)
+    _warn_context(model, args.context + (args.output_len or 1) - 1)
     result = result.with_inputs(solve_inputs(g, hw, options, model=args.model, plans=asked))
+    result = result.with_collectives(collectives_by_kind(result.schedule, g))
+    if result.serving is None:  # the fast path's result: TPOT or TTFT and tokens/s
+        result = result.with_serving(step_serving(g, result))
+    if args.output_len is not None and result.serving is not None:
+        request = request_latency(
+            model, wl, hw, args.output_len, plans=asked, options=options, first=result
+        )
+        result = result.with_serving({**result.serving, "request": request})
     chosen = "optimised" if result.optimiser_ran else result.plan.name
     plans = result.compared_schedules() if args.compare else {chosen: result.schedule}
     if args.trace:
@@ -651,9 +878,10 @@ def _solve(args: argparse.Namespace) -> int:
             device_l2_bytes=hw.l2_capacity_bytes,
         )
     if args.gantt:
-        from .viz.gantt import write_gantt
+        from .viz.gantt import result_title, write_gantt
 
-        write_gantt(args.gantt, plans, layers=layers, title=f"{model.name} on {hw.name}")
+        # without --layers: the overview of every layer and the zoom on the first ones
+        write_gantt(args.gantt, plans, layers=layers, title=result_title(result, g), graph=g)
     if args.report:
         from .viz.report import write_report
 
@@ -664,6 +892,55 @@ def _solve(args: argparse.Namespace) -> int:
         print(result.to_json())
     else:
         print(_report(result, g, hw, model.name, wl), file=sys.stderr if to_stderr else sys.stdout)
+    return 0
+
+
+def _solve_pipeline(args: argparse.Namespace, model: Any, wl: Workload, hw: Hardware) -> int:
+    """``solve --pp N``: every stage solved for one micro-batch, and the pipeline's step."""
+    from .pipeline import solve_pipeline, stage_workloads
+
+    for flag in ("trace", "gantt", "report", "plans", "output_len"):
+        if getattr(args, flag, None) is not None:
+            raise input_error(
+                f"--{flag.replace('_', '-')}",
+                "with --pp",
+                "one stage at a time (not supported with --pp yet)",
+                getattr(args, flag),
+            )
+    stages = stage_workloads(wl)
+    for w in stages:
+        build_graph(model, w)  # any input error before the solves
+    r = solve_pipeline(model, wl, hw, time_limit_s=args.time_limit, workers=args.workers)
+    if args.json:
+        out = {
+            "pipeline": r.to_dict(),
+            "stages": [s.with_collectives(None).to_dict() for s in r.stages],
+        }
+        print(json.dumps(out, indent=2))
+        return 0
+    ms = 1e3
+    lines = [
+        f"{model.name} on {hw.name}: {wl.phase}, batch {wl.batch} in {wl.microbatches} "
+        f"micro-batches, context {wl.context}, tp {wl.tp} x pp {wl.pp} ({wl.devices} devices)",
+        "",
+        f"{'stage':6s} {'layers':>10s} {'vanilla':>12s} {'optimised':>12s} {'verified':>9s}",
+    ]
+    from .graph import stage_layers
+
+    for s, (w, res) in enumerate(zip(stages, r.stages, strict=True)):
+        lay = stage_layers(model.num_layers, w)
+        lines.append(
+            f"{s:<6d} {f'{lay.start}-{lay.stop - 1}':>10s} "
+            f"{(res.baseline_makespan_s or 0) * ms:9.4f} ms {res.makespan_s * ms:9.4f} ms "
+            f"{str(res.verified):>9s}"
+        )
+    lines += [
+        "",
+        f"pipeline step (sum of stages + {wl.microbatches - 1} x the slowest): vanilla "
+        f"{r.vanilla_step_s * ms:.4f} ms, optimised {r.optimised_step_s * ms:.4f} ms, "
+        f"{r.speedup:.3f}x",
+    ]
+    print("\n".join(lines))
     return 0
 
 
@@ -716,6 +993,7 @@ def _report(r: Result, g: Any, hw: Hardware, model: str, wl: Workload) -> str:
             if r.optimiser_ran
             else []
         ),
+        *serving_lines(r.serving),
         "",
         f"status {r.status}, verified {r.verified}, lower bound {r.lower_bound_s * ms:.4f} ms, "
         f"gap {r.gap * 100:.2f} %, "
@@ -731,6 +1009,14 @@ def _report(r: Result, g: Any, hw: Hardware, model: str, wl: Workload) -> str:
     ]
     from .viz.report import bytes_moved_per_window
 
+    if r.collectives:
+        lines.append("collectives (the chosen schedule):")
+        for c in r.collectives:
+            lines.append(
+                f"  {c['kind']:22s} x{c['count']:<4d} {c['total_s'] * ms:9.4f} ms   group "
+                f"{'/'.join(str(n) for n in c['group']):6s} prefetched in their windows "
+                f"{c['prefetched_mb']:9.1f} MB"
+            )
     wins = bytes_moved_per_window(r.schedule, g) if r.schedule.chunks else []
     if wins:
         vals = [b for _, b in wins]

@@ -72,12 +72,18 @@ class OpCost:
     l2_bw: float
     fixed: bool
     hbm_latency_s: float = 0.0
+    l2_serial: bool = False  # hardware l2_hit_law "sum": the L2 bytes after the HBM bytes
 
     def duration_s(self, l2_bytes: float = 0.0) -> float:
-        """Duration with ``l2_bytes`` of the op's reads already in L2."""
+        """Duration with ``l2_bytes`` of the op's reads already in L2: the compute time or the
+        memory time, whichever is longer, plus the launch overhead. The memory time is
+        ``(H - x) / HBM + latency + x / L2`` under the ``sum`` L2-hit law, the larger of the HBM
+        and L2 terms under ``max``; either way convex piecewise-linear in ``x``."""
         if self.fixed:
             return self.compute_s + self.overhead_s
         x = min(max(l2_bytes, 0.0), self.prefetchable_bytes)
+        if self.l2_serial:
+            return max(self.compute_s, self.hbm_time_s(x) + x / self.l2_bw) + self.overhead_s
         return max(self.compute_s, self.hbm_time_s(x), x / self.l2_bw) + self.overhead_s
 
     def hbm_time_s(self, l2_bytes: float = 0.0) -> float:
@@ -107,7 +113,12 @@ class OpCost:
 
 
 def collective_time_s(
-    kind: str, message_bytes: float, n: int, hw: Hardware, impl: str = "nccl"
+    kind: str,
+    message_bytes: float,
+    n: int,
+    hw: Hardware,
+    impl: str = "nccl",
+    variant: str = "normal",
 ) -> float:
     """α-β time of one collective over ``n`` devices of ``hw``.
 
@@ -118,19 +129,31 @@ def collective_time_s(
     >>> round(collective_time_s("allreduce", 32768, 8, load_hardware("ascend-910b2")) * 1e6, 3)
     11.366
     """
-    latency, transfer = collective_parts(kind, message_bytes, n, hw, impl)
+    latency, transfer = collective_parts(kind, message_bytes, n, hw, impl, variant)
     return latency + transfer
 
 
 def collective_parts(
-    kind: str, message_bytes: float, n: int, hw: Hardware, impl: str = "nccl"
+    kind: str,
+    message_bytes: float,
+    n: int,
+    hw: Hardware,
+    impl: str = "nccl",
+    variant: str = "normal",
 ) -> tuple[float, float]:
     """(latency, transfer) seconds of a collective: the α part and the bandwidth part.
 
     ``impl="custom"`` selects the one-shot/two-shot kernel for allreduces it can take.
+    ``variant="low_latency"`` prices an all-to-all as DeepEP's low-latency kernels
+    (:func:`all_to_all_low_latency_parts`). A group larger than a node goes by levels
+    (:func:`multi_node_parts`).
     """
     if n <= 1:
         return 0.0, 0.0
+    if kind == "all_to_all" and variant == "low_latency":
+        return all_to_all_low_latency_parts(message_bytes, n, hw)
+    if n > hw.devices_per_node:
+        return multi_node_parts(kind, message_bytes, n, hw)
     bw = hw.link_bandwidth_bytes_per_s * hw.link_efficiency
     if impl == "custom" and kind == "allreduce" and message_bytes <= hw.custom_allreduce_max_bytes:
         lat = hw.custom_allreduce_latency_s
@@ -155,6 +178,8 @@ def collective_parts(
         return alpha + steps / 2 * hw.hop_latency_s, frac * message_bytes / bw
     if kind == "all_to_all":
         return alpha + (n - 1) * hw.hop_latency_s, frac * message_bytes / bw
+    if kind == "p2p":
+        return hw.collective_latency_s, message_bytes / bw
     raise InputError(f"collective kind {kind!r}: expected one of {sorted(COLLECTIVE_KINDS)}")
 
 
@@ -184,7 +209,14 @@ def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
         kind = a["kind"]
         if kind in COLLECTIVE_KINDS:
             msg = float(sum(reads.values()))
-            t = collective_time_s(kind, msg, n_dev, hw, impl)
+            group = int(a.get("group", n_dev))
+            if kind == "p2p":  # pipeline send/recv between two devices, maybe in two nodes
+                src, dst = a.get("p2p_devices", [0, 1])
+                t = p2p_time_s(
+                    msg, int(src) // hw.devices_per_node != int(dst) // hw.devices_per_node, hw
+                )
+            else:
+                t = collective_time_s(kind, msg, group, hw, impl, str(a.get("variant", "normal")))
             out[node] = OpCost(
                 node,
                 a["resource"],
@@ -225,6 +257,7 @@ def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
             hw.l2_bandwidth_bytes_per_s,
             fixed=False,
             hbm_latency_s=hbm_lat,
+            l2_serial=hw.l2_hit_law == "sum",
         )
     return out
 
@@ -249,6 +282,120 @@ def compute_dtype(hw: Hardware, dtype: str) -> str:
         f"its fallbacks ({', '.join(COMPUTE_FALLBACK.get(dtype, ())) or 'none'}); expected one "
         f"of {sorted(hw.matmul_flops_per_s)}"
     )
+
+
+def _nodes(n: int, hw: Hardware) -> tuple[int, int]:
+    """(devices per node k, nodes m) of a group of ``n`` that fills whole nodes."""
+    k = hw.devices_per_node
+    if hw.scale_out_bytes_per_s is None:
+        raise InputError(
+            f"{hw.name}: scale_out: a collective over {n} devices spans "
+            f"{-(-n // k)} nodes of {k}, and the hardware file has no scale_out section; "
+            "expected one (NIC bandwidth, NICs per node, latency) or a group of at most "
+            f"{k} devices"
+        )
+    if n % k:
+        raise InputError(
+            f"{hw.name}: a collective over {n} devices: expected whole nodes of {k} "
+            f"(a multiple of {k})"
+        )
+    return k, n // k
+
+
+def multi_node_parts(kind: str, message_bytes: float, n: int, hw: Hardware) -> tuple[float, float]:
+    """(latency, transfer) of a collective over ``n`` devices on ``m = n / k`` nodes of ``k``,
+    as NCCL runs it across nodes on a rail-optimised fabric:
+
+    * allreduce: reduce-scatter inside each node, ``k`` parallel allreduces of ``S / k`` across
+      the nodes (one per rail, each at the device's NIC share ``B_net``), all-gather inside:
+      ``RS_k(S) + α_net + 2 (m - 1)/m · S / (k B_net) + AG_k(S)``;
+    * all-gather / reduce-scatter: the inside part of ``S`` plus ``α_net + (m - 1)/m · S /
+      (k B_net)`` across;
+    * all-to-all: each device sends ``S``; ``(k - 1)/n`` of it stays in the node (node links),
+      ``(n - k)/n`` crosses the NICs, both at once: ``α_net + max(local / B_link,
+      remote / B_net)``.
+
+    ``α_net`` is ``scale_out.collective_latency_us``; ``B_net`` = NIC bandwidth x efficiency x
+    NICs per device.
+
+    Worked example (h100-sxm priors, 16 KiB): inside one node 8 µs + 2 x 0.47 µs + 2 x 7/8 x
+    16384 B / 360 GB/s = 9.02 µs; across two nodes reduce-scatter (8 + 0.47 µs + 0.04 µs) +
+    20 µs + 2 x 1/2 x 16384 / (8 x 44 GB/s) (0.05 µs) + all-gather (8.51 µs) = 37.07 µs.
+
+    >>> from preserve_cp.hardware import load_hardware
+    >>> h100 = load_hardware("h100-sxm", calibrated=False)
+    >>> t8 = collective_time_s("allreduce", 16384, 8, h100)
+    >>> t16 = collective_time_s("allreduce", 16384, 16, h100)
+    >>> round(t8 * 1e6, 2), round(t16 * 1e6, 2)
+    (9.02, 37.07)
+    """
+    k, m = _nodes(n, hw)
+    assert hw.scale_out_bytes_per_s is not None
+    b_net = hw.scale_out_bytes_per_s
+    alpha = hw.scale_out_latency_s
+    if kind == "allreduce":
+        rs = collective_parts("reduce_scatter", message_bytes, k, hw)
+        ag = collective_parts("allgather", message_bytes, k, hw)
+        across = 2 * (m - 1) / m * message_bytes / (k * b_net)
+        return rs[0] + alpha + ag[0], rs[1] + across + ag[1]
+    if kind in ("allgather", "reduce_scatter"):
+        inside = collective_parts(kind, message_bytes, k, hw)
+        return inside[0] + alpha, inside[1] + (m - 1) / m * message_bytes / (k * b_net)
+    if kind == "all_to_all":
+        link = hw.link_bandwidth_bytes_per_s * hw.link_efficiency
+        local = message_bytes * (k - 1) / n
+        remote = message_bytes * (n - k) / n
+        return alpha, max(local / link, remote / b_net)
+    raise InputError(f"collective kind {kind!r}: expected one of {sorted(COLLECTIVE_KINDS)}")
+
+
+def all_to_all_low_latency_parts(message_bytes: float, n: int, hw: Hardware) -> tuple[float, float]:
+    """MoE dispatch/combine with low-latency kernels (DeepEP's, for decode): every device
+    sends ``S`` bytes (its tokens x top-k x hidden); the share for devices in its own node,
+    ``min(1, k / n)``, moves over the node links while the rest crosses the NICs, at once:
+    ``α_LL + max(local / B_link, remote / B_net)``, ``α_LL`` = ``scale_out.all_to_all_latency_us``.
+
+    Fitted (bench/fit_deepep.py) to DeepEP's low-latency table on H800 + CX7 400G (128 tokens,
+    hidden 7168, top-8, fp8 dispatch, bf16 combine) at EP 8, 32 and 128: α_LL 31.3 µs, local
+    173 GB/s, remote 44.0 GB/s; the held-out EP 16, 64 and 256 rows come within 5.0 %.
+
+    >>> from preserve_cp.hardware import load_hardware
+    >>> h100 = load_hardware("h100-sxm", calibrated=False)
+    >>> round(collective_time_s("all_to_all", 7.5e6, 64, h100, variant="low_latency") * 1e6, 1)
+    180.4
+    """
+    k = hw.devices_per_node
+    alpha = hw.all_to_all_latency_s
+    if alpha is None:
+        alpha = hw.scale_out_latency_s if n > k else hw.collective_latency_s
+    link = hw.link_bandwidth_bytes_per_s * hw.link_efficiency
+    local = message_bytes * min(1.0, k / n)
+    remote = message_bytes - local
+    if remote > 0:
+        _nodes(n, hw)
+        assert hw.scale_out_bytes_per_s is not None
+        return alpha, max(local / link, remote / hw.scale_out_bytes_per_s)
+    return alpha, local / link
+
+
+def p2p_time_s(message_bytes: float, across_nodes: bool, hw: Hardware) -> float:
+    """One device sends ``message_bytes`` to another (pipeline stages): over the node links
+    (``collective_latency`` + S / link), or across nodes (``scale_out`` latency + S / NIC share).
+
+    >>> from preserve_cp.hardware import load_hardware
+    >>> h100 = load_hardware("h100-sxm", calibrated=False)
+    >>> round(p2p_time_s(1e6, False, h100) * 1e6, 2), round(p2p_time_s(1e6, True, h100) * 1e6, 2)
+    (10.78, 42.73)
+    """
+    if not across_nodes:
+        link = hw.link_bandwidth_bytes_per_s * hw.link_efficiency
+        return hw.collective_latency_s + message_bytes / link
+    if hw.scale_out_bytes_per_s is None:
+        raise InputError(
+            f"{hw.name}: scale_out: pipeline stages in different nodes need the network "
+            "between nodes, and the hardware file has no scale_out section"
+        )
+    return hw.scale_out_latency_s + message_bytes / hw.scale_out_bytes_per_s
 
 
 def _ramp(size: float, half: float) -> float:

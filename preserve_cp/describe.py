@@ -117,3 +117,25 @@ def solve_inputs(
         "options": options_inputs(options or SolveOptions(), plans),
         "versions": versions(),
     }
+
+
+def source_label(source: str) -> str:
+    """A short name for a point's source: the site and, on code hosts, the repository.
+
+    >>> source_label("https://github.com/pytorch-labs/gpt-fast/blob/main/README.md (table)")
+    'github.com/pytorch-labs/gpt-fast'
+    >>> source_label("https://www.amd.com/en/developer/resources/rocm-hub/dev-ai.html")
+    'amd.com/en'
+    >>> source_label("")
+    'no source given'
+    """
+    url = source.strip().split()[0] if source.strip() else ""
+    if "://" not in url:
+        return url or "no source given"
+    host, _, path = url.split("://", 1)[1].partition("/")
+    host = host.removeprefix("www.")
+    parts = [p for p in path.split("/") if p]
+    if host == "raw.githubusercontent.com":
+        host = "github.com"
+    keep = 2 if host in ("github.com", "gitlab.com", "huggingface.co") else 1
+    return "/".join([host, *parts[:keep]])

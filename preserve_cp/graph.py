@@ -33,7 +33,7 @@ from .moe import expected_distinct_experts
 from .units import DTYPE_BYTES
 from .workload import Workload
 
-COLLECTIVE_KINDS = frozenset({"allreduce", "allgather", "reduce_scatter", "all_to_all"})
+COLLECTIVE_KINDS = frozenset({"allreduce", "allgather", "reduce_scatter", "all_to_all", "p2p"})
 MATMUL_KINDS = frozenset({"gemm", "attention"})
 PREFETCH_STREAM = "prefetch"
 
@@ -138,7 +138,13 @@ class MoEBlock:
     """Mixture of experts: a router, ``experts`` routed experts of which each token uses
     ``top_k`` (each rank holds ``1/tp`` of every expert: ``width`` is per rank), and shared
     experts always used (``shared_width`` per rank, 0 without them). ``distinct`` is the
-    expected number of distinct experts the step's tokens route to (:mod:`preserve_cp.moe`)."""
+    expected number of distinct experts the step's tokens route to (:mod:`preserve_cp.moe`).
+
+    With expert parallelism (``ep`` > 1) a rank holds ``experts`` = E / ep whole experts (or
+    their ``1 / (tp / ep)`` shards: EP x TP), ``distinct`` is its share of the distinct experts,
+    and each rank sends its ``tokens`` (the step's tokens / ep) to the experts' ranks by an
+    all-to-all (dispatch) and takes the results back (combine): ``tokens x top_k``
+    token-expert pairs per rank."""
 
     experts: int
     top_k: int
@@ -146,6 +152,8 @@ class MoEBlock:
     distinct: float
     shared_width: int = 0
     gated: bool = True
+    ep: int = 1
+    tokens: float = 0.0
     allreduce: ClassVar[str] = "mlp_allreduce"
 
 
@@ -178,6 +186,7 @@ class LayerSpec:
 
     blocks: tuple[Block, ...]
     parallel: bool = False
+    layer: int = 0
 
 
 def layer_specs(model: ModelConfig, workload: Workload) -> list[LayerSpec]:
@@ -190,7 +199,11 @@ def layer_specs(model: ModelConfig, workload: Workload) -> list[LayerSpec]:
     True
     """
     tp = workload.tp
-    kv_heads = model.kv_heads_per_rank(tp)
+    # attention (and dense MLPs) over tp ranks, or data-parallel: each rank its batch / tp
+    att = 1 if workload.attention == "dp" else tp
+    ep = workload.ep
+    moe_tp = tp // ep  # experts EP x TP: each expert split over tp / ep ranks
+    kv_heads = model.kv_heads_per_rank(att)
     gated = model.mlp == "gated"
     # every block but the attention window depends on the model and workload, not the layer
     mla: Block | None = None
@@ -198,7 +211,7 @@ def layer_specs(model: ModelConfig, workload: Workload) -> list[LayerSpec]:
         assert model.kv_lora_rank and model.qk_nope_head_dim and model.qk_rope_head_dim
         assert model.v_head_dim
         mla = MLABlock(
-            model.num_heads // tp,
+            model.num_heads // att,
             model.q_lora_rank,
             model.kv_lora_rank,
             model.qk_nope_head_dim,
@@ -218,19 +231,26 @@ def layer_specs(model: ModelConfig, workload: Workload) -> list[LayerSpec]:
         )
         if distinct not in moe:
             moe[distinct] = MoEBlock(
-                model.num_experts,
+                model.num_experts // ep,
                 model.experts_per_token,
-                model.moe_intermediate_size // tp,
-                distinct,
-                model.shared_intermediate // tp,
+                model.moe_intermediate_size // moe_tp,
+                distinct / ep,
+                model.shared_intermediate // att,
                 gated,
+                ep,
+                workload.tokens / ep,
             )
         return moe[distinct]
 
-    dense = MLPBlock(model.intermediate_size // tp, gated)
+    if ep > 1 and model.num_experts and model.num_experts % ep:
+        raise InputError(
+            f"{model.name}: ep {ep} does not divide num_experts {model.num_experts}; "
+            f"expected an ep among {_divisors(model.num_experts)}"
+        )
+    dense = MLPBlock(model.intermediate_size // att, gated)
     parallel = model.block == "parallel"
     out = []
-    for l in range(model.num_layers):
+    for l in stage_layers(model.num_layers, workload):
         window = model.sliding_window if model.uses_window(l) else None
         rope = model.uses_rope(l)
         qk_norm = "rms" if model.qk_norm else "l2" if model.qk_l2_norm and rope else None
@@ -244,8 +264,21 @@ def layer_specs(model: ModelConfig, workload: Workload) -> list[LayerSpec]:
             model.o_bias,
         )
         mlp = moe_block(l) if model.is_moe_layer(l) else dense
-        out.append(LayerSpec((attn, mlp), parallel=parallel))
+        out.append(LayerSpec((attn, mlp), parallel=parallel, layer=l))
     return out
+
+
+def stage_layers(layers: int, workload: Workload) -> range:
+    """The layers of pipeline stage ``workload.stage`` of ``workload.pp``: contiguous, the
+    first ``layers mod pp`` stages one layer more (Megatron's split when it does not divide).
+
+    >>> [list(stage_layers(7, Workload(pp=3, stage=s))) for s in range(3)]
+    [[0, 1, 2], [3, 4], [5, 6]]
+    """
+    pp, s = workload.pp, workload.stage
+    base, extra = divmod(layers, pp)
+    start = s * base + min(s, extra)
+    return range(start, start + base + (1 if s < extra else 0))
 
 
 class _Builder:
@@ -261,11 +294,15 @@ class _Builder:
             for group in model.weight_dtypes
             if model.weight_dtype(group, str(wl.weight_dtype)) != wl.weight_dtype
         }
-        self.q_l = model.q_size // tp
-        self.vocab_l = math.ceil(model.vocab_size / tp)
+        # data-parallel attention: every rank runs attention, dense MLPs, embedding and LM head
+        # whole, on its batch / tp sequences; only the experts are spread (EP)
+        self.att = 1 if wl.attention == "dp" else tp
+        self.q_l = model.q_size // self.att
+        self.vocab_l = math.ceil(model.vocab_size / self.att)
         # some stacks keep the embedding and LM head whole on every rank (no logits gather)
         self.vocab_head = model.vocab_size if wl.lm_head == "replicated" else self.vocab_l
-        self.T = wl.tokens
+        self.batch = wl.batch // (tp // self.att)
+        self.T = wl.tokens // (tp // self.att)
         self.weights_bytes = 0.0
         self.kv_bytes = 0.0
 
@@ -418,8 +455,8 @@ class _Builder:
             ctx = min(c, b.window)
         if b.chunk:  # decode: the new token's chunk so far; prefill: the tokens kept
             ctx = c % b.chunk if wl.phase == "decode" else min(c, b.chunk)
-        kv_layer = wl.batch * ctx * 2 * kv_l * self.kb
-        self.kv_bytes += wl.batch * c * 2 * kv_l * self.kb
+        kv_layer = self.batch * ctx * 2 * kv_l * self.kb
+        self.kv_bytes += self.batch * c * 2 * kv_l * self.kb
         extra: dict[str, float] = {}
         if b.sinks:  # one learned logit per query head, joining the softmax
             heads_l = self.q_l // m.head_dim
@@ -430,22 +467,22 @@ class _Builder:
                 f"L{l}.attention",
                 "attention",
                 l,
-                flops=4.0 * wl.batch * ctx * self.q_l,
+                flops=4.0 * self.batch * ctx * self.q_l,
                 reads={
                     f"L{l}.kv_cache": kv_layer,
                     f"L{l}.q": T * self.q_l * self.ab,
                     **extra,
                 },
-                writes=T * self.q_l * self.ab + wl.batch * 2 * kv_l * self.kb,
+                writes=T * self.q_l * self.ab + self.batch * 2 * kv_l * self.kb,
                 prefetchable=(f"L{l}.kv_cache",),
                 context=ctx,
             )
         else:
             if b.chunk:  # causal within each chunk of the prompt
                 full, rem = divmod(c, b.chunk)
-                pairs = wl.batch * (full * b.chunk * (b.chunk + 1) / 2 + rem * (rem + 1) / 2)
+                pairs = self.batch * (full * b.chunk * (b.chunk + 1) / 2 + rem * (rem + 1) / 2)
             else:
-                pairs = wl.batch * (
+                pairs = self.batch * (
                     ctx * (ctx + 1) / 2 if ctx == c else ctx * c - ctx * (ctx - 1) / 2
                 )
             self.op(
@@ -536,21 +573,21 @@ class _Builder:
             writes=T * (H + 1) * b.qk_rope * ab,
         )
         ctx = wl.context
-        kv_layer = wl.batch * ctx * latent * self.kb
+        kv_layer = self.batch * ctx * latent * self.kb
         self.kv_bytes += kv_layer
         if wl.phase == "decode":
             self.op(
                 f"L{l}.attention",
                 "attention",
                 l,
-                flops=2.0 * wl.batch * ctx * H * (2 * r + b.qk_rope),
+                flops=2.0 * self.batch * ctx * H * (2 * r + b.qk_rope),
                 reads={f"L{l}.kv_cache": kv_layer, f"L{l}.q": T * H * latent * ab},
-                writes=T * H * r * ab + wl.batch * latent * self.kb,
+                writes=T * H * r * ab + self.batch * latent * self.kb,
                 prefetchable=(f"L{l}.kv_cache",),
                 context=ctx,
             )
         else:
-            pairs = wl.batch * ctx * (ctx + 1) / 2
+            pairs = self.batch * ctx * (ctx + 1) / 2
             self.op(
                 f"L{l}.attention",
                 "attention",
@@ -604,8 +641,10 @@ class _Builder:
             writes=T * b.top_k * 8,  # expert ids and weights
         )
         n_up = 2 * b.width if b.gated else b.width
-        rows = T * b.top_k  # token-expert pairs
+        rows = b.tokens * b.top_k  # token-expert pairs this rank's experts serve
         per_expert = rows / b.distinct
+        if b.ep > 1:  # each rank sends its tokens / ep to the experts' ranks
+            self.all_to_all(f"L{l}.moe_dispatch", l, b, "dispatch", ab)
         ew = self.wbytes("experts")
         for name, k, n in (("experts_gate_up", h, n_up), ("experts_down", b.width, h)):
             w = f"L{l}.w_{name}"
@@ -630,12 +669,46 @@ class _Builder:
                 rows=per_expert,
                 experts=b.distinct,
             )
+        if b.ep > 1:  # and takes its tokens' results back, combined in bf16 (or wider)
+            self.all_to_all(f"L{l}.moe_combine", l, b, "combine", max(ab, 2.0))
         if b.shared_width:
             return self.dense_mlp(l, "shared_", b.shared_width, b.gated)
         return self.last or ""
 
-    def layer(self, l: int, spec: LayerSpec) -> None:
+    def all_to_all(self, name: str, l: int, b: MoEBlock, phase: str, elem: float) -> str:
+        """MoE dispatch or combine over the ``b.ep`` ranks holding the experts: each rank sends
+        ``tokens x top_k`` hidden vectors (DeepEP's layout), ``elem`` bytes per element."""
+        msg = b.tokens * b.top_k * self.m.hidden_size * elem
+        return self.op(
+            name,
+            "all_to_all",
+            l,
+            resource="comm",
+            reads={f"{name}.in": msg},
+            writes=msg,
+            group=b.ep,
+            variant=self.wl.all_to_all,
+            phase=phase,
+        )
+
+    def p2p(self, name: str, src_stage: int) -> str:
+        """The activations of the step's tokens coming from pipeline stage ``src_stage`` (one
+        op on the receiving stage's comm stream: the sender does not wait for it)."""
+        msg = self.T * self.m.hidden_size * self.ab
         tp = self.wl.tp
+        return self.op(
+            name,
+            "p2p",
+            -1,
+            resource="comm",
+            reads={f"{name}.in": msg},
+            writes=msg,
+            group=2,
+            p2p_devices=[src_stage * tp, (src_stage + 1) * tp],
+        )
+
+    def layer(self, l: int, spec: LayerSpec) -> None:
+        tp = self.att  # data-parallel attention: no allreduce (EP combine returns outputs)
         if spec.parallel:
             # Same stream, so later blocks run after the first: a control edge keeps the
             # execution order explicit (data-wise all read the layer input).
@@ -656,21 +729,30 @@ class _Builder:
     def build(self) -> nx.DiGraph:
         m, wl, T = self.m, self.wl, self.T
         h = m.hidden_size
-        tp = wl.tp
-        emb_w = self.vocab_head * h * self.wbytes("embedding")
-        self.weights_bytes += emb_w
-        self.op(
-            "embedding",
-            "embedding",
-            -1,
-            flops=0.0,
-            reads={"embedding.rows": T * h * self.wbytes("embedding")},
-            writes=T * h * self.ab,
-        )
-        if tp > 1:
-            self.allreduce("embedding.allreduce", -1)
-        for l, spec in enumerate(layer_specs(m, wl)):
-            self.layer(l, spec)
+        tp = self.att
+        first, last = wl.stage == 0, wl.stage == wl.pp - 1
+        if first:
+            emb_w = self.vocab_head * h * self.wbytes("embedding")
+            self.weights_bytes += emb_w
+            self.op(
+                "embedding",
+                "embedding",
+                -1,
+                flops=0.0,
+                reads={"embedding.rows": T * h * self.wbytes("embedding")},
+                writes=T * h * self.ab,
+            )
+            if tp > 1:
+                self.allreduce("embedding.allreduce", -1)
+        else:
+            self.p2p("pp.recv", wl.stage - 1)
+        specs = layer_specs(m, wl)
+        for spec in specs:
+            self.layer(spec.layer, spec)
+        # norms' small weights are counted once per layer in weights_bytes
+        self.weights_bytes += 2 * len(specs) * h * self.wb
+        if not last:  # the activations go to the next stage, whose graph starts with the
+            return self.finish()  # transfer (pp.recv): counted once, on the receiving side
         self.norm("final_norm", -1)
         head_w = "embedding.w" if m.tied_embeddings else "lm_head.w"
         vocab_head = self.vocab_head  # whole vocabulary when replicated
@@ -681,15 +763,15 @@ class _Builder:
             "lm_head",
             "gemm",
             -1,
-            flops=2.0 * wl.batch * h * vocab_head,
-            reads={head_w: vocab_head * h * hw_bytes, "lm_head.in": wl.batch * h * self.ab},
-            writes=wl.batch * vocab_head * 4,
+            flops=2.0 * self.batch * h * vocab_head,
+            reads={head_w: vocab_head * h * hw_bytes, "lm_head.in": self.batch * h * self.ab},
+            writes=self.batch * vocab_head * 4,
             prefetchable=(head_w,),
-            rows=wl.batch,
+            rows=self.batch,
             samples=True,
         )
         if tp > 1 and wl.lm_head == "sharded":
-            logits = wl.batch * self.vocab_l * tp * 4
+            logits = self.batch * self.vocab_l * tp * 4
             self.op(
                 "lm_head.allgather",
                 "allgather",
@@ -698,18 +780,23 @@ class _Builder:
                 reads={"lm_head.logits": logits},
                 writes=logits,
             )
-        # norms' small weights are counted once per layer in weights_bytes
-        self.weights_bytes += (2 * m.num_layers + 1) * h * self.wb
+        self.weights_bytes += h * self.wb  # the final norm
+        return self.finish()
+
+    def finish(self) -> nx.DiGraph:
+        m, wl = self.m, self.wl
         self.g.graph.update(
             model=m.name,
             workload=wl.to_dict(),
-            tp=tp,
+            tp=wl.tp,
             dtype=wl.act_dtype,
             weights_bytes_per_device=self.weights_bytes,
             kv_cache_bytes_per_device=self.kv_bytes,
         )
         if self.group_dtype:  # the checkpoint's narrower weight groups (absent: all weight_dtype)
             self.g.graph["weight_dtypes"] = dict(sorted(self.group_dtype.items()))
+        if wl.devices != wl.tp:  # pipeline stages: the deployment spans tp x pp devices
+            self.g.graph.update(devices=wl.devices, pp=wl.pp, stage=wl.stage)
         return self.g
 
 

@@ -132,6 +132,14 @@ class MemorySpec(_Strict):
         "free during collectives), 1: the op's average rate is all it uses (optimistic). "
         "See docs/fidelity.md.",
     )
+    l2_hit_law: Literal["sum", "max"] = Field(
+        "max",
+        description="How an op that finds x of its H bytes in L2 takes them: `max`, both at "
+        "once, max((H - x) / HBM, x / L2); `sum`, one after the other, (H - x) / HBM + x / L2 "
+        "-- what the one public measurement shows (a 50 MB projection on an RTX PRO 6000 "
+        "Blackwell: 28.8 us from device memory, 11 us from L2, 17.3 us with a third from "
+        "device memory; docs/fidelity.md). `max` is the optimistic one.",
+    )
     prefetch_bandwidth_tb_per_s: Pos | None = Field(
         None,
         description="Own rate limit of the prefetch engine; none: the achievable HBM "
@@ -195,6 +203,36 @@ class InterconnectSpec(_Strict):
     )
 
 
+class ScaleOutSpec(_Strict):
+    """The network between nodes (absent: the device is priced within one node only)."""
+
+    nic_bandwidth_gb_per_s: Pos = Field(
+        description="One NIC's bandwidth, one direction (400 Gb/s InfiniBand NDR: 50)."
+    )
+    nics_per_node: Annotated[int, BeforeValidator(not_bool)] = Field(
+        ge=1,
+        le=1_000_000,
+        description="Scale-out NICs per node (rail-optimised: one per device); a device's "
+        "share of the node's NICs is nics_per_node / devices_per_node.",
+    )
+    nic_efficiency: Frac = Field(
+        0.88, description="Share of the NIC bandwidth a collective achieves."
+    )
+    collective_latency_us: NonNeg = Field(
+        20.0,
+        description="Start-up latency of the inter-node part of a collective (the α across "
+        "nodes; NCCL's small-message allreduce between two nodes takes ~20 µs).",
+    )
+    all_to_all_latency_us: NonNeg | None = Field(
+        None,
+        description="Start-up latency of a low-latency all-to-all (MoE dispatch/combine, "
+        "DeepEP's low-latency kernels); none: collective_latency_us.",
+    )
+    topology: Literal["rail_optimized", "fat_tree", "single_switch"] = Field(
+        "rail_optimized", description="Scale-out fabric, for people (not used in the model)."
+    )
+
+
 class CostSpec(_Strict):
     """Die-cost model parameters (see cost.py); every value should cite a source."""
 
@@ -245,6 +283,11 @@ class HardwareSpec(_Strict):
     compute: ComputeSpec = Field(description="Compute peaks and efficiencies.")
     memory: MemorySpec = Field(description="HBM and L2.")
     interconnect: InterconnectSpec = Field(description="The node's fabric (collectives).")
+    scale_out: ScaleOutSpec | None = Field(
+        None,
+        description="The network between nodes; without it a collective over more devices "
+        "than `interconnect.devices_per_node` is an error.",
+    )
     power_w: Pos | None = Field(None, description="Board power, for people (not used).")
     cost: CostSpec | None = Field(
         None, description="Die-cost model, needed only for performance per cost."
@@ -342,10 +385,14 @@ class Hardware:
     step_overhead_s: dict[str, float] = dataclasses.field(default_factory=dict)
     hbm_half_bytes: float = 0.0
     prefetch_share_during_ops: float = 0.0
+    l2_hit_law: str = "max"
     rank_latency_s: float = 0.0
     custom_allreduce_latency_s: float | None = None
     custom_one_shot_max_bytes: float = 256 * 1024.0
     custom_allreduce_max_bytes: float = 8 * 1024.0**2
+    scale_out_bytes_per_s: float | None = None
+    scale_out_latency_s: float = 0.0
+    all_to_all_latency_s: float | None = None
     calibrated: bool = False
     source_file: str = ""
     uncertain: tuple[str, ...] = ()
@@ -430,6 +477,7 @@ def _from_spec(spec: HardwareSpec, source: str, calibrated: bool = False) -> Har
         step_overhead_s={k: v * units.US for k, v in comp.step_overhead_us.items()},
         hbm_half_bytes=mem.hbm_half_mib * units.MIB,
         prefetch_share_during_ops=mem.prefetch_share_during_ops,
+        l2_hit_law=mem.l2_hit_law,
         rank_latency_s=net.rank_latency_us * units.US,
         custom_allreduce_latency_s=(
             None
@@ -438,6 +486,23 @@ def _from_spec(spec: HardwareSpec, source: str, calibrated: bool = False) -> Har
         ),
         custom_one_shot_max_bytes=net.custom_one_shot_max_kib * units.KIB,
         custom_allreduce_max_bytes=net.custom_allreduce_max_kib * units.KIB,
+        scale_out_bytes_per_s=(
+            None
+            if spec.scale_out is None
+            else spec.scale_out.nic_bandwidth_gb_per_s
+            * units.GB
+            * spec.scale_out.nic_efficiency
+            * spec.scale_out.nics_per_node
+            / net.devices_per_node
+        ),
+        scale_out_latency_s=0.0
+        if spec.scale_out is None
+        else spec.scale_out.collective_latency_us * units.US,
+        all_to_all_latency_s=(
+            None
+            if spec.scale_out is None or spec.scale_out.all_to_all_latency_us is None
+            else spec.scale_out.all_to_all_latency_us * units.US
+        ),
         calibrated=calibrated,
         source_file=source,
         uncertain=tuple(spec.uncertain),

@@ -108,7 +108,9 @@ class Result:
     ``l2_capacity_bytes`` is the device's L2, ``usable_l2_bytes`` the bytes prefetches may
     hold at once (the budget the plan was made for; 0 without hardware). ``inputs``
     (:meth:`with_inputs`, made by :func:`preserve_cp.describe.solve_inputs`) says what the
-    result was computed from.
+    result was computed from. ``serving`` (:mod:`preserve_cp.serving`: TPOT or TTFT and
+    tokens/s of every plan, and one request's latency) is ``None`` for a graph not built from
+    a workload.
     """
 
     status: str
@@ -132,10 +134,21 @@ class Result:
     baselines: dict[str, Schedule] = field(default_factory=dict, repr=False, compare=False)
     inputs: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     optimiser_ran: bool = True  # False on the fast path (preserve_cp.estimate): baselines only
+    serving: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    collectives: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     def with_inputs(self, inputs: dict[str, Any]) -> Result:
         """A copy that says what it was computed from (the ``inputs`` of ``--json``)."""
         return replace(self, inputs=inputs)
+
+    def with_serving(self, serving: dict[str, Any] | None) -> Result:
+        """A copy with the ``serving`` object of ``--json`` (:mod:`preserve_cp.serving`)."""
+        return replace(self, serving=serving)
+
+    def with_collectives(self, rows: list[dict[str, Any]] | None) -> Result:
+        """A copy with the ``collectives`` of ``--json``: per kind, count, total time, group
+        sizes, MB prefetched in its windows (:func:`preserve_cp.comm.collectives_by_kind`)."""
+        return replace(self, collectives=rows)
 
     @property
     def speedup(self) -> float | None:
@@ -182,6 +195,8 @@ class Result:
             "plan": self.plan.name,
             "prefetches": pf,
             "dropped_prefetches": len(self.schedule.dropped),
+            "serving": self.serving,
+            "collectives": self.collectives,
             "inputs": self.inputs,
         }
 

@@ -16,6 +16,11 @@ with the context, so the D steps cost D x (one step at context P + D/2), exactly
 A cell is out of memory (OOM) when weights + the KV-cache at context L exceed HBM.
 Every solve goes through the sweep engine and its SQLite store (``reproduce.sqlite``), so a
 rerun with the store present does no solver work.
+
+Every CSV row also carries what its two solves were computed from: the ``inputs`` object of
+``solve --json`` of the cell's prefill and decode point, flattened into the columns
+``prefill.inputs.<key>...`` and ``decode.inputs.<key>...`` (empty for a cell that was not
+solved: OOM, tp); ``summary.json`` has the common part under ``inputs``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from .machine import check_fits
 from .models import ModelConfig, load_model
 from .outputs import output_folder, write_output
 from .sweep import Point, Store, run_sweep, text_progress
+from .sweep.run import flatten
 from .sweep.spec import make_point
 from .viz._io import csv_text, write_figure
 from .viz.footprint_plot import footprint_figure
@@ -132,6 +138,25 @@ def e2e(cell: Cell, store: Store, field: str) -> float | None:
     return float(rp[field]) + d * float(rd[field])
 
 
+def cell_inputs(cell: Cell, store: Store) -> dict[str, Any]:
+    """The flattened ``inputs`` of the cell's prefill and decode results (columns
+    ``prefill.inputs.*`` and ``decode.inputs.*``; none for a cell without stored results)."""
+    out: dict[str, Any] = {}
+    for phase, point in (("prefill", cell.prefill), ("decode", cell.decode)):
+        res = store.get(point.key) if point is not None else None
+        if res and res.get("inputs"):
+            out.update(flatten(res["inputs"], f"{phase}.inputs"))
+    return out
+
+
+def common_inputs() -> dict[str, Any]:
+    """What every solve of the reproduction shares: the device (before any L2 override), the
+    solve options and the versions (the ``inputs`` object's parts)."""
+    from .describe import hardware_inputs, versions
+
+    return {"hardware": hardware_inputs(_device()), "options": dict(SOLVE), "versions": versions()}
+
+
 def reproduce_paper(
     out: str | Path,
     *,
@@ -176,7 +201,11 @@ def reproduce_paper(
             workers=workers,
             progress=text_progress() if progress else None,
         )
-        summary: dict[str, Any] = {"points": counts, "device": DEVICE}
+        summary: dict[str, Any] = {
+            "points": counts,
+            "device": DEVICE,
+            "inputs": common_inputs(),
+        }
         summary["heatmaps"] = _heatmaps(heat, store, batches, lengths, folder)
         summary["fused"] = _fused(fused, store, batches, lengths, folder)
         summary["dse"] = _dse(dse, store, l2_grid_mb, folder)
@@ -223,6 +252,7 @@ def _heatmaps(
                         "e2e_vanilla_s": v,
                         "e2e_optimised_s": o,
                         "e2e_greedy_s": gr,
+                        **cell_inputs(c, store),
                     }
                 )
             g_opt.append(g_row)
@@ -273,6 +303,7 @@ def _fused(
                     "speedup_preserve_cp": a[-1],
                     "speedup_fused": b[-1],
                     "preserve_over_fused": (f / o) if f and o else None,
+                    **cell_inputs(c, store),
                 }
             )
         ours.append(a)
@@ -324,6 +355,7 @@ def _dse(cells: list[Cell], store: Store, grid_mb: Sequence[float], folder: Path
                 "tokens_per_s_prefetch": toks / o if o else None,
                 "tokens_per_s_per_kusd_vanilla": 1e3 * toks / v / cost if v else None,
                 "tokens_per_s_per_kusd_prefetch": 1e3 * toks / o / cost if o else None,
+                **cell_inputs(c, store),
             }
         )
     write_output(folder / "dse_l2.csv", csv_text(rows))

@@ -50,6 +50,7 @@ from .optimize import (
     solve_periodic,
 )
 from .plan import Plan, Result, Schedule
+from .serving import step_serving
 from .simulate import priorities, verify
 from .simulate import simulate as run_plan
 
@@ -352,7 +353,7 @@ def solve(
         return c.makespan_s if c is not None else None
 
     vanilla = base["vanilla"].makespan_s
-    return Result(
+    result = Result(
         status=status,
         makespan_s=makespan,
         lower_bound_s=lb,
@@ -377,3 +378,5 @@ def solve(
         bounds=bounds,
         baselines={n: c.schedule for n, c in base.items() if c.schedule is not None},
     )
+    # TPOT or TTFT and tokens/s of every plan (None for a graph not built from a workload)
+    return result.with_serving(step_serving(problem.graph, result))

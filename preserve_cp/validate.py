@@ -10,7 +10,15 @@ value, metric by metric:
 * ``ttft_ms``: the prefill of the input tokens;
 * ``e2e_latency_s``: prefill + output x the mean decode step (exact for linear growth);
 * ``allreduce_latency_us``: the collective time (library α-β or custom kernel);
-  ``allreduce_busbw_gb_per_s``: NCCL's bus bandwidth 2 (n-1)/n x message / time.
+  ``allreduce_busbw_gb_per_s``: NCCL's bus bandwidth 2 (n-1)/n x message / time;
+* ``all_to_all_latency_us``: one MoE dispatch or combine over ``ep`` ranks, each sending
+  ``tokens x top_k x hidden`` elements (fp8 plus one fp32 scale per 128 for ``dispatch``,
+  bf16 for ``combine``), priced by the point's ``all_to_all`` kernels (default low-latency).
+
+Layout fields (``ep``, ``attention``, ``pp``, ``microbatches``, ``all_to_all``) go into the
+workload when a point gives them; a tensor-parallel group larger than a node goes across
+nodes through the hardware's ``scale_out`` section. A pipeline (``pp`` > 1) step is
+:func:`pipeline.pipeline_step_s` of the vanilla stage times for one micro-batch each.
 
 How the stack ran the step comes from the point's ``stack``, ``cuda_graphs``, ``allreduce``
 and ``lm_head`` fields (see :func:`run_options`). The error is signed:
@@ -32,16 +40,23 @@ import networkx as nx
 
 from ._yaml import data_dir, read_yaml_mapping
 from .costs import collective_time_s, op_costs
+from .describe import source_label  # noqa: F401 (re-exported: a row's source group)
 from .errors import InfeasibleError, InputError
 from .graph import build_graph
 from .hardware import Hardware, list_hardware, load_hardware
 from .machine import check_fits, machine_for
 from .models import list_models
+from .pipeline import pipeline_step_s, stage_workloads
 from .plan import Plan
 from .simulate import simulate
 from .workload import Workload
 
 DEFAULT_SET = data_dir("validation") / "measurements.yaml"
+#: fields of a point that set the parallel layout (Workload fields; defaults when absent)
+LAYOUT_FIELDS = {"ep": int, "attention": str, "pp": int, "microbatches": int, "all_to_all": str}
+#: bytes per element of an MoE all-to-all by phase: fp8 with one fp32 scale per 128 (DeepEP's
+#: dispatch), bf16 (combine)
+ALL_TO_ALL_ELEMENT_BYTES = {"dispatch": 1 + 4 / 128, "combine": 2.0}
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,7 @@ class Comparison:
     predicted: float | None
     error: float | None
     skipped: str = ""
+    source: str = ""  # where the measurement was published (the point's ``source``)
 
 
 def parse_precision(text: str) -> tuple[str, str, str] | None:
@@ -91,14 +107,20 @@ def run_options(p: dict[str, Any]) -> dict[str, Any]:
 
     >>> run_options({"stack": "vllm", "cuda_graphs": "unknown", "allreduce": "custom"})
     {'graph_capture': True, 'allreduce': 'custom', 'lm_head': 'sharded', 'stack': 'vllm'}
+    >>> run_options({"stack": "sglang", "ep": 8, "attention": "dp"})["ep"]
+    8
     """
     graphs = p.get("cuda_graphs", True)
-    return {
+    opts: dict[str, Any] = {
         "graph_capture": graphs if isinstance(graphs, bool) else True,
         "allreduce": str(p.get("allreduce", "nccl")),
         "lm_head": str(p.get("lm_head", "sharded")),
         "stack": str(p.get("stack", "")),
     }
+    for key, kind in LAYOUT_FIELDS.items():  # the parallel layout, where the point states one
+        if p.get(key) is not None:
+            opts[key] = kind(p[key])
+    return opts
 
 
 def _vanilla_s(
@@ -111,8 +133,17 @@ def _vanilla_s(
     dt: tuple[str, str, str],
     opts: dict[str, Any],
 ) -> float:
-    """Simulated step time of the vanilla plan (what a stack without prefetching runs)."""
-    g = _graph(model, Workload(phase, batch, max(1, context), tp, *dt, **opts))  # type: ignore[arg-type]
+    """Simulated step time of the vanilla plan (what a stack without prefetching runs); with
+    pipeline stages, the pipeline's step over the stages' vanilla times."""
+    wl = Workload(phase, batch, max(1, context), tp, *dt, **opts)  # type: ignore[arg-type]
+    if wl.pp > 1:
+        stages = [_stage_vanilla_s(model, w, hw) for w in stage_workloads(wl)]
+        return pipeline_step_s(stages, wl.microbatches)
+    return _stage_vanilla_s(model, wl, hw)
+
+
+def _stage_vanilla_s(model: str, wl: Workload, hw: Hardware) -> float:
+    g = _graph(model, wl)
     check_fits(g, hw)
     return simulate(g, op_costs(g, hw), Plan("vanilla"), machine_for(hw)).makespan_s
 
@@ -129,6 +160,8 @@ def predict(p: dict[str, Any], hw: Hardware | None = None, *, calibrated: bool =
         if metric == "allreduce_latency_us":
             return t * 1e6
         return 2 * (n - 1) / n * msg / t / 1e9
+    if metric == "all_to_all_latency_us":
+        return _all_to_all_us(p, hw)
     dt = parse_precision(str(p["precision"]))
     if dt is None:
         raise InputError(f"{p['id']}: precision: unsupported ({p['precision']})")
@@ -148,6 +181,17 @@ def predict(p: dict[str, Any], hw: Hardware | None = None, *, calibrated: bool =
     if metric == "e2e_latency_s":
         return e2e
     raise InputError(f"{p['id']}: metric: unknown {metric!r}")
+
+
+def _all_to_all_us(p: dict[str, Any], hw: Hardware) -> float:
+    """One MoE dispatch/combine of the point (µs): every rank sends tokens x top_k x hidden
+    elements of its phase's size over ``ep`` ranks."""
+    phase = str(p.get("phase", ""))
+    if phase not in ALL_TO_ALL_ELEMENT_BYTES:
+        raise InputError(f"{p['id']}: phase: expected dispatch or combine, found {phase!r}")
+    size = int(p["tokens"]) * int(p["top_k"]) * int(p["hidden"]) * ALL_TO_ALL_ELEMENT_BYTES[phase]
+    kind = str(p.get("all_to_all", "low_latency"))
+    return collective_time_s("all_to_all", size, int(p["ep"]), hw, variant=kind) * 1e6
 
 
 def load_points(path: str | Path | None = None) -> list[dict[str, Any]]:
@@ -186,6 +230,7 @@ def compare(points: list[dict[str, Any]], *, calibrated: bool = True) -> list[Co
             batch=int(p.get("batch") or 0),
             metric=str(p["metric"]),
             measured=float(p["value"]),
+            source=str(p.get("source") or ""),
         )
         reason = ""
         if p["hardware"] not in shipped_hw:

@@ -13,6 +13,18 @@ Phase = Literal["decode", "prefill"]
 DTYPES = ("fp16", "bf16", "fp8", "int8", "fp4", "nvfp4")
 ALLREDUCE_IMPLS = ("nccl", "custom")
 LM_HEAD_MODES = ("sharded", "replicated")
+ATTENTION_LAYOUTS = ("tp", "dp")
+ALL_TO_ALL_KINDS = ("low_latency", "normal")
+#: fields whose default is left out of to_dict (graphs built before them do not move)
+LAYOUT_DEFAULTS = {
+    "routing": "uniform",
+    "ep": 1,
+    "attention": "tp",
+    "pp": 1,
+    "stage": 0,
+    "microbatches": 1,
+    "all_to_all": "low_latency",
+}
 DEFAULT_DTYPE = "bf16"
 
 
@@ -56,6 +68,12 @@ class Workload:
     lm_head: str = "sharded"
     stack: str = ""
     routing: str = "uniform"
+    ep: int = 1
+    attention: str = "tp"
+    pp: int = 1
+    stage: int = 0
+    microbatches: int = 1
+    all_to_all: str = "low_latency"
     dtype: InitVar[str | None] = None
 
     def __post_init__(self, dtype: str | None) -> None:
@@ -85,6 +103,49 @@ class Workload:
         if not isinstance(self.stack, str) or len(self.stack) > 64 or not self.stack.isprintable():
             raise input_error(where, "stack", "a short software-stack name", self.stack)
         parse_routing(self.routing, where)  # MoE routing model (preserve_cp.moe)
+        for field, hi in (("ep", 4096), ("pp", 1024), ("microbatches", 1 << 20)):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
+                raise input_error(where, field, f"an integer in [1, {hi}]", value)
+        for field, options in (
+            ("attention", ATTENTION_LAYOUTS),
+            ("all_to_all", ALL_TO_ALL_KINDS),
+        ):
+            if getattr(self, field) not in options:
+                raise input_error(
+                    where, field, f"one of {', '.join(options)}", getattr(self, field)
+                )
+        s = self.stage
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < self.pp:
+            raise input_error(where, "stage", f"an integer in [0, {self.pp - 1}]", s)
+        if self.tp % self.ep:
+            raise input_error(
+                where,
+                "ep",
+                f"a divisor of tp {self.tp} (experts EP x TP over the tp group)",
+                self.ep,
+            )
+        if self.attention == "dp":
+            if self.ep != self.tp:
+                raise input_error(
+                    where, "ep", f"tp ({self.tp}) with data-parallel attention", self.ep
+                )
+            if self.batch % self.tp:
+                raise input_error(
+                    where,
+                    "batch",
+                    f"a multiple of tp {self.tp} (data-parallel attention)",
+                    self.batch,
+                )
+        if self.batch % self.microbatches:
+            raise input_error(
+                where, "microbatches", f"a divisor of batch {self.batch}", self.microbatches
+            )
+
+    @property
+    def devices(self) -> int:
+        """Devices of the deployment: ``tp`` per pipeline stage x ``pp`` stages."""
+        return self.tp * self.pp
 
     @property
     def tokens(self) -> int:
@@ -97,6 +158,7 @@ class Workload:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        if d["routing"] == "uniform":  # added with MoE: dense workloads' dicts do not move
-            del d["routing"]
+        for key, default in LAYOUT_DEFAULTS.items():  # added later: older dicts do not move
+            if d[key] == default:
+                del d[key]
         return d

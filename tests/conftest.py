@@ -57,7 +57,10 @@ def stored_rows(store) -> int:
     if not store.exists():
         return 0
     with sqlite3.connect(store) as db:
-        return int(db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+        except sqlite3.OperationalError:  # the file is there, its table not yet: no rows
+            return 0
 
 
 def wait_for_rows(store, proc, at_least: int, timeout_s: float = 240.0) -> int:

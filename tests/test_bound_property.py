@@ -34,7 +34,7 @@ from preserve_cp.plan import Plan, Prefetch
 from preserve_cp.simulate import simulate, verify
 
 RAMP_DEVICES = ("h100-sxm", "h200-sxm", "mi300x", "gaudi3")  # hbm_half > 0: chunk latency
-FLAT_DEVICES = ("ascend-910b2",)  # no size ramp
+FLAT_DEVICES = ("ascend-910b2", "rtx-pro-6000")  # no size ramp (the second: the sum L2 law)
 MODELS = ("llama3-8b", "qwen2-7b", "phi3-small", "llama2-7b")
 REL = 1e-9  # the makespan may undercut the bound by this much (float noise), no more
 

@@ -87,10 +87,27 @@ def test_links_between_pages_resolve() -> None:
             assert (DOCS / target).is_file(), f"{page.name}: link to missing {target}"
 
 
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_to_sections_resolve() -> None:
+    pages = [*sorted(DOCS.glob("*.md")), DOCS.parent / "README.md"]
+    for page in pages:
+        for target, anchor in re.findall(r"\]\(([\w.-]+\.md)?#([\w-]+)\)", page.read_text("utf-8")):
+            text = (DOCS / target if target else page).read_text("utf-8")
+            text = FENCE.sub("", text)  # a '#' line in a code block is not a heading
+            anchors = {_anchor(h) for h in re.findall(r"^#+ (.*)$", text, re.M)}
+            assert anchor in anchors, f"{page.name}: link to missing section {target}#{anchor}"
+
+
 # --- generated blocks -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("script", ["gen_hardware_doc.py", "gen_api_doc.py", "gen_fidelity_doc.py"])
+@pytest.mark.parametrize(
+    "script", ["gen_hardware_doc.py", "gen_api_doc.py", "gen_fidelity_doc.py", "gen_cli_doc.py"]
+)
 def test_generated_block_matches_the_code(script: str) -> None:
     gen = _load(script)
     text = gen.DOC.read_text(encoding="utf-8")
@@ -260,3 +277,83 @@ def test_python_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.Monk
             exec(compile(code, f"{page} example", "exec"), {"__name__": "__docs__"})
         if code in expected:
             assert buf.getvalue() == expected[code], f"{page}: output differs"
+
+
+# --- sweep-spec.md ----------------------------------------------------------------------------
+
+SWEEP_EXAMPLE = DOCS.parent / "examples" / "sweep-3points.yaml"
+
+#: (text in the shipped example, replacement, the message sweep-spec.md quotes)
+SWEEP_MISTAKES = [
+    ("models: [llama3-8b]\n", "", "sweep-3points.yaml: models: required field is missing"),
+    ("batch: [4]", "batch: 4", "sweep-3points.yaml: batch: expected a valid list, found 4"),
+    (
+        "dtype: [bf16]",
+        "dtype: [int4]",
+        "sweep-3points.yaml: dtype: expected one of fp16, bf16, fp8, int8, fp4, nvfp4, "
+        "found 'int4'",
+    ),
+    (
+        "l2_capacity_mb: [25, 50, 100]",
+        "l2_size_mb: [25, 50, 100]",
+        "sweep-3points.yaml: l2_size_mb: unknown override; expected one of collective_latency_us, "
+        "hbm_bandwidth_tb_per_s, hbm_capacity_gb, kernel_overhead_us, l2_bandwidth_tb_per_s, "
+        "l2_capacity_mb, l2_capacity_mib, l2_prefetch_fraction, link_bandwidth_gb_per_s",
+    ),
+    (
+        "l2_capacity_mb: [25, 50, 100]",
+        "l2_capacity_mb: [-1]",
+        "sweep-3points.yaml: l2_capacity_mb: expected a number >= 0, found -1.0",
+    ),
+    (
+        "time_limit_s: 30",
+        "time_limit_s: 0",
+        "sweep-3points.yaml: solve.time_limit_s: expected greater than 0, found 0",
+    ),
+]
+
+
+def test_sweep_spec_example_is_the_shipped_file_with_three_points() -> None:
+    from preserve_cp.sweep import expand, load_spec
+
+    (example, *_) = _blocks("sweep-spec.md", "yaml")
+    assert example == SWEEP_EXAMPLE.read_text(encoding="utf-8")
+    points = expand(load_spec(SWEEP_EXAMPLE))
+    assert len(points) == len({p.key for p in points}) == 3
+    assert [p.overrides for p in points] == [{"l2_capacity_mb": v} for v in (25.0, 50.0, 100.0)]
+
+
+def test_sweep_spec_lists_every_key() -> None:
+    from preserve_cp.sweep import OVERRIDES, SweepSpec
+    from preserve_cp.sweep.run import RESULT_FIELDS
+    from preserve_cp.sweep.spec import SolveSpec
+
+    page = _page("sweep-spec.md")
+    example = SWEEP_EXAMPLE.read_text(encoding="utf-8")
+    for name in SweepSpec.model_fields:
+        assert f"| `{name}` |" in page, name
+        # `plans` puts every point on the fast path; the example runs the optimiser
+        assert f"\n{name}:" in example or name == "plans", f"the example does not use {name}"
+    for name in SolveSpec.model_fields:
+        assert f"| `{name}` |" in page, name
+        assert f"  {name}:" in example, f"the example does not use solve.{name}"
+    for name in OVERRIDES:
+        assert f"| `{name}` |" in page, name
+    for name in RESULT_FIELDS:
+        assert f"`{name}`" in page, name
+
+
+@pytest.mark.parametrize(("old", "new", "message"), SWEEP_MISTAKES)
+def test_sweep_mistakes_say_what_the_page_says(
+    old: str, new: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from preserve_cp.sweep import expand, load_spec
+
+    assert f"`{message}`" in _page("sweep-spec.md")
+    example = SWEEP_EXAMPLE.read_text(encoding="utf-8")
+    assert old in example
+    (tmp_path / "sweep-3points.yaml").write_text(example.replace(old, new), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(pc.InputError) as err:
+        expand(load_spec("sweep-3points.yaml"), where="sweep-3points.yaml")
+    assert str(err.value) == message

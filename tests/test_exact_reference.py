@@ -162,10 +162,12 @@ def exact_fluid(
             r = solver.NumVar(0.0, inf, f"r{k}")
             ov = c.overhead_s * US
             solver.Add(r >= c.compute_s * US + ov)
+            l2_term = xk * (1 / (c.l2_bw * MB / US))
             if c.hbm_bytes > 0:
                 bw = c.hbm_bw * MB / US
-                solver.Add(r >= (c.hbm_bytes * MB - xk) * (1 / bw) + c.hbm_latency_s * US + ov)
-            solver.Add(r >= xk * (1 / (c.l2_bw * MB / US)) + ov)
+                hbm = (c.hbm_bytes * MB - xk) * (1 / bw) + c.hbm_latency_s * US + ov
+                solver.Add(r >= hbm + (l2_term if c.l2_serial else 0.0))
+            solver.Add(r >= l2_term + ov)
             solver.Add(zr <= P * r)
             solver.Add(zr <= m.op_share * (B * r - (c.hbm_bytes * MB - xk)))
         runs.append(r)
@@ -306,6 +308,10 @@ CASES = [
     Case(Q7, 2, "prefill", 2, 256, 4, "bf16", "h100-sxm", 0.02, 0.0),
     Case(P3, 1, "decode", 64, 1024, 4, "bf16", "ascend-910b2", 0.05, 1.0),
     Case(L8, 1, "decode", 8, 2048, 4, "int8", "ascend-910b2", 0.01, 0.5),
+    # the sum L2-hit law (rtx-pro-6000): L2 bytes taken after the device-memory bytes
+    Case(L8, 1, "decode", 1, 2048, 4, "bf16", "rtx-pro-6000", 0.02, 0.0),
+    Case(L8, 2, "decode", 8, 4096, 4, "bf16", "rtx-pro-6000", None, 0.0),
+    Case(Q7, 1, "prefill", 1, 256, 4, "bf16", "rtx-pro-6000", 0.01, 0.5),
 ]
 
 
@@ -367,32 +373,38 @@ BUILT_MAX = 1 + 1e-4
 
 
 def test_exact_lp_on_a_hand_checked_chain():
-    """Unit machine (HBM and prefetch 1 B/s, op_share 1, L2 read 8 B/s): op a (1 s, fixed,
-    no HBM) then b, which reads 4 B of w: b takes max(4 - X, X / 8) s with X bytes of w in
-    L2. The 1 B moved during a is free: 1 + 3 = 4 s; a byte moved in a stall costs 1 s and
-    saves 1 s, so 4 s is the optimum. With 0.5 B of L2: 1 + 3.5 = 4.5 s."""
+    """A machine in round units (HBM and prefetch 1 MB/us, op_share 1, L2 read 8 MB/us): op a
+    (1 us, fixed, no HBM) then b, which reads 4 MB of w. Under the ``max`` L2-hit law b takes
+    max(4 - X, X / 8) us with X MB of w in L2: the 1 MB moved during a is free, 1 + 3 = 4 us;
+    a MB moved in a stall costs 1 us and saves 1 us, so 4 us is the optimum; with 0.5 MB of L2,
+    1 + 3.5 = 4.5 us. Under ``sum`` b takes 4 - X + X / 8: 1 + 3 + 1/8 = 4.125 us (a MB moved
+    in a stall costs 1 us for 7/8 us: not worth it); with 0.5 MB, 1 + 3.5 + 1/16 = 4.5625 us."""
     import networkx as nx
 
+    us, mb = 1e-6, 1e6
     g = nx.DiGraph([("a", "b")])
     nx.set_node_attributes(
         g,
         {
             "a": {"resource": "m", "reads": {}},
-            "b": {"resource": "m", "reads": {"w": 4}, "prefetchable": ["w"]},
+            "b": {"resource": "m", "reads": {"w": 4 * mb}, "prefetchable": ["w"]},
         },
     )
+    bw, l2 = 1 * mb / us, 8 * mb / us
     c = {
-        "a": OpCost("a", "m", 1.0, 0.0, 0.0, 0.0, 1.0, 8.0, True),
-        "b": OpCost("b", "m", 0.0, 0.0, 4.0, 4.0, 1.0, 8.0, False),
+        "a": OpCost("a", "m", 1 * us, 0.0, 0.0, 0.0, bw, l2, True),
+        "b": OpCost("b", "m", 0.0, 0.0, 4 * mb, 4 * mb, bw, l2, False, l2_serial=False),
     }
-    big = Machine(hbm_bytes_per_s=1.0, prefetch_bytes_per_s=1.0, l2_capacity_bytes=10)
-    ex = exact_fluid(["a", "b"], g, c, big)
-    assert ex.value_s == pytest.approx(4.0, rel=1e-9)
-    small = dataclasses.replace(big, l2_capacity_bytes=0.5)
-    assert exact_fluid(["a", "b"], g, c, small).value_s == pytest.approx(4.5, rel=1e-9)
-    # the simulator agrees: prefetch 1 B anchored at a
-    s = simulate(g, c, Plan("p", (Prefetch("w", 1.0, "b", "a"),)), big)
-    assert s.makespan_s == pytest.approx(4.0)
+    big = Machine(hbm_bytes_per_s=bw, prefetch_bytes_per_s=bw, l2_capacity_bytes=10 * mb)
+    small = dataclasses.replace(big, l2_capacity_bytes=0.5 * mb)
+    plan = Plan("p", (Prefetch("w", 1 * mb, "b", "a"),))  # 1 MB anchored at a
+    for serial, want_big, want_small in ((False, 4.0, 4.5), (True, 4.125, 4.5625)):
+        c["b"] = dataclasses.replace(c["b"], l2_serial=serial)
+        assert exact_fluid(["a", "b"], g, c, big).value_s == pytest.approx(want_big * us, rel=1e-9)
+        got = exact_fluid(["a", "b"], g, c, small).value_s
+        assert got == pytest.approx(want_small * us, rel=1e-9)
+        # the simulator agrees
+        assert simulate(g, c, plan, big).makespan_s == pytest.approx(want_big * us)
 
 
 def _check_rows(rows: list[Row]) -> None:
@@ -464,7 +476,7 @@ def test_bound_exact_sandwich_wide():
             (L8, Q7, P3),
             (1, 2),
             ("decode", "prefill"),
-            ("h100-sxm", "mi300x", "gaudi3", "ascend-910b2", "a100-sxm-80g"),
+            ("h100-sxm", "mi300x", "gaudi3", "ascend-910b2", "a100-sxm-80g", "rtx-pro-6000"),
             (0.005, 0.02, 0.1, None),
             (0.0, 0.5, 1.0),
         )

@@ -233,13 +233,17 @@ def test_calibrate_cli_prints_the_section_and_refuses_unknown_devices():
 
 
 def test_training_error_thresholds():
-    rows = compare(load_points())
+    # the single-node set the shipped calibrations were fitted on (the multi-node and MoE
+    # points, with a `family`, are in no calibration section yet; see
+    # tests/test_validation_multinode.py)
+    single = [p for p in load_points() if not p.get("family")]
+    rows = compare(single)
     s = summary(rows)
     assert s["train"]["n"] == 20
     assert s["train"]["median_abs_error"] <= 0.10
     assert s["train"]["share_within_10pct"] >= 0.70
     # calibration helps on the points it was fitted to
-    prior = summary(compare(load_points(), calibrated=False))
+    prior = summary(compare(single, calibrated=False))
     assert s["train"]["median_abs_error"] < prior["train"]["median_abs_error"]
 
 
@@ -247,7 +251,7 @@ def test_training_error_thresholds():
 @pytest.mark.parametrize("name", CALIBRATED)
 def test_shipped_calibration_is_reproducible(name):
     raw = yaml.safe_load((ROOT / "hardware" / f"{name}.yaml").read_text(encoding="utf-8"))
-    fit = calibrate(name, date=raw["calibration"]["date"])
+    fit = calibrate(name, date=raw["calibration"]["date"], only=raw["calibration"]["points"])
     assert fit.fitted == pytest.approx(raw["calibration"]["fitted"], rel=1e-3, abs=1e-9)
     assert list(fit.points) == raw["calibration"]["points"]
 
@@ -262,7 +266,9 @@ def test_hardware_show_marks_fitted_values_with_their_priors():
     assert out.returncode == 0, out.stderr
     fitted = load_hardware("h100-sxm").matmul_efficiency
     assert f"matmul_efficiency: {fitted}  (uncertain, fitted; prior 0.7)" in out.stdout
-    assert "calibration: 6 training points" in out.stdout
+    raw = yaml.safe_load((ROOT / "hardware" / "h100-sxm.yaml").read_text(encoding="utf-8"))
+    n = len(raw["calibration"]["points"])
+    assert n >= 6 and f"calibration: {n} training points" in out.stdout
     plain = subprocess.run(
         [sys.executable, "-m", "preserve_cp.cli", "hardware", "show", "ascend-910b2"],
         capture_output=True,

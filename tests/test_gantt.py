@@ -66,9 +66,18 @@ def test_full_compare_files(tmp_path, schedules, full_svg):
     assert png.read_bytes()[:8] == PNG_MAGIC
     root = ET.fromstring(svg.read_text())
     assert root.tag.endswith("svg")
-    assert svg.stat().st_size < 2 * MB  # ~1.15 MB measured for 3 x 885 ops, 1,514 chunks
+    # without --layers a many-layer step is the overview and the zoom on layers 0 to 2
+    assert "Whole step, 80 layers" in full_svg and "Zoom on layers 0 to 2" in full_svg
+    assert svg.stat().st_size < 1 * MB
     assert "<text" in full_svg and "gemm" in full_svg  # svg.fonttype none: text stays text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cmp.PNG", "cmp.svg"]  # no temp left
+
+
+def test_whole_step_in_detail_stays_available(schedules):
+    """gantt_figure without layers (or --layers 0:79) still draws every op of the step."""
+    big = gantt_svg(schedules, layers=(0, 79))
+    assert "Whole step" not in big and _drawn_elements(big) > 1000
+    assert len(big) < 2 * MB  # ~1.15 MB measured for 3 x 885 ops, 1,514 chunks
 
 
 def test_full_figure_layout(schedules):
@@ -148,6 +157,7 @@ def test_plain_dag_has_no_hardware_panels(tmp_path, ft06_graph):
     assert len(_by_gid(fig, "ops:optimised").get_paths()) == 36
     out = pc.gantt(r, tmp_path / "ft06.svg", compare=True)
     ET.fromstring(out.read_text())
+    assert "Whole step" not in out.read_text()  # no layers: the plain Gantt is the picture
     with pytest.raises(InputError, match="layers"):
         gantt_figure({"optimised": r.schedule}, layers=(0, 0))
 

@@ -120,6 +120,35 @@ def test_solve_json_names_its_inputs_and_matches_the_schema(capsys):
     # the device's L2 and the prefetch budget (H100: 50 MB, 75 % of it usable)
     assert out["l2_capacity_bytes"] == pytest.approx(50e6) == hw["l2_capacity_bytes"]
     assert out["usable_l2_bytes"] == pytest.approx(37.5e6) == hw["usable_l2_bytes"]
+    # serving units: the step is the time per output token of the 2 sequences on 4 devices
+    serving = out["serving"]
+    assert (serving["phase"], serving["batch"], serving["devices"]) == ("decode", 2, 4)
+    assert serving["plan"] == "optimised" and serving["tpot_s"] == out["makespan_s"]
+    assert serving["tokens_per_s"] == pytest.approx(2 / out["makespan_s"])
+    assert serving["plans"]["vanilla"]["tpot_s"] == out["baseline_makespan_s"]
+    assert serving["request"] is None
+
+
+def test_serving_fields_of_the_fast_path_and_a_request_match_the_schema(capsys):
+    schema = solve_schema()
+    fast = [a for a in ARGS if a != "--json"] + ["--plans", "vanilla,fused", "--json"]
+    assert main([*fast, "--output-len", "32"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    validate(out, schema, schema)
+    q = out["serving"]["request"]
+    assert q["output_len"] == 32 and q["prompt_len"] == 1024 and q["method"].startswith("fast")
+    assert set(q["plans"]) == {"vanilla", "fused"}
+    assert q["e2e_latency_s"] == pytest.approx(q["ttft_s"] + 32 * q["tpot_s"])
+    assert main([*fast, "--phase", "prefill"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    validate(out, schema, schema)
+    serving = out["serving"]
+    assert serving["phase"] == "prefill" and serving["ttft_s"] == out["makespan_s"]
+    assert "tpot_s" not in serving and serving["request"] is None
+    assert serving["prompt_tokens_per_s"] == pytest.approx(2 * 1024 / out["makespan_s"])
+    bad = dict(out, serving=dict(serving, ttft_s=-1.0))
+    with pytest.raises(AssertionError, match="ttft_s"):
+        validate(bad, schema, schema)
 
 
 def test_uncalibrated_and_a_model_path_are_named(tmp_path, capsys):

@@ -34,12 +34,16 @@ def test_ft06_proven_optimum(ft06_graph):
         assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
 
 
-def _small_decode(model="llama3-8b", hw="h100-sxm", tp=4, batch=8, ctx=4096, layers=None):
+def _small_decode(
+    model="llama3-8b", hw="h100-sxm", tp=4, batch=8, ctx=4096, layers=None, **overrides
+):
     m = load_model(model)
     if layers is not None:
         m = m.model_copy(update={"num_layers": layers})
     g = build_graph(m, Workload("decode", batch, ctx, tp))
     hardware = load_hardware(hw)
+    if overrides:
+        hardware = hardware.with_overrides(**overrides)
     return g, hardware, op_costs(g, hardware), machine_for(hardware)
 
 
@@ -150,9 +154,11 @@ def test_general_model_families_and_prefetch():
 
 def test_chain_bound_below_proven_optimum_on_small_chains():
     # 1-layer decode, coarse bytes: CP-SAT proves its (conservative) optimum, the LP bound and
-    # the simulated makespan bracket it
-    for hw in ("ascend-910b2", "h100-sxm"):
-        g, hardware, c, m = _small_decode(hw=hw, layers=1)
+    # the simulated makespan bracket it. The h100-sxm case pins the size ramp at 1.875 MiB (a
+    # 0.85 us chunk latency, the 2026-11-21 calibration): with today's fitted 3 MiB (1.1 us)
+    # the proof does not finish within the work limit (feasible, 0.5 % above the LP bound)
+    for hw, ramp in (("ascend-910b2", {}), ("h100-sxm", {"hbm_half_bytes": 1.875 * 2**20})):
+        g, hardware, c, m = _small_decode(hw=hw, layers=1, **ramp)
         ch = chain_order(g)
         out = solve_chain(ch, g, c, m, ChainOptions(work_limit=20.0, relative_gap=0.0))
         assert out.status == "optimal"

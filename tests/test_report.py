@@ -25,6 +25,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from html import escape as html_escape
+from html import unescape as html_unescape
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,8 @@ from preserve_cp.errors import InputError
 from preserve_cp.plan import ChunkEvent, Event, Plan, Prefetch, Result, Schedule
 from preserve_cp.viz.report import (
     BEFORE_FIRST,
-    MAX_CHUNK_ROWS,
+    SCRIPT,
+    csp,
     prefetch_windows,
     render_report,
     window_totals,
@@ -113,7 +116,7 @@ def _attr_values(page: str) -> list[str]:
 def test_prefetch_windows_rows(solved):
     r, g, hw, _ = solved
     rows = prefetch_windows(r, g, hw)
-    assert len(rows) == len(r.schedule.chunks) > MAX_CHUNK_ROWS
+    assert len(rows) == len(r.schedule.chunks) > 200
     keys = {"tensor", "bytes", "window", "consumer", "start_s", "end_s", "time_saved_s"}
     assert keys <= set(rows[0])
     collectives = {str(e.node) for e in r.schedule.events if e.kind in ("allreduce", "allgather")}
@@ -167,14 +170,36 @@ def test_render_report_small_svg():
     r, g = _tiny()
     page = render_report(r, g, pc.load_hardware("ascend-910b2"), None, SMALL_SVG, title="T")
     assert page.startswith("<!DOCTYPE html>")
-    assert re.search(r'<div id="gantt"><svg\b', page)
+    assert re.search(r'<div class="pic" id="gantt"><svg\b', page)
     assert "<?xml" not in page and "<!DOCTYPE svg" not in page
     assert 'd="M10.12 100L390 100"' in page  # path data compacted
     for text in ("optimal", "0.0035", "1.167×", "verified", "usable L2", "peak L2 held"):
         assert text in page
     assert "ascend-910b2.yaml" in page and "HBM bandwidth" in page
     assert "(estimate)" in page  # uncertain fields are marked
-    assert "<script" not in page.lower()
+    assert "not calibrated" in page and "(fitted)" not in page  # the 910B2 has no calibration
+    # one script, the page's own, allowed by its hash and nothing else
+    assert page.count("<script") == 1 and f"<script>{SCRIPT}</script>" in page
+    assert "script-src 'sha256-" in csp() and f'content="{html_escape(csp())}"' in page
+
+
+def test_calibration_status_fitted_values_and_source_links():
+    r, g = _tiny()
+    hw = pc.load_hardware("h100-sxm")
+    cal = hw.spec.calibration
+    page = render_report(r, g, hw, None, SMALL_SVG, title="T")
+    assert f"{len(cal.fitted)} values fitted to {len(cal.points)} train points" in page
+    assert '<span class="fitted">(fitted)</span>' in page  # e.g. matrix efficiency
+    fitted = page.split('<table id="fitted">', 1)[1].split("</table>", 1)[0]
+    assert fitted.count("<tr>") == len(cal.fitted) + 1
+    for path in cal.fitted:
+        assert f"<code>{path}</code>" in fitted
+    for src in hw.spec.sources:
+        if src.url.startswith("https://"):
+            assert f'<a href="{html_escape(src.url)}" rel="noopener noreferrer">' in page
+    prior = render_report(r, g, pc.load_hardware("h100-sxm", calibrated=False), None, SMALL_SVG)
+    assert "was not applied" in prior and "(fitted)" not in prior
+    assert '<table id="fitted">' not in prior
 
 
 def test_render_report_rejects_non_svg():
@@ -187,7 +212,7 @@ def test_escaping_user_strings():
     r, g = _tiny(tensor=EVIL, consumer="mm<img src=x>", model='m"<b>odel')
     hw = pc.load_hardware("ascend-910b2").with_overrides(name="<i>dev</i>")
     page = render_report(r, g, hw, None, SMALL_SVG, title="<u>t</u>")
-    assert EVIL not in page and "<script" not in page.lower()
+    assert EVIL not in page and page.lower().count("<script") == 1  # only the page's own
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<img src=x>" not in page and "mm&lt;img src=x&gt;" in page
     assert "<b>odel" not in page and "<i>dev</i>" not in page and "<u>t</u>" not in page
@@ -199,18 +224,31 @@ def test_report_file_size_tables_and_self_contained(solved, report_file):
     size = report_file.stat().st_size
     assert size < MB2, f"80-layer report is {size} bytes"
     page = report_file.read_text(encoding="utf-8")
-    chunk_table = page.split('<table id="chunks">', 1)[1].split("</table>", 1)[0]
-    assert chunk_table.count("<tr>") == MAX_CHUNK_ROWS + 1
-    more = len(r.schedule.chunks) - MAX_CHUNK_ROWS
-    assert f"{more} more are not listed" in page
-    assert '<table id="windows">' in page
-    # nothing to fetch: no external URL (or protocol-relative one) in any attribute
+    chunk_table = page.split('<table id="chunks" class="sortable">', 1)[1].split("</table>", 1)[0]
+    assert chunk_table.count("<tr>") == len(r.schedule.chunks) + 1  # every chunk, and the head
+    assert '<input type="search" id="chunk-filter"' in page
+    assert '<table id="windows" class="sortable">' in page
+    # every baseline, and the pictures: the overview of every layer and the zoomed Gantt
+    plans = page.split('<table id="plans">', 1)[1].split("</table>", 1)[0]
+    names = re.findall(r"<tr><td>(\w+)</td>", plans)
+    assert names == ["vanilla", "greedy", "streaming", "fused", "optimised"]
+    assert re.search(r'<div class="pic" id="overview"><svg\b', page)
+    assert re.search(r'<div class="pic" id="gantt"><svg\b', page)
+    assert "Whole step" not in page  # the report's pictures are separate, not the step view
+    for title in ("decode, batch 4, context 16384, tp 8, int8", "× vs vanilla"):
+        assert title in page  # the pictures' titles: the workload and the speedup
+    # nothing is loaded from elsewhere: no external URL (or protocol-relative one) in any
+    # attribute but the href of a link (followed only when clicked), no stylesheet, no src
+    links = re.findall(r'<a href="([^"]*)" rel="noopener noreferrer">', page)
+    assert links and all(u.startswith("https://") for u in links)
     for a, b in _attr_values(page):
         value = (a or b).strip().lower()
-        assert not value.startswith(("http:", "https:", "//", "ftp:")), value
+        if value.startswith(("http:", "https:", "//", "ftp:")):
+            assert html_unescape(a or b) in map(html_unescape, links), value
+    assert not re.search(r"<(?:img|script|iframe|link|source|object|embed)\b[^>]*\bsrc=", page)
     assert not re.search(r"url\(\s*['\"]?(https?:)?//", page)
-    assert "<script" not in page.lower() and '<link rel="stylesheet"' not in page
-    assert "Content-Security-Policy" in page
+    assert '<link rel="stylesheet"' not in page
+    assert "Content-Security-Policy" in page and "default-src &#x27;none&#x27;" in page
 
 
 def test_write_report_errors_name_the_path(solved, tmp_path):
@@ -225,7 +263,7 @@ def test_write_report_layers_window(solved, tmp_path):
     r, g, hw, wl = solved
     out = write_report(tmp_path / "w.html", r, g, hw, wl, layers=(0, 1), title="two layers")
     page = out.read_text(encoding="utf-8")
-    assert "<title>two layers</title>" in page and '<div id="gantt"><svg' in page
+    assert "<title>two layers</title>" in page and '<div class="pic" id="gantt"><svg' in page
     assert [p.name for p in tmp_path.iterdir()] == ["w.html"]  # no temporary left behind
 
 
@@ -349,8 +387,11 @@ class _Browser:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-def _open_page(path: Path, screenshot: Path | None = None) -> dict[str, Any]:
-    """Load ``path`` in headless Chromium; return the problems, requests, Gantt facts, PNG."""
+def _open_page(
+    path: Path, screenshot: Path | None = None, actions: str | None = None
+) -> dict[str, Any]:
+    """Load ``path`` in headless Chromium; return the problems, requests, Gantt facts, PNG,
+    and (``actions``: a JavaScript expression giving JSON text) what the actions returned."""
     exe = _chromium()
     assert exe is not None
     b = _Browser(exe)
@@ -364,16 +405,22 @@ def _open_page(path: Path, screenshot: Path | None = None) -> dict[str, Any]:
         b.wait_for("Page.loadEventFired")
         b.settle(0.5)  # late console messages and failed loads
         probe = """JSON.stringify((() => {
-            const g = document.getElementById('gantt');
-            const svg = g && g.querySelector(':scope > svg');
-            const box = svg ? svg.getBoundingClientRect() : null;
-            return {svgs: svg ? 1 : 0,
-                    shapes: svg ? svg.querySelectorAll('path, rect, use').length : 0,
-                    box: box && {x: box.x, y: box.y, w: box.width, h: box.height},
-                    title: document.title};
+            const pic = (id) => {
+                const g = document.getElementById(id);
+                const svg = g && g.querySelector(':scope > svg');
+                const box = svg ? svg.getBoundingClientRect() : null;
+                return {svgs: svg ? 1 : 0,
+                        shapes: svg ? svg.querySelectorAll('path, rect, use').length : 0,
+                        box: box && {x: box.x, y: box.y, w: box.width, h: box.height}};
+            };
+            return {...pic('gantt'), overview: pic('overview'), title: document.title};
         })())"""
         res = b.send("Runtime.evaluate", {"expression": probe, "returnByValue": True}, sid)
         facts = json.loads(res["result"]["value"])
+        if actions is not None:
+            res = b.send("Runtime.evaluate", {"expression": actions, "returnByValue": True}, sid)
+            assert "exceptionDetails" not in res, res
+            facts["actions"] = json.loads(res["result"]["value"])
         if screenshot is not None:
             shot = b.send("Page.captureScreenshot", {"format": "png"}, session=sid)
             screenshot.write_bytes(base64.b64decode(shot["data"]))
@@ -431,24 +478,63 @@ def test_detector_catches_errors(tmp_path):
     assert facts["svgs"] == 0  # and the Gantt check fails on a page without one
 
 
+#: search the chunk table, then sort it by MB (twice: up, down) and by tensor, in the page
+ACTIONS = """JSON.stringify((() => {
+    const rows = () => Array.from(document.querySelectorAll('#chunks tbody tr'));
+    const total = rows().length;
+    const box = document.getElementById('chunk-filter');
+    box.value = 'L1.w_qkv';
+    box.dispatchEvent(new Event('input'));
+    const shown = rows().filter(r => !r.hidden).map(r => r.cells[1].textContent);
+    const count = document.getElementById('chunk-count').textContent;
+    box.value = '';
+    box.dispatchEvent(new Event('input'));
+    const heads = document.querySelectorAll('#chunks thead th');
+    heads[2].click();
+    const up = rows().map(r => parseFloat(r.cells[2].textContent));
+    heads[2].click();
+    const down = rows().map(r => parseFloat(r.cells[2].textContent));
+    heads[1].click();
+    return {total, shown, count, up, down,
+            names: rows().map(r => r.cells[1].textContent),
+            after: rows().filter(r => !r.hidden).length,
+            sort: heads[1].getAttribute('aria-sort')};
+})())"""
+
+
 @needs_chromium
-def test_report_in_browser(report_file, tmp_path):
-    """The 80-layer report loads with no console error, fetches nothing, shows the Gantt."""
+def test_report_in_browser(solved, report_file, tmp_path):
+    """The 80-layer report loads with no console error, fetches nothing, shows the overview
+    and the Gantt; the chunk table's search and sort work."""
+    r = solved[0]
     png = tmp_path / "report.png"
-    facts = _open_page(report_file, screenshot=png)
+    facts = _open_page(report_file, screenshot=png, actions=ACTIONS)
     assert facts["problems"] == []
     assert facts["requests"] == [facts["url"]]  # the page itself and nothing else
     assert facts["title"].startswith("Prefetch plan: llama3-70b")
-    assert facts["svgs"] == 1 and facts["shapes"] > 500
+    assert facts["svgs"] == 1 and facts["shapes"] > 200
+    over = facts["overview"]
+    assert over["svgs"] == 1 and over["shapes"] > 400  # 5 plans x 82 bars at least
+    assert over["box"]["w"] > 600 and over["box"]["h"] > 300, over
+    act = facts["actions"]
+    n = len(r.schedule.chunks)
+    want = sum(c.tensor == "L1.w_qkv" for c in r.schedule.chunks)
+    assert act["total"] == n and act["after"] == n
+    assert act["shown"] == ["L1.w_qkv"] * want and want > 0
+    assert act["count"] == f"{want} of {n} chunks"
+    assert act["up"] == sorted(act["up"]) and act["down"] == sorted(act["down"], reverse=True)
+    assert act["names"] == sorted(act["names"], key=str.lower) and act["sort"] == "ascending"
     box = facts["box"]
     assert box["w"] > 600 and box["h"] > 300, box
-    # the screenshot is not blank and the Gantt is on it, in colour
+    assert box["y"] > over["box"]["y"] + over["box"]["h"]  # the zoom under the overview
+    # the screenshot is not blank and the overview is on it, in colour
     assert png.stat().st_size > 20_000
     from matplotlib.image import imread
 
     img = imread(str(png))[..., :3]
+    box = over["box"]
     top, left = max(0, int(box["y"])), max(0, int(box["x"]))
-    assert top < img.shape[0] - 200, "the Gantt starts below the first screen"
+    assert top < img.shape[0] - 200, "the overview starts below the first screen"
     region = img[top : top + int(box["h"]), left : left + int(box["w"])]
     colours = np.unique((region * 255).astype(np.uint8).reshape(-1, 3), axis=0)
     assert len(colours) > 20

@@ -33,6 +33,31 @@ def test_small_reproduction_and_resume(tmp_path):
             assert float(r["e2e_optimised_s"]) <= float(r["e2e_vanilla_s"]) * (1 + 1e-12)
             assert float(r["speedup_optimised"]) >= 1.0
     assert s["heatmaps"]["min_optimised_over_greedy"] >= 1.0
+    # every row says what its two solves were computed from (solve --json's inputs), after
+    # the columns it always had
+    head = (tmp_path / "heatmap_speedup.csv").read_text().splitlines()[0].split(",")
+    assert head[:10] == [
+        "model", "tp", "batch", "length", "status", "speedup_optimised", "speedup_greedy",
+        "e2e_vanilla_s", "e2e_optimised_s", "e2e_greedy_s",
+    ]  # fmt: skip
+    for r in rows:
+        if r["status"] == "ok":
+            assert r["prefill.inputs.workload.phase"] == "prefill"
+            assert r["decode.inputs.workload.phase"] == "decode"
+            assert r["decode.inputs.model.name"] == r["model"]
+            assert r["decode.inputs.hardware.file"] == "hardware/ascend-910b2.yaml"
+            p, _d, mid = e2e_split(int(r["length"]))
+            assert int(r["prefill.inputs.workload.context"]) == p
+            assert int(r["decode.inputs.workload.context"]) == mid
+        else:
+            assert r["decode.inputs.model.name"] == ""
+    dse = list(csv.DictReader((tmp_path / "dse_l2.csv").read_text().splitlines()))
+    for r in dse:
+        assert float(r["decode.inputs.hardware.l2_capacity_bytes"]) == float(r["l2_mb"]) * 1e6
+    for name in ("fused_vs_preserve", "dse_l2"):
+        assert "decode.inputs.versions.preserve_cp" in (tmp_path / f"{name}.csv").read_text()
+    assert s["inputs"]["hardware"]["name"] == "ascend-910b2"
+    assert set(s["inputs"]) == {"hardware", "options", "versions"}
     assert s["dse"]["optimal_l2_mb_without_prefetch"] == 0  # L2 is useless without prefetch
     assert s["dse"]["optimal_l2_mb_with_prefetch"] > 0
     solved = s["points"]["solved"]

@@ -74,6 +74,9 @@ def test_sweep_on_an_existing_dask_cluster(tmp_path):
     assert len(csv_lines) == 5 and "override.l2_capacity_mb" in csv_lines[0]
     # throughput per cost for every point (the hardware file has a cost section)
     assert "tokens_per_s_per_kusd" in csv_lines[0]
+    # what each point was computed from: solve --json's inputs, flattened
+    for col in ("inputs.model.file", "inputs.hardware.calibrated", "inputs.workload.context"):
+        assert col in csv_lines[0].split(","), col
     st = Store(store)
     per_cost = {
         p.overrides["l2_capacity_mb"]: st.get(p.key)["tokens_per_s_per_kusd"]
@@ -148,3 +151,84 @@ def test_bad_spec_and_scheduler_are_clean_errors(tmp_path):
     good = _write_spec(tmp_path)
     out = _cli("sweep", str(good), "--scheduler", "localhost:1")
     assert out.returncode == 2 and "--scheduler" in out.stderr
+
+
+def test_solve_point_carries_inputs_and_the_fast_path():
+    from preserve_cp.describe import solve_inputs
+    from preserve_cp.graph import build_graph
+    from preserve_cp.sweep import solve_point
+
+    full, fast = (
+        expand(SweepSpec(**{**SPEC, "overrides": {"l2_capacity_mb": [48]}, "plans": plans}))[0]
+        for plans in (None, ["greedy", "vanilla"])
+    )
+    assert full.key != fast.key and fast.solve["plans"] == ["vanilla", "greedy"]
+    assert fast.describe()["plans"] == "vanilla,greedy" and "plans" not in full.describe()
+    a, b = solve_point(full), solve_point(fast)
+    assert a["status"] in ("optimal", "feasible") and b["status"] == "baselines"
+    assert b["baseline_makespan_s"] == a["baseline_makespan_s"]
+    assert b["greedy_makespan_s"] == a["greedy_makespan_s"] and b["streaming_makespan_s"] is None
+    assert b["makespan_s"] == min(b["baseline_makespan_s"], b["greedy_makespan_s"])
+    g = build_graph("llama3-8b", full.workload)
+    want = solve_inputs(g, "ascend-910b2", model="llama3-8b")
+    for res, plans in ((a, None), (b, ["vanilla", "greedy"])):
+        got = res["inputs"]
+        assert got["model"] == want["model"] and got["workload"] == want["workload"]
+        assert got["versions"] == want["versions"] and got["options"]["plans"] == plans
+        assert got["hardware"]["file"] == "hardware/ascend-910b2.yaml"
+        assert got["hardware"]["l2_capacity_bytes"] == 48e6  # after the override
+
+
+def test_export_keeps_columns_and_adds_inputs(tmp_path):
+    from preserve_cp.sweep import export_csv
+    from preserve_cp.sweep.run import RESULT_FIELDS
+
+    st = Store(tmp_path / "s.sqlite")
+    pt = {"model": "m", "hardware": "h", "key": "k1"}
+    st.put("k1", pt, {"status": "baselines", "inputs": {"model": {"name": "m"}, "x": [1, 2]}})
+    st.put("k2", {**pt, "key": "k2"}, {"status": "invalid", "error": "bad"})  # no inputs
+    export_csv(st, tmp_path / "s.csv")
+    st.close()
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    head = lines[0].split(",")
+    assert head == [*sorted(pt), *RESULT_FIELDS, "inputs.model.name", "inputs.x"]
+    assert lines[1].endswith(',m,"1,2"') and lines[2].endswith("bad,,")
+
+
+@pytest.mark.parametrize(
+    "plans, message",
+    [(["vanila"], "plans: expected names from vanilla"), ([], "plans: expected list should")],
+)
+def test_bad_plans_in_a_spec(tmp_path, plans, message):
+    from preserve_cp.errors import InputError
+    from preserve_cp.sweep import load_spec
+
+    with pytest.raises(InputError, match=message):
+        load_spec(_write_spec(tmp_path, plans=plans))
+
+
+def test_sweep_cli_plans_option(tmp_path):
+    spec = _write_spec(tmp_path, overrides={"l2_capacity_mb": [16, 48]})
+    out = _cli(
+        "sweep",
+        str(spec),
+        "--store",
+        str(tmp_path / "r.sqlite"),
+        "--plans",
+        "vanilla",
+        "--no-progress",
+        "--workers",
+        "1",
+        "--export",
+        "-",
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 3 and "2 points, 0 already stored, 2 solved now" in out.stderr
+    head = lines[0].split(",")
+    for row in lines[1:]:
+        rec = dict(zip(head, next(iter(__import__("csv").reader([row]))), strict=True))
+        assert rec["status"] == "baselines" and rec["plans"] == "vanilla"
+        assert rec["inputs.options.plans"] == "vanilla"
+    bad = _cli("sweep", str(spec), "--plans", "fast")
+    assert bad.returncode == 2 and "--plans: value: expected names from" in bad.stderr

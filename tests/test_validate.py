@@ -39,7 +39,28 @@ def test_validate_runs_on_the_shipped_set(tmp_path):
     assert s["train"]["n"] + s["holdout"]["n"] + s["skipped"] == len(pts)
     rows = list(csv.DictReader((tmp_path / "validation.csv").read_text().splitlines()))
     assert len(rows) == len(pts)
+    assert all(r["source"].startswith("https://") for r in rows)  # each point's source
     assert (tmp_path / "validation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_validate_writes_only_what_is_asked(tmp_path):
+    """No --out, no --plot: no file at all; --plot FILE: that file only."""
+    run = dict(capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    out = subprocess.run([sys.executable, "-m", "preserve_cp.cli", "validate"], **run)
+    assert out.returncode == 0, out.stderr
+    assert "median |error|" in out.stdout and "wrote" not in out.stdout
+    assert list(tmp_path.iterdir()) == []
+    out = subprocess.run(
+        [sys.executable, "-m", "preserve_cp.cli", "validate", "--plot", "v.svg", "--json"], **run
+    )
+    assert out.returncode == 0, out.stderr
+    json.loads(out.stdout)
+    assert [p.name for p in tmp_path.iterdir()] == ["v.svg"]
+    assert "signed error" in (tmp_path / "v.svg").read_text()
+    bad = subprocess.run(
+        [sys.executable, "-m", "preserve_cp.cli", "validate", "--plot", "v.pdf"], **run
+    )
+    assert bad.returncode == 2 and "v.pdf: suffix" in bad.stderr
 
 
 def test_allreduce_busbw_mapping_by_hand():

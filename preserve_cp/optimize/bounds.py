@@ -147,9 +147,12 @@ def chain_lp_bound(
             ov = c.overhead_s * us
             bw = c.hbm_bw * mb / us
             solver.Add(r >= c.compute_s * us + ov)
+            l2 = c.l2_bw * mb / us
             if c.hbm_bytes > 0:
-                solver.Add(r >= (c.hbm_bytes * mb - lk) / bw + (c.hbm_latency_s * us) + ov)
-            solver.Add(r >= lk / (c.l2_bw * mb / us) + ov)
+                hbm = (c.hbm_bytes * mb - lk) / bw + (c.hbm_latency_s * us) + ov
+                # the sum law: the L2 bytes after the HBM bytes, in the same row
+                solver.Add(r >= hbm + (lk / l2 if c.l2_serial else 0.0))
+            solver.Add(r >= lk / l2 + ov)
             if math.isfinite(P):
                 solver.Add(zr <= P * (r - latency(r, f"r{k}")))
             if contention:

@@ -67,6 +67,13 @@ def add_roofline_rows(
         >= math.ceil(SCALE * (c.hbm_time_s(0.0) + c.overhead_s) / tick) - a_hbm * l2_units
     )
     a_l2 = math.ceil(SCALE * unit / (c.l2_bw * tick))
+    if c.l2_serial:  # the L2 bytes come after the HBM bytes: one row, both terms
+        model.add(
+            SCALE * dur
+            >= math.ceil(SCALE * (c.hbm_time_s(0.0) + c.overhead_s) / tick)
+            - a_hbm * l2_units
+            + a_l2 * l2_units
+        )
     model.add(SCALE * dur >= math.ceil(SCALE * c.overhead_s / tick) + a_l2 * l2_units)
 
 

@@ -44,18 +44,52 @@ RESULT_FIELDS = (
     "tokens_per_s_per_kusd_vanilla",
     "error",
 )
+#: the stored ``inputs`` object, flattened into CSV columns ``inputs.<key>.<key>``
+INPUTS_PREFIX = "inputs"
+
+
+def flatten(obj: Any, prefix: str) -> dict[str, Any]:
+    """Nested mappings -> one level of dotted keys; lists become comma-joined text.
+
+    >>> flatten({"model": {"name": "m", "file": None}, "plans": ["vanilla", "greedy"]}, "inputs")
+    {'inputs.model.name': 'm', 'inputs.model.file': None, 'inputs.plans': 'vanilla,greedy'}
+    """
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}.{k}"))
+        return out
+    if isinstance(obj, list | tuple):
+        return {prefix: ",".join(str(x) for x in obj)}
+    return {prefix: obj}
 
 
 def solve_point(point: Point) -> dict[str, Any]:
-    """Solve one point (runs on a worker). Errors of the point become its stored result."""
+    """Solve one point (runs on a worker). Errors of the point become its stored result.
+
+    With ``plans`` in the point's solve options, the fast path
+    (:func:`preserve_cp.estimate.estimate`): those baselines only, status ``baselines``.
+    Every solved point's result carries ``inputs``, the object ``solve --json`` prints
+    (:func:`preserve_cp.describe.solve_inputs`); an invalid or infeasible point's result is
+    its status and error.
+    """
+    from ..describe import solve_inputs
+    from ..estimate import estimate
     from ..graph import build_graph
     from ..hardware import load_hardware
     from ..solve import SolveOptions, solve
 
+    opts = dict(point.solve)
+    plans = opts.pop("plans", None)
     try:
         hw = apply_overrides(load_hardware(point.hardware), point.overrides)
         g = build_graph(point.model, point.workload)
-        r = solve(g, hw, options=SolveOptions(**point.solve))  # SolveSpec's fields
+        options = SolveOptions(**opts)  # SolveSpec's fields
+        if plans:
+            r = estimate(g, hw, plans=plans, options=options)
+        else:
+            r = solve(g, hw, options=options)
+        inputs = solve_inputs(g, hw, options, model=point.model, plans=plans)
     except InfeasibleError as exc:
         return {"status": "infeasible", "error": str(exc)}
     except InputError as exc:
@@ -81,6 +115,7 @@ def solve_point(point: Point) -> dict[str, Any]:
         # throughput of the tp group: tokens of the step / step time
         "tokens_per_s": tokens / r.makespan_s,
         "tokens_per_s_vanilla": tokens / (r.baseline_makespan_s or r.makespan_s),
+        "inputs": inputs,
     }
     if hw.spec is not None and hw.spec.cost is not None:
         from ..cost import cost_model
@@ -216,13 +251,19 @@ def text_progress(
 
 def export_csv(store: Store, path: str | Path, points: Sequence[Point] | None = None) -> Path:
     """Write the stored results (of ``points`` when given, else all) as CSV (``-``: standard
-    output)."""
+    output): the point's columns, :data:`RESULT_FIELDS`, then ``inputs`` flattened
+    (``inputs.model.name``, ``inputs.hardware.calibrated``, ``inputs.workload.context``...,
+    see :func:`flatten`; empty for rows stored without it)."""
     from ..outputs import write_output
     from ..viz._io import csv_text
 
     wanted = None if points is None else {p.key for p in points}
     rows = [
-        {**pt, **{f: res.get(f) for f in RESULT_FIELDS}}
+        {
+            **pt,
+            **{f: res.get(f) for f in RESULT_FIELDS},
+            **flatten(res.get("inputs") or {}, INPUTS_PREFIX),
+        }
         for key, pt, res in store.rows()
         if wanted is None or key in wanted
     ]

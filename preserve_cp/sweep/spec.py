@@ -14,11 +14,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import units
 from .._yaml import read_yaml_mapping, validate
 from ..errors import InputError
+from ..estimate import PLANS
 from ..hardware import Hardware, load_hardware
 from ..models import load_model
 from ..workload import DTYPES, Workload
@@ -26,8 +27,9 @@ from ..workload import DTYPES, Workload
 VERSION = "0.1.0"
 #: the kind of result a point stores; part of every key, so raising it makes a resumed sweep
 #: solve its points again rather than keep rows that lack a field or predate a model change
-#: (old stores still open; their rows just no longer match). 2: ``streaming_makespan_s``.
-RESULTS_VERSION = 2
+#: (old stores still open; their rows just no longer match). 2: ``streaming_makespan_s``;
+#: 3: ``inputs`` (what the point was computed from, as ``solve --json``) and ``plans``.
+RESULTS_VERSION = 3
 
 #: friendly override key -> (Hardware field, factor to SI)
 OVERRIDES: dict[str, tuple[str, float]] = {
@@ -51,7 +53,12 @@ class SolveSpec(BaseModel):
 
 
 class SweepSpec(BaseModel):
-    """The YAML grid. Lists multiply; ``overrides`` maps friendly keys to value lists."""
+    """The YAML grid. Lists multiply; ``overrides`` maps friendly keys to value lists.
+
+    ``plans`` (e.g. ``[vanilla, greedy]``) puts every point on the fast path
+    (:func:`preserve_cp.estimate.estimate`, ``solve --plans``): only those baselines, no
+    optimiser. Absent or ``null``: a full solve per point.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = "sweep"
@@ -64,6 +71,17 @@ class SweepSpec(BaseModel):
     hardware: list[str] = Field(min_length=1)
     overrides: dict[str, list[float]] = Field(default_factory=dict)
     solve: SolveSpec = Field(default_factory=SolveSpec)
+    plans: list[str] | None = Field(default=None, min_length=1)
+
+    @field_validator("plans")
+    @classmethod
+    def _known_plans(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        bad = [p for p in value if p not in PLANS]
+        if bad:
+            raise ValueError(f"names from {', '.join(PLANS)}; found {', '.join(map(str, bad))}")
+        return [p for p in PLANS if p in value]
 
 
 @dataclass(frozen=True)
@@ -92,6 +110,7 @@ class Point:
             "context": wl.context,
             "tp": wl.tp,
             "dtype": wl.weight_dtype,
+            **({"plans": ",".join(self.solve["plans"])} if self.solve.get("plans") else {}),
             **{f"override.{k}": v for k, v in sorted(self.overrides.items())},
         }
 
@@ -133,8 +152,9 @@ def load_spec(path: str | Path) -> SweepSpec:
     return validate(SweepSpec, read_yaml_mapping(p), str(p))
 
 
-def expand(spec: SweepSpec, where: str = "spec") -> list[Point]:
-    """All points of the grid, in a deterministic order.
+def expand(spec: SweepSpec, where: str = "spec", *, plans: list[str] | None = None) -> list[Point]:
+    """All points of the grid, in a deterministic order (``plans``: the fast path's baselines,
+    overriding the spec's ``plans``).
 
     >>> s = SweepSpec(models=["llama3-8b"], hardware=["h100-sxm"], batch=[1, 4],
     ...               overrides={"l2_capacity_mb": [8, 104]})
@@ -151,6 +171,7 @@ def expand(spec: SweepSpec, where: str = "spec") -> list[Point]:
     grids = [spec.overrides[k] for k in keys]
     out: list[Point] = []
     solve = spec.solve.model_dump()
+    solve["plans"] = plans if plans is not None else spec.plans
     for m, ph, b, c, tp, dt, h in itertools.product(
         spec.models, spec.phases, spec.batch, spec.context, spec.tp, spec.dtype, spec.hardware
     ):

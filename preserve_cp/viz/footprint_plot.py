@@ -3,6 +3,7 @@ number of devices, with the L2 sizes of the shipped devices as horizontal lines.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -27,24 +28,30 @@ def footprint_figure(
     seen: dict[float, list[str]] = {}
     for n in list_hardware():
         seen.setdefault(round(load_hardware(n).l2_capacity_bytes / MB, 1), []).append(n)
-    last_y = 0.0
-    for mb, who in sorted(seen.items()):
+    for mb in seen:
         ax.axhline(mb, color="grey", linewidth=0.7, linestyle=":")
-        # labels right of the plot, nudged apart (log scale) so close L2 sizes stay readable
-        y = max(mb, last_y * 1.12)
-        last_y = y
+    ax.set_yscale("log")
+    lo, hi = ax.get_ylim()  # autoscaled over the curves and the L2 lines, then fixed
+    ax.set_ylim(lo, hi)
+    # labels right of the plot, at their line's height, pushed up to at least one text line
+    # (~11 pt of the axes' ~0.78 x figure height) above the one below: none overlap
+    gap = 11.0 / (0.78 * fig.get_figheight() * 72.0)
+    last = -1.0
+    for mb, who in sorted(seen.items()):
+        frac = (math.log(mb) - math.log(lo)) / (math.log(hi) - math.log(lo))
+        y = max(frac, last + gap)
+        last = y
         ax.annotate(
             f"{', '.join(who)} L2 {mb:g} MB",
             xy=(1.0, mb),
             xycoords=("axes fraction", "data"),
             xytext=(1.01, y),
-            textcoords=("axes fraction", "data"),
+            textcoords="axes fraction",
             fontsize=7,
             va="center",
             ha="left",
         )
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
     ax.set_xticks(d, [str(x) for x in d])
     ax.set_xlabel("devices (tensor-parallel degree)")
     ax.set_ylabel("bytes per device, one layer (MB)")

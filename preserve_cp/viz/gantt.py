@@ -26,13 +26,14 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, FigureBase
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
@@ -43,6 +44,7 @@ from ..plan import Result, Schedule
 from ..units import MB
 from ._gantt_panels import HBM_OPS_COLOUR, HBM_PREFETCH_COLOUR, PREFETCH_COLOUR, draw_hbm, draw_l2
 from ._io import figure_suffix, write_figure
+from .overview import BAR_IN, STRIP_IN, ZOOM_LAYERS, draw_overview, layer_count
 
 #: colour of each op kind (collectives in shades of red, prefetch chunks green)
 KIND_COLOURS: dict[str, str] = {
@@ -55,6 +57,7 @@ KIND_COLOURS: dict[str, str] = {
     "allgather": "#E8898C",
     "reduce_scatter": "#8E2D30",
     "all_to_all": "#F0B6B8",
+    "gemm_allreduce": "#2A3F6B",  # the fused baseline's GEMM with its allreduce
     PREFETCH_STREAM: PREFETCH_COLOUR,
 }
 #: colour of ops whose kind is not in :data:`KIND_COLOURS` (e.g. a plain DAG's ops)
@@ -67,6 +70,8 @@ WIDTH_IN = 14.0
 LANE_IN = 0.38  # height of one stream lane
 PANEL_IN = 0.85  # height of the L2 and of the HBM panel
 DENSE = 300  # from this many rectangles in a lane block on, no edges (and chunk runs merge)
+#: matplotlib settings for SVG output: text stays text, ids do not change from run to run
+SVG_RC: dict[Any, Any] = {"svg.fonttype": "none", "svg.hashsalt": "preserve-cp"}
 _LAYERS_RE = re.compile(r"\s*(\d+)\s*:\s*(\d+)\s*")
 
 
@@ -123,6 +128,9 @@ def gantt_figure(
 ) -> Figure:
     """A Gantt figure of ``schedules`` (one block each, stacked, one shared time axis).
 
+    Without ``layers`` the whole step in detail (what :func:`step_figure` replaces as the
+    default picture of a many-layer step).
+
     Examples
     --------
     >>> from preserve_cp.plan import Event, Schedule
@@ -136,6 +144,83 @@ def gantt_figure(
     """
     if not schedules:
         raise input_error("gantt", "schedules", "at least one schedule", "none")
+    fig = Figure(figsize=(WIDTH_IN, _gantt_height(schedules, title)), layout="constrained")
+    FigureCanvasAgg(fig)
+    _draw_gantt(fig, schedules, layers, title)
+    return fig
+
+
+def step_figure(
+    schedules: Mapping[str, Schedule],
+    *,
+    title: str = "",
+    graph: Any = None,
+    zoom: tuple[int, int] | None = None,
+) -> Figure:
+    """The default picture of a whole step: the per-layer overview (:mod:`.overview`) above
+    the Gantt of the first layers (``zoom``, default layers 0 to ``ZOOM_LAYERS - 1``).
+
+    ``graph`` (the one the schedules ran) lets the overview's strips show prefetch coverage.
+    """
+    if not schedules:
+        raise input_error("gantt", "schedules", "at least one schedule", "none")
+    n = layer_count(schedules)
+    zoom = zoom or (0, max(0, min(ZOOM_LAYERS, n) - 1))
+    over_h = len(schedules) * (BAR_IN + STRIP_IN + 0.35) + 1.2
+    zoom_h = _gantt_height(schedules, "x")
+    fig = Figure(
+        figsize=(WIDTH_IN, over_h + zoom_h + (0.5 if title else 0.0)), layout="constrained"
+    )
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subfigures(2, 1, height_ratios=[over_h, zoom_h], hspace=0.02)  # type: ignore[misc]
+    draw_overview(
+        top,
+        schedules,
+        graph=graph,
+        kind_colours=KIND_COLOURS,
+        other_colour=OTHER_COLOUR,
+        title=f"Whole step, {n} layers: time per layer by what the compute lane does",
+    )
+    a, b = zoom
+    what = f"layer {a}" if a == b else f"layers {a} to {b}"
+    _draw_gantt(bottom, schedules, zoom, f"Zoom on {what}")
+    if title:
+        fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def picture(
+    schedules: Mapping[str, Schedule],
+    *,
+    layers: tuple[int, int] | None = None,
+    title: str = "",
+    graph: Any = None,
+) -> Figure:
+    """What ``--gantt`` draws: the Gantt of ``layers``; without them, for a step of more than
+    ``ZOOM_LAYERS`` layers, :func:`step_figure` (overview and zoom), else the whole Gantt."""
+    if layers is None and layer_count(schedules) > ZOOM_LAYERS:
+        return step_figure(schedules, title=title, graph=graph)
+    return gantt_figure(schedules, layers=layers, title=title)
+
+
+def _gantt_height(schedules: Mapping[str, Schedule], title: str) -> float:
+    total = 0.0
+    for i, s in enumerate(schedules.values()):
+        total += LANE_IN * len(_lanes(s)) + 0.1
+        if _has_hardware(s):
+            total += 2 * PANEL_IN
+        if i < len(schedules) - 1:
+            total += 0.3
+    return total + 1.2 + (0.3 if title else 0.0)
+
+
+def _draw_gantt(
+    fig: FigureBase,
+    schedules: Mapping[str, Schedule],
+    layers: tuple[int, int] | None,
+    title: str,
+) -> None:
+    """The Gantt blocks of ``schedules`` into ``fig`` (a figure or a subfigure)."""
     if layers is None:
         window = (0.0, max(max(s.makespan_s for s in schedules.values()), 1e-12))
     else:
@@ -150,10 +235,6 @@ def gantt_figure(
             ratios += [PANEL_IN, PANEL_IN]
         if i < len(schedules) - 1:
             ratios.append(0.3)  # spacer between blocks
-    fig = Figure(
-        figsize=(WIDTH_IN, sum(ratios) + 1.2 + (0.3 if title else 0.0)), layout="constrained"
-    )
-    FigureCanvasAgg(fig)
     grid = fig.add_gridspec(len(ratios), 1, height_ratios=ratios)
     first = next(iter(schedules.values()))
     kinds: set[str] = set()
@@ -186,7 +267,7 @@ def gantt_figure(
     block_axes[0][0].set_xlim(window[0] * scale, window[1] * scale)
     block_axes[-1][-1].set_xlabel(f"time ({unit})")
     if title:
-        fig.suptitle(title, fontsize=12)
+        fig.suptitle(title, fontsize=12 if isinstance(fig, Figure) else 10)
     fig.legend(
         handles=_legend_handles(kinds, schedules),
         loc="outside lower center",
@@ -194,7 +275,6 @@ def gantt_figure(
         fontsize=8,
         frameon=False,
     )
-    return fig
 
 
 def gantt_svg(
@@ -202,18 +282,24 @@ def gantt_svg(
     *,
     layers: tuple[int, int] | None = None,
     title: str = "",
+    graph: Any = None,
 ) -> str:
-    """The Gantt as SVG text (text stays text: ``svg.fonttype = 'none'``), for inlining in HTML.
+    """The picture (:func:`picture`) as SVG text (text stays text: ``svg.fonttype = 'none'``),
+    for inlining in HTML.
 
     >>> from preserve_cp.plan import Event, Schedule
     >>> s = Schedule((Event("a", "m1", 0.0, 2.0),), (), (), (), 2.0, 0.0, 1.0)
     >>> gantt_svg({"plan": s}).lstrip().startswith("<?xml")
     True
     """
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "preserve-cp"}):
-        fig = gantt_figure(schedules, layers=layers, title=title)
-        buf = io.StringIO()
-        fig.savefig(buf, format="svg", metadata={"Date": None})
+    with matplotlib.rc_context(SVG_RC):
+        return figure_svg(picture(schedules, layers=layers, title=title, graph=graph))
+
+
+def figure_svg(fig: Figure) -> str:
+    """A figure as deterministic SVG text (call under ``matplotlib.rc_context(SVG_RC)``)."""
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None})
     return buf.getvalue()
 
 
@@ -223,17 +309,62 @@ def write_gantt(
     *,
     layers: tuple[int, int] | None = None,
     title: str = "",
+    graph: Any = None,
 ) -> Path:
-    """Write the Gantt of ``schedules`` to ``path`` (``.svg`` or ``.png``; ``-``: SVG on
-    standard output).
+    """Write the picture of ``schedules`` (:func:`picture`) to ``path`` (``.svg`` or ``.png``;
+    ``-``: SVG on standard output).
 
     >>> write_gantt("plan.pdf", {})
     Traceback (most recent call last):
     preserve_cp.errors.InputError: plan.pdf: suffix: expected '.svg' or '.png', found '.pdf'
     """
     if figure_suffix(path) == ".svg":
-        return write_output(path, gantt_svg(schedules, layers=layers, title=title))
-    return write_figure(path, gantt_figure(schedules, layers=layers, title=title))
+        return write_output(path, gantt_svg(schedules, layers=layers, title=title, graph=graph))
+    return write_figure(path, picture(schedules, layers=layers, title=title, graph=graph))
+
+
+def run_title(
+    model: str | None,
+    hardware: str | None,
+    workload: Mapping[str, Any] | None,
+    result: Result | None = None,
+) -> str:
+    """The title of a picture of a run: the workload, then the chosen plan's speedup.
+
+    >>> wl = {"phase": "decode", "batch": 4, "context": 16384, "tp": 8,
+    ...       "weight_dtype": "int8", "act_dtype": "int8", "kv_dtype": "int8"}
+    >>> run_title("llama3-70b", "ascend-910b2", wl)
+    'llama3-70b on ascend-910b2: decode, batch 4, context 16384, tp 8, int8'
+    """
+    text = f"{model or 'graph'} on {hardware}" if hardware else (model or "graph")
+    if workload:
+        dts = [workload.get(k) for k in ("weight_dtype", "act_dtype", "kv_dtype")]
+        dt = str(dts[0]) if len(set(dts)) == 1 else "weights/acts/KV " + "/".join(map(str, dts))
+        text += (
+            f": {workload.get('phase')}, batch {workload.get('batch')}, context "
+            f"{workload.get('context')}, tp {workload.get('tp')}, {dt}"
+        )
+    if result is not None and result.speedup is not None:
+        name = "optimised" if result.optimiser_ran else f"best baseline ({result.plan.name})"
+        text += f"\n{name}: {result.makespan_s * 1e3:.4g} ms, {result.speedup:.3f}× vs vanilla"
+        if result.optimiser_ran and result.greedy_makespan_s:
+            text += f", {result.greedy_makespan_s / result.makespan_s:.3f}× vs greedy"
+        if result.optimiser_ran and result.streaming_makespan_s:
+            text += f", {result.streaming_makespan_s / result.makespan_s:.3f}× vs streaming"
+    return text
+
+
+def result_title(result: Result, graph: Any = None) -> str:
+    """:func:`run_title` from what the result (its ``inputs``) or its graph says."""
+    inputs = result.inputs or {}
+    model = (inputs.get("model") or {}).get("name")
+    hardware = (inputs.get("hardware") or {}).get("name")
+    workload = inputs.get("workload")
+    if graph is not None and hasattr(graph, "graph"):
+        model = model or graph.graph.get("model")
+        found = graph.graph.get("workload")
+        workload = workload or (dict(found) if isinstance(found, Mapping) else None)
+    return run_title(model, hardware, workload, result)
 
 
 # --- one block ------------------------------------------------------------------------------
@@ -441,11 +572,15 @@ def result_gantt(
     layers: tuple[int, int] | None = None,
     compare: bool = False,
     title: str = "",
+    graph: Any = None,
 ) -> Path:
-    """Write the Gantt of a solve's result (with compare=True: vanilla, greedy, streaming and
-    optimised stacked); ``layers=(A, B)`` zooms on layers A..B (inclusive). Also
+    """Write the picture of a solve's result (with compare=True: vanilla, greedy, streaming and
+    optimised stacked); ``layers=(A, B)`` zooms on layers A..B (inclusive), without them a
+    many-layer step gets the overview and the zoom on its first layers (:func:`picture`).
+    The title defaults to the workload and the speedup (:func:`result_title`). Also
     ``preserve_cp.gantt(result, path)``."""
     schedules = (
         result.compared_schedules() if compare else {result.plan.name or "plan": result.schedule}
     )
-    return write_gantt(path, schedules, layers=layers, title=title)
+    title = title or result_title(result, graph)
+    return write_gantt(path, schedules, layers=layers, title=title, graph=graph)

@@ -135,44 +135,95 @@ def dse_figure(rows: Sequence[Mapping[str, Any]], optima: Mapping[str, Any]) -> 
 
 
 def validation_figure(rows: Sequence[Mapping[str, Any]], calibrated: bool = True) -> Figure:
-    """Predicted vs measured (log-log, one marker per metric), with ±10 % and ±20 % bands."""
-    fig = Figure(figsize=(6.5, 6), layout="constrained")
+    """Signed error (predicted - measured) / measured of every predicted point, one row each,
+    grouped by source (bold headers, in order of first appearance), coloured by metric; filled
+    markers are training points, open ones held out; the band is ±10 %.
+
+    Skipped points are counted in their group's header, not drawn.
+    """
+    from ..describe import source_label
+
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    skipped: dict[str, int] = {}
+    for r in rows:
+        label = source_label(str(r.get("source") or ""))
+        groups.setdefault(label, [])
+        if r["predicted"] is None or r["error"] is None:
+            skipped[label] = skipped.get(label, 0) + 1
+        else:
+            groups[label].append(r)
+    n_rows = sum(len(g) + 1 for g in groups.values())
+    fig = Figure(figsize=(9.0, 1.9 + 0.17 * n_rows), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    metrics = sorted({r["metric"] for r in rows if r["predicted"] is not None})
-    for i, m in enumerate(metrics):
-        pts = [
-            (r["measured"], r["predicted"], r["split"])
-            for r in rows
-            if r["metric"] == m and r["predicted"] is not None
-        ]
-        for split, face in (("train", f"C{i}"), ("holdout", "none")):
-            xs = [a for a, _, s in pts if s == split]
-            ys = [b for _, b, s in pts if s == split]
+    metrics = sorted({r["metric"] for g in groups.values() for r in g})
+    colour = {m: f"C{i}" for i, m in enumerate(metrics)}
+    ticks: list[float] = []
+    labels: list[str] = []
+    headers: list[int] = []
+    y = 0
+    errs: list[float] = []
+    for label, grp in groups.items():
+        more = f", {skipped[label]} skipped" if skipped.get(label) else ""
+        headers.append(len(ticks))
+        ticks.append(y)
+        labels.append(f"{label} ({len(grp)} points{more})")
+        if y:
+            ax.axhline(y - 0.5, color="#999999", linewidth=0.6)
+        y += 1
+        for r in grp:
+            e = 100.0 * float(r["error"])
+            errs.append(e)
+            m = r["metric"]
             ax.scatter(
-                xs,
-                ys,
-                marker="os^vDP<>"[i % 8],
-                facecolors=face,
-                edgecolors=f"C{i}",
-                label=f"{m} ({split})" if xs else None,
+                [e],
+                [y],
+                s=22,
+                marker="o",
+                facecolors=colour[m] if r["split"] == "train" else "white",
+                edgecolors=colour[m],
+                linewidths=1.0,
+                zorder=3,
             )
-    lo = min(
-        [r["measured"] for r in rows] + [r["predicted"] for r in rows if r["predicted"] is not None]
-    )
-    hi = max(
-        [r["measured"] for r in rows] + [r["predicted"] for r in rows if r["predicted"] is not None]
-    )
-    line = np.geomspace(lo * 0.8, hi * 1.25, 10)
-    ax.plot(line, line, "k-", linewidth=0.8)
-    for f, style in ((0.1, ":"), (0.2, "--")):
-        ax.plot(line, line * (1 + f), "k" + style, linewidth=0.5)
-        ax.plot(line, line * (1 - f), "k" + style, linewidth=0.5)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("measured (published)")
-    ax.set_ylabel("predicted (vanilla plan)")
-    which = "calibrated model" if calibrated else "model with priors"
-    ax.set_title(f"{which} vs published measurements (filled: train, open: holdout)")
-    ax.legend(fontsize=6, loc="upper left")
+            ticks.append(y)
+            labels.append(_short(str(r["id"]), 56))
+            y += 1
+    lim = max([25.0, *(abs(e) * 1.1 for e in errs)])
+    ax.axvspan(-10, 10, color="#E6F0E6", zorder=0)
+    ax.axvline(0, color="black", linewidth=0.8, zorder=1)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(y - 0.5, -0.5)
+    ax.set_yticks(ticks, labels, fontsize=6.5)
+    for i in headers:
+        tick = ax.get_yticklabels()[i]
+        tick.set_fontweight("bold")
+        tick.set_fontsize(7.5)
+    ax.tick_params(axis="y", length=0)
+    ax.grid(axis="x", color="#DDDDDD", linewidth=0.5)
+    ax.set_xlabel("signed error (predicted - measured) / measured (%)")
+    which = "calibrated model" if calibrated else "model with priors only"
+    ax.set_title(f"{which} vs published measurements, by source", fontsize=11)
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=colour[m], label=m) for m in metrics
+    ] + [
+        Line2D([], [], marker="o", linestyle="", color="black", label="train (filled)"),
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            color="black",
+            markerfacecolor="white",
+            label="holdout (open)",
+        ),
+        Line2D([], [], color="#C9DEC9", linewidth=6, label="within ±10 %"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=7, frameon=False)
     return fig
+
+
+def _short(text: str, n: int) -> str:
+    """``text`` cut to ``n`` characters, an ellipsis marking a cut."""
+    return text if len(text) <= n else text[: n - 1] + "…"

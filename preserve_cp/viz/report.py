@@ -1,19 +1,26 @@
-"""One self-contained HTML report of a solve: summary, compare Gantt, prefetch windows, inputs.
+"""One self-contained HTML report of a solve: summary, pictures, prefetch windows, inputs.
 
-The page needs nothing but itself: inline ``<style>``, the Gantt as inline SVG (in the element
-with id ``gantt``), no script, no external URL in any attribute, and a Content-Security-Policy
-that forbids every fetch (so a stray reference shows as a console error, never a request).
-Every string that comes from user data (model, tensor, op and hardware names) is HTML-escaped.
+The page needs nothing but itself: inline ``<style>``, the pictures as inline SVG (the overview
+in the element with id ``overview``, the zoomed Gantt in ``gantt``), one inline script (the
+table search and sort, allowed by its hash in the Content-Security-Policy, which forbids every
+fetch: a stray reference shows as a console error, never a request). No attribute loads an
+external URL; the hardware file's sources are plain links (``<a href>``, followed only when
+clicked). Every string that comes from user data (model, tensor, op and hardware names,
+sources) is HTML-escaped.
 
-Sections: summary (makespans of vanilla, greedy, streaming and optimised, speedups, lower
-bound, gap, solve time, verification, L2 use), the Gantt, the prefetch windows (an aggregate per
-window and the first :data:`MAX_CHUNK_ROWS` chunks), the workload and the hardware used.
+Sections: summary (makespans of vanilla, greedy, streaming, fused and optimised, those there
+are, with speedups; lower bound, gap, solve time, verification, L2 use), the overview of every
+layer and the zoom on the first ones (or on ``layers``), the prefetch windows (an aggregate per
+window, then every chunk in a table that can be searched and sorted), the workload and the
+hardware used (its calibration status, fitted values marked ``(fitted)``, sources as links).
 
 :func:`prefetch_windows` is the per-chunk table behind the window section (and the CLI summary).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import math
 import re
@@ -33,10 +40,63 @@ from ..workload import Workload
 
 #: the window of a chunk that starts before any collective
 BEFORE_FIRST = "before first collective"
-#: chunk rows shown in the report; the rest are summarised per window
-MAX_CHUNK_ROWS = 200
-#: the page may fetch nothing: styles inline only, images only as data: URLs
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:"
+#: the page may fetch nothing: styles inline only, images only as data: URLs; its one script
+#: runs by hash (``{script}``: ``'sha256-...'`` of :data:`SCRIPT`)
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; "
+    "script-src {script}"
+)
+#: search (the chunk table's filter box) and sort (click a column head; numbers by value) in
+#: plain JavaScript, no library
+SCRIPT = r"""
+(function () {
+  "use strict";
+  function key(td, numeric) {
+    var t = td ? td.textContent.trim() : "";
+    if (!numeric) return t.toLowerCase();
+    var v = parseFloat(t.replace(/[^0-9eE+.-]/g, ""));
+    return isNaN(v) ? -Infinity : v;
+  }
+  document.querySelectorAll("table.sortable").forEach(function (table) {
+    var heads = table.querySelectorAll("thead th");
+    heads.forEach(function (th, col) {
+      th.tabIndex = 0;
+      th.title = "sort by this column";
+      function sort() {
+        var asc = th.getAttribute("aria-sort") !== "ascending";
+        heads.forEach(function (h) { h.removeAttribute("aria-sort"); });
+        th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+        var numeric = th.classList.contains("n");
+        var body = table.tBodies[0];
+        var rows = Array.prototype.slice.call(body.rows);
+        rows.sort(function (a, b) {
+          var x = key(a.cells[col], numeric), y = key(b.cells[col], numeric);
+          return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1);
+        });
+        rows.forEach(function (r) { body.appendChild(r); });
+      }
+      th.addEventListener("click", sort);
+      th.addEventListener("keydown", function (e) { if (e.key === "Enter") sort(); });
+    });
+  });
+  var box = document.getElementById("chunk-filter");
+  var table = document.getElementById("chunks");
+  var count = document.getElementById("chunk-count");
+  if (box && table) {
+    box.addEventListener("input", function () {
+      var words = box.value.toLowerCase().split(/\s+/).filter(Boolean);
+      var shown = 0, rows = table.tBodies[0].rows;
+      for (var i = 0; i < rows.length; i++) {
+        var text = rows[i].textContent.toLowerCase();
+        var ok = words.every(function (w) { return text.indexOf(w) >= 0; });
+        rows[i].hidden = !ok;
+        if (ok) shown++;
+      }
+      if (count) count.textContent = shown + " of " + rows.length + " chunks";
+    });
+  }
+})();
+"""
 
 _STYLE = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
@@ -51,10 +111,14 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 table.kv th{background:#f8f9fa;font-weight:500}
 .ok{color:#1b7f3b;font-weight:600}.bad{color:#b42318;font-weight:600}
 .note{color:#555;font-size:13px;margin:6px 0}
-#gantt{overflow-x:auto;border:1px solid #d4d8dd;padding:4px;margin-top:4px}
-#gantt svg{display:block;max-width:100%;height:auto}
+.pic{overflow-x:auto;border:1px solid #d4d8dd;padding:4px;margin-top:4px}
+.pic svg{display:block;max-width:100%;height:auto}
 .scroll{max-height:560px;overflow:auto;display:inline-block}
 .scroll th{position:sticky;top:0}
+table.sortable thead th{cursor:pointer;user-select:none}
+th[aria-sort=ascending]::after{content:" ▲"}th[aria-sort=descending]::after{content:" ▼"}
+.fitted{color:#6b4e00;font-weight:600}
+input[type=search]{font:inherit;padding:2px 6px;margin:4px 12px 6px 0;width:22em}
 code{font-size:12px}
 """
 
@@ -222,17 +286,29 @@ def render_report(
     gantt_svg_text: str,
     *,
     title: str = "",
+    overview_svg_text: str = "",
 ) -> str:
-    """The report page as one self-contained HTML string (``gantt_svg_text`` is inlined)."""
+    """The report page as one self-contained HTML string (the SVG pictures are inlined:
+    ``overview_svg_text``, when given, above the Gantt ``gantt_svg_text``)."""
     model = str(graph.graph.get("model", "")) if hasattr(graph, "graph") else ""
     if not title:
         on = f" on {hw.name}" if hw is not None else ""
         title = f"Prefetch plan: {model or 'graph'}{on}"
     rows = prefetch_windows(result, graph, hw)
+    pictures = []
+    if overview_svg_text:
+        pictures += [
+            "<h2>Every layer: where the time goes, and prefetch coverage</h2>",
+            f'<div class="pic" id="overview">{inline_svg(overview_svg_text)}</div>',
+        ]
+    pictures += [
+        f"<h2>Schedules: {_e(', '.join(result.compared_schedules()))}</h2>",
+        f'<div class="pic" id="gantt">{inline_svg(gantt_svg_text)}</div>',
+    ]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_e(csp())}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<link rel="icon" href="data:,">',
         f"<title>{_e(title)}</title>",
@@ -240,18 +316,24 @@ def render_report(
         "</head><body>",
         f"<h1>{_e(title)}</h1>",
         f'<p class="sub">{_e(_subtitle(model, hw, workload, graph))}</p>',
-        _summary(result, rows),
-        f"<h2>Schedules: {_e(', '.join(result.compared_schedules()))}</h2>",
-        f'<div id="gantt">{inline_svg(gantt_svg_text)}</div>',
+        _summary(result, rows, hw),
+        *pictures,
         _windows_section(rows),
         '<div class="row">',
         _workload_section(model, workload, graph),
         _hardware_section(hw),
         "</div>",
+        f"<script>{SCRIPT}</script>",
         "</body></html>",
         "",
     ]
     return "\n".join(parts)
+
+
+def csp() -> str:
+    """The page's Content-Security-Policy: :data:`CSP` with the hash of :data:`SCRIPT`."""
+    digest = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
+    return CSP.format(script=f"'sha256-{digest}'")
 
 
 def write_report(
@@ -264,14 +346,38 @@ def write_report(
     layers: tuple[int, int] | None = None,
     title: str = "",
 ) -> Path:
-    """Build the compare Gantt, render the page and write it to ``path`` (``-``: standard output).
+    """Draw the pictures, render the page and write it to ``path`` (``-``: standard output).
 
-    Errors writing the file are :class:`~preserve_cp.errors.InputError` naming ``path``.
+    The pictures: the overview of every layer of vanilla, greedy, streaming, fused and the
+    chosen plan (those there are; :mod:`.overview`), then the compare Gantt zoomed on
+    ``layers`` (default: the first :data:`~.overview.ZOOM_LAYERS` layers; a graph without
+    layers: the whole schedule, and no overview). Their titles give the workload and the
+    speedup. Errors writing the file are :class:`~preserve_cp.errors.InputError` naming
+    ``path``.
     """
-    from .gantt import gantt_svg
+    import matplotlib
 
-    svg = gantt_svg(result.compared_schedules(), layers=layers)
-    return write_output(path, render_report(result, graph, hw, workload, svg, title=title))
+    from .gantt import SVG_RC, figure_svg, gantt_figure, result_title
+    from .overview import ZOOM_LAYERS, layer_count, overview_figure
+
+    compared = result.compared_schedules()
+    picture_title = result_title(result, graph)
+    n = layer_count(compared)
+    over = ""
+    with matplotlib.rc_context(SVG_RC):
+        if n > 0:
+            every = dict(compared)
+            fused = result.baselines.get("fused")
+            if fused is not None:  # before the chosen plan: the baselines in report order
+                last = list(every)[-1]
+                chosen = every.pop(last)
+                every.update({"fused": fused, last: chosen})
+            over = figure_svg(overview_figure(every, graph=graph, title=picture_title))
+            if layers is None:
+                layers = (0, max(0, min(ZOOM_LAYERS, n) - 1))
+        gantt = figure_svg(gantt_figure(compared, layers=layers, title=picture_title))
+    page = render_report(result, graph, hw, workload, gantt, title=title, overview_svg_text=over)
+    return write_output(path, page)
 
 
 # --- sections --------------------------------------------------------------------------------
@@ -316,27 +422,36 @@ def _kv_table(pairs: Iterable[tuple[str, str]], raw_values: bool = False) -> str
     return f'<table class="kv">{body}</table>'
 
 
-def _summary(r: Result, rows: list[dict[str, Any]]) -> str:
+def _summary(r: Result, rows: list[dict[str, Any]], hw: Hardware | None = None) -> str:
     vanilla = r.baseline_makespan_s
     greedy = r.greedy_makespan_s
     stream = r.streaming_makespan_s  # None: no streaming baseline (row and column left out)
-    plans = [
+    notes = {
+        "streaming": "partial tensors in order, best L2 fill fraction",
+        "fused": "GEMM+AllReduce fused, no prefetch",
+    }
+    plans: list[tuple[str, float | None]] = [
         ("vanilla", vanilla),
-        ("greedy", greedy),
+        *([("greedy", greedy)] if greedy is not None else []),
         *([("streaming", stream)] if stream is not None else []),
-        ("optimised", r.makespan_s),
+        *([("fused", r.fused_makespan_s)] if r.fused_makespan_s is not None else []),
     ]
+    if r.optimiser_ran:
+        plans.append(("optimised", r.makespan_s))
+    else:
+        notes[r.plan.name] = notes.get(r.plan.name, "") + " (chosen; fast path, no optimiser)"
     head = (
-        '<tr><th>plan</th><th class="n">makespan (ms)</th><th class="n">speedup vs vanilla</th>'
-        '<th class="n">speedup vs greedy</th>'
+        '<thead><tr><th>plan</th><th class="n">makespan (ms)</th>'
+        '<th class="n">speedup vs vanilla</th>'
+        + ('<th class="n">speedup vs greedy</th>' if greedy is not None else "")
         + ('<th class="n">speedup vs streaming</th>' if stream is not None else "")
-        + "</tr>"
+        + "<th>what it is</th></tr></thead>"
     )
     body = "".join(
         f'<tr><td>{name}</td><td class="n">{_ms(t)}</td><td class="n">{_ratio(vanilla, t)}</td>'
-        f'<td class="n">{_ratio(greedy, t)}</td>'
+        + (f'<td class="n">{_ratio(greedy, t)}</td>' if greedy is not None else "")
         + (f'<td class="n">{_ratio(stream, t)}</td>' if stream is not None else "")
-        + "</tr>"
+        + f"<td>{_e(notes.get(name, '').strip())}</td></tr>"
         for name, t in plans
     )
     saved = [x["time_saved_s"] for x in rows]
@@ -346,6 +461,7 @@ def _summary(r: Result, rows: list[dict[str, Any]]) -> str:
         ("status", _e(r.status)),
         ("verified", verified),
         ("method", _e(r.method or "–")),
+        ("timing", _calibration_status(hw)),
         ("lower bound", f"{_ms(r.lower_bound_s)} ms"),
         ("gap", f"{r.gap * 100:.2f} %"),
         ("solve time", f"{r.solve_time_s:.2f} s"),
@@ -361,11 +477,36 @@ def _summary(r: Result, rows: list[dict[str, Any]]) -> str:
     out = [
         "<h2>Summary</h2>",
         '<div class="row">',
-        f"<table>{head}{body}</table>",
+        f'<table id="plans">{head}<tbody>{body}</tbody></table>',
         _kv_table(kv, raw_values=True),
         "</div>",
     ]
     return "\n".join(out)
+
+
+def _calibration_status(hw: Hardware | None) -> str:
+    """One line of HTML: is the device's timing fitted to measurements, and to which."""
+    if hw is None:
+        return "user-given durations (no hardware)"
+    cal = hw.spec.calibration if hw.spec is not None else None
+    if cal is None:
+        return "not calibrated: the values as written in the hardware file (priors)"
+    if not hw.calibrated:
+        return (
+            "not calibrated (--uncalibrated): the priors; the file has a calibration of "
+            f"{len(cal.fitted)} values that was not applied"
+        )
+    err = cal.train_median_abs_error
+    change = (
+        f"; median |error| on them {err['before'] * 100:.1f} % → {err['after'] * 100:.1f} %"
+        if "before" in err and "after" in err
+        else ""
+    )
+    return (
+        f'<span class="fitted">calibrated</span>: {len(cal.fitted)} values fitted to '
+        f"{len(cal.points)} {_e(cal.split)} points of <code>{_e(cal.set)}</code> on "
+        f"{_e(cal.date)}{change} (values marked (fitted) below; docs/fidelity.md)"
+    )
 
 
 def _windows_section(rows: list[dict[str, Any]]) -> str:
@@ -377,38 +518,39 @@ def _windows_section(rows: list[dict[str, Any]]) -> str:
     out.append(
         f'<p class="note">{len(rows)} chunks in {len(wins)} windows. A window starts with a '
         "collective; time saved is the consumer's duration without its L2 bytes minus with "
-        "them, split across its chunks by bytes.</p>"
+        "them, split across its chunks by bytes. Click a column head to sort; type in the box "
+        "to keep the chunks whose row holds every word.</p>"
     )
-    out.append('<div class="row"><div class="scroll"><table id="windows">')
+    out.append('<div class="row"><div class="scroll"><table id="windows" class="sortable">')
     out.append(
-        '<tr><th>window</th><th class="n">chunks</th><th class="n">MB</th>'
-        '<th class="n">time saved (µs)</th></tr>'
+        '<thead><tr><th>window</th><th class="n">chunks</th><th class="n">MB</th>'
+        '<th class="n">time saved (µs)</th></tr></thead><tbody>'
     )
     for w in wins:
         out.append(
             f'<tr><td>{_e(w["window"])}</td><td class="n">{w["chunks"]}</td>'
             f'<td class="n">{_mb(w["bytes"])}</td><td class="n">{_us(w["time_saved_s"])}</td></tr>'
         )
-    out.append('</table></div><div class="scroll"><table id="chunks">')
+    out.append("</tbody></table></div><div>")
     out.append(
-        '<tr><th class="n">#</th><th>tensor</th><th class="n">MB</th><th>window</th>'
-        '<th>consumer</th><th class="n">start (µs)</th><th class="n">end (µs)</th>'
-        '<th class="n">time saved (µs)</th></tr>'
+        '<div><input type="search" id="chunk-filter" placeholder="search tensor, window, consumer" '
+        'aria-label="search the chunks">'
+        f'<span class="note" id="chunk-count">{len(rows)} of {len(rows)} chunks</span></div>'
     )
-    for i, r in enumerate(rows[:MAX_CHUNK_ROWS]):
+    out.append('<div class="scroll"><table id="chunks" class="sortable">')
+    out.append(
+        '<thead><tr><th class="n">#</th><th>tensor</th><th class="n">MB</th><th>window</th>'
+        '<th>consumer</th><th class="n">start (µs)</th><th class="n">end (µs)</th>'
+        '<th class="n">time saved (µs)</th></tr></thead><tbody>'
+    )
+    for i, r in enumerate(rows):
         out.append(
             f'<tr><td class="n">{i}</td><td>{_e(r["tensor"])}</td>'
             f'<td class="n">{_mb(r["bytes"])}</td><td>{_e(r["window"])}</td>'
             f'<td>{_e(r["consumer"])}</td><td class="n">{_us(r["start_s"])}</td>'
             f'<td class="n">{_us(r["end_s"])}</td><td class="n">{_us(r["time_saved_s"])}</td></tr>'
         )
-    out.append("</table></div></div>")
-    if len(rows) > MAX_CHUNK_ROWS:
-        more = len(rows) - MAX_CHUNK_ROWS
-        out.append(
-            f'<p class="note" id="more-chunks">First {MAX_CHUNK_ROWS} of {len(rows)} chunks '
-            f"shown; {more} more are not listed (the window table above counts them all).</p>"
-        )
+    out.append("</tbody></table></div></div></div>")
     return "\n".join(out)
 
 
@@ -447,8 +589,12 @@ def _hardware_section(hw: Hardware | None) -> str:
             '<p class="note">None: every op has a user-given duration.</p></div>'
         )
     unc = set(hw.uncertain)
+    cal = hw.spec.calibration if hw.spec is not None and hw.calibrated else None
+    fitted = dict(cal.fitted) if cal is not None else {}
 
     def mark(*fields: str) -> str:
+        if any(f in fitted or any(k.startswith(f + ".") for k in fitted) for f in fields):
+            return " (fitted)"
         return " (estimate)" if any(f in unc for f in fields) else ""
 
     pf = hw.prefetch_bandwidth_bytes_per_s
@@ -507,11 +653,23 @@ def _hardware_section(hw: Hardware | None) -> str:
         ),
         ("source file", hw.source_file or "–"),
     ]
-    out = [f"<div><h2>Hardware</h2>{_kv_table(pairs)}"]
+    table = _kv_table(pairs).replace("(fitted)</td>", '<span class="fitted">(fitted)</span></td>')
+    out = [f"<div><h2>Hardware</h2>{table}"]
+    if fitted:
+        rows = "".join(
+            f'<tr><td><code>{_e(k)}</code></td><td class="n">{_e(f"{v:g}")}</td></tr>'
+            for k, v in fitted.items()
+        )
+        out.append(
+            '<p class="note">Fitted values (they replace the file\'s written values, the '
+            "priors):</p>"
+            f'<table id="fitted"><thead><tr><th>field</th><th class="n">fitted</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>"
+        )
     spec = hw.spec
     if spec is not None and spec.sources:
         items = "".join(
-            f"<li>[{_e(s.tag)}] <code>{_e(s.url)}</code>"
+            f"<li>[{_e(s.tag)}] {_link(s.url)}"
             + (f" — {_e(s.used_for)}" if s.used_for else "")
             + "</li>"
             for s in spec.sources
@@ -521,6 +679,21 @@ def _hardware_section(hw: Hardware | None) -> str:
         )
     out.append("</div>")
     return "".join(out)
+
+
+def _link(url: str) -> str:
+    """A web address as a link (followed only when clicked; never loaded by the page), any
+    other text as code.
+
+    >>> _link("https://example.org/a?b=1&c=2")
+    '<a href="https://example.org/a?b=1&amp;c=2" rel="noopener noreferrer">https://example.org/a?b=1&amp;c=2</a>'
+    >>> _link("javascript:alert(1)")
+    '<code>javascript:alert(1)</code>'
+    """
+    text = str(url).strip()
+    if re.fullmatch(r"https?://[^\s\"'<>]+", text):
+        return f'<a href="{_e(text)}" rel="noopener noreferrer">{_e(text)}</a>'
+    return f"<code>{_e(text)}</code>"
 
 
 # --- SVG -------------------------------------------------------------------------------------
