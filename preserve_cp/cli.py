@@ -895,26 +895,65 @@ def _solve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stage_path(path: str, stage: int) -> str:
+    """``out.png`` -> ``out.stage0.png``: one output file per pipeline stage.
+
+    >>> _stage_path("runs/g.svg", 1)
+    'runs/g.stage1.svg'
+    """
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}.stage{stage}{p.suffix}"))
+
+
 def _solve_pipeline(args: argparse.Namespace, model: Any, wl: Workload, hw: Hardware) -> int:
     """``solve --pp N``: every stage solved for one micro-batch, and the pipeline's step."""
     from .pipeline import solve_pipeline, stage_workloads
 
-    for flag in ("trace", "gantt", "report", "plans", "output_len"):
+    for flag in ("plans", "output_len"):
         if getattr(args, flag, None) is not None:
             raise input_error(
                 f"--{flag.replace('_', '-')}",
                 "with --pp",
-                "one stage at a time (not supported with --pp yet)",
+                "a single-stage solve (not supported with --pp yet)",
                 getattr(args, flag),
             )
+    files = {f: getattr(args, f) for f in ("trace", "gantt", "report") if getattr(args, f)}
+    for flag, path in files.items():  # one file per stage: NAME.stage<s>.EXT
+        if is_stdout(path):
+            raise input_error(f"--{flag}", "with --pp", "a file name (one per stage)", path)
+        if flag == "gantt" and Path(path).suffix.lower() not in FIGURE_SUFFIXES:
+            raise input_error("--gantt", "FILE", "a .svg or .png file name", path)
+        for s in range(wl.pp):
+            check_output(_stage_path(path, s), f"--{flag}")
     stages = stage_workloads(wl)
-    for w in stages:
-        build_graph(model, w)  # any input error before the solves
+    graphs = [build_graph(model, w) for w in stages]  # any input error before the solves
     r = solve_pipeline(model, wl, hw, time_limit_s=args.time_limit, workers=args.workers)
+    for s, (g, w, res) in enumerate(zip(graphs, stages, r.stages, strict=True)):
+        title = f"{model.name} on {hw.name}, pipeline stage {s} of {wl.pp}"
+        chosen = "optimised" if res.optimiser_ran else res.plan.name
+        if "trace" in files:
+            from .viz.perfetto import write_trace
+
+            write_trace(
+                _stage_path(files["trace"], s), res.schedule, device_l2_bytes=hw.l2_capacity_bytes
+            )
+        if "gantt" in files:
+            from .viz.gantt import write_gantt
+
+            write_gantt(
+                _stage_path(files["gantt"], s), {chosen: res.schedule}, title=title, graph=g
+            )
+        if "report" in files:
+            from .viz.report import write_report
+
+            write_report(_stage_path(files["report"], s), res, g, hw, w, title=title)
     if args.json:
         out = {
             "pipeline": r.to_dict(),
-            "stages": [s.with_collectives(None).to_dict() for s in r.stages],
+            "stages": [
+                s.with_collectives(collectives_by_kind(s.schedule, g)).to_dict()
+                for s, g in zip(r.stages, graphs, strict=True)
+            ],
         }
         print(json.dumps(out, indent=2))
         return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -198,7 +199,7 @@ def test_cli_pipeline_and_layout_errors(capsys) -> None:
     for extra, message in (
         (["--tp", "8", "--ep", "3"], "workload: ep: expected a divisor of tp 8"),
         (["--tp", "4", "--pp", "2", "--microbatches", "3"], "microbatches: expected a divisor"),
-        (["--tp", "4", "--pp", "2", "--gantt", "x.png"], "--gantt: with --pp: expected one stage"),
+        (["--tp", "4", "--pp", "2", "--trace", "-"], "--trace: with --pp: expected a file name"),
         (["--tp", "16"], "h100-sxm"),  # fine: two nodes (scale_out) -- no error expected
     ):
         code = main([*base, *extra, "--time-limit", "2"])
@@ -210,3 +211,24 @@ def test_cli_pipeline_and_layout_errors(capsys) -> None:
     tpu = ["solve", "--model", "llama3-8b", "--hardware", "tpu-v5p", "--tp", "8"]
     assert main([*tpu, "--time-limit", "2"]) == 2
     assert "tpu-v5p: scale_out: a collective over 8 devices" in capsys.readouterr().err
+
+
+def test_pipeline_writes_one_picture_trace_and_report_per_stage(tmp_path, capsys) -> None:
+    from preserve_cp.cli import main
+
+    argv = ["solve", "--model", "llama3-8b", "--hardware", "h100-sxm", "--batch", "4"]
+    argv += ["--tp", "4", "--pp", "2", "--microbatches", "2", "--time-limit", "6"]
+    out = {k: tmp_path / f"x.{k}" for k in ("png", "json", "html")}
+    assert main([*argv, "--gantt", str(out["png"]), "--trace", str(out["json"])]) == 0
+    assert "pipeline step" in capsys.readouterr().out
+    assert main([*argv, "--report", str(out["html"]), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [r["kind"] for r in printed["stages"][1]["collectives"]][:1] == ["p2p"]
+    for s in (0, 1):
+        for ext in ("png", "json", "html"):
+            f = tmp_path / f"x.stage{s}.{ext}"
+            assert f.stat().st_size > 1000, f
+    trace = json.loads((tmp_path / "x.stage1.json").read_text())
+    names = {e.get("name") for e in trace["traceEvents"]}
+    assert "pp.recv" in names and "L16.qkv" in names and "L0.qkv" not in names
+    assert not (tmp_path / "x.png").exists()

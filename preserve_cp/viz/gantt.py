@@ -158,14 +158,16 @@ def step_figure(
     zoom: tuple[int, int] | None = None,
 ) -> Figure:
     """The default picture of a whole step: the per-layer overview (:mod:`.overview`) above
-    the Gantt of the first layers (``zoom``, default layers 0 to ``ZOOM_LAYERS - 1``).
+    the Gantt of the first layers (``zoom``, default the first ``ZOOM_LAYERS`` layers it has).
 
     ``graph`` (the one the schedules ran) lets the overview's strips show prefetch coverage.
     """
     if not schedules:
         raise input_error("gantt", "schedules", "at least one schedule", "none")
     n = layer_count(schedules)
-    zoom = zoom or (0, max(0, min(ZOOM_LAYERS, n) - 1))
+    # the first layers the schedules have (a pipeline stage starts past layer 0)
+    first = min((e.layer for s in schedules.values() for e in s.events if e.layer >= 0), default=0)
+    zoom = zoom or (first, max(first, min(first + ZOOM_LAYERS, n) - 1))
     over_h = len(schedules) * (BAR_IN + STRIP_IN + 0.35) + 1.2
     zoom_h = _gantt_height(schedules, "x")
     fig = Figure(
@@ -179,7 +181,7 @@ def step_figure(
         graph=graph,
         kind_colours=KIND_COLOURS,
         other_colour=OTHER_COLOUR,
-        title=f"Whole step, {n} layers: time per layer by what the compute lane does",
+        title=f"Whole step, {n - first} layers: time per layer by what the compute lane does",
     )
     a, b = zoom
     what = f"layer {a}" if a == b else f"layers {a} to {b}"

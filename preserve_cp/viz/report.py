@@ -373,8 +373,12 @@ def write_report(
                 chosen = every.pop(last)
                 every.update({"fused": fused, last: chosen})
             over = figure_svg(overview_figure(every, graph=graph, title=picture_title))
-            if layers is None:
-                layers = (0, max(0, min(ZOOM_LAYERS, n) - 1))
+            if layers is None:  # the first layers the step has (a pipeline stage: past 0)
+                first = min(
+                    (e.layer for sc in compared.values() for e in sc.events if e.layer >= 0),
+                    default=0,
+                )
+                layers = (first, max(first, min(first + ZOOM_LAYERS, n) - 1))
         gantt = figure_svg(gantt_figure(compared, layers=layers, title=picture_title))
     page = render_report(result, graph, hw, workload, gantt, title=title, overview_svg_text=over)
     return write_output(path, page)
