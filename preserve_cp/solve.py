@@ -32,7 +32,7 @@ import networkx as nx
 
 from .baselines import best_streaming, fused_graph, greedy_plan, vanilla_plan
 from .costs import OpCost, op_costs
-from .errors import SolverError
+from .errors import SolverError, input_error
 from .graph import validate_graph
 from .hardware import Hardware, load_hardware
 from .machine import Machine, check_fits, machine_for
@@ -313,6 +313,9 @@ def solve(
         opts = dataclasses.replace(opts, **overrides)
     if search:
         opts = opts.with_search(**search)
+    t = opts.time_limit_s
+    if isinstance(t, bool) or not isinstance(t, int | float) or not (0 < t < math.inf):
+        raise input_error("solve", "time_limit_s", "a finite number of seconds > 0", t)
     deadline = Deadline(opts.time_limit_s)
     problem = prepare(graph, hw, opts)
     base = run_baselines(problem, deadline)

@@ -562,3 +562,12 @@ def test_debug_shows_traceback() -> None:
     assert "Traceback" in p.stderr
     assert "InputError" in p.stderr
     assert p.stdout == ""
+
+
+@pytest.mark.parametrize("limit", [None, 0, -1.0, float("inf"), float("nan"), True, "5"])
+def test_solve_time_limit_must_be_finite_seconds(limit) -> None:
+    import preserve_cp as pc
+
+    g = pc.build_graph("llama3-8b", pc.Workload("decode", 1, 1024, 8))
+    with pytest.raises(pc.InputError, match="solve: time_limit_s: expected a finite number"):
+        pc.solve(g, "h100-sxm", time_limit_s=limit)

@@ -431,8 +431,11 @@ def _summary(r: Result, rows: list[dict[str, Any]], hw: Hardware | None = None) 
     greedy = r.greedy_makespan_s
     stream = r.streaming_makespan_s  # None: no streaming baseline (row and column left out)
     notes = {
+        "vanilla": "no prefetch",
+        "greedy": "the PRESERVE paper's pass: whole tensors after each collective",
         "streaming": "partial tensors in order, best L2 fill fraction",
         "fused": "GEMM+AllReduce fused, no prefetch",
+        "optimised": "the CP-SAT plan, simulated and verified",
     }
     plans: list[tuple[str, float | None]] = [
         ("vanilla", vanilla),
