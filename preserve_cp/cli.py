@@ -951,7 +951,7 @@ def _solve_pipeline(args: argparse.Namespace, model: Any, wl: Workload, hw: Hard
         out = {
             "pipeline": r.to_dict(),
             "stages": [
-                s.with_collectives(collectives_by_kind(s.schedule, g)).to_dict()
+                s.with_collectives(collectives_by_kind(s.schedule, g)).with_serving(None).to_dict()
                 for s, g in zip(r.stages, graphs, strict=True)
             ],
         }

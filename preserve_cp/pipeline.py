@@ -46,21 +46,37 @@ class PipelineResult:
     microbatches: int
     vanilla_step_s: float
     optimised_step_s: float
+    batch: int = 1  # sequences (decode) or prompts (prefill) of the whole step
+    devices: int = 1  # tp x pp
+    phase: str = "decode"
 
     @property
     def speedup(self) -> float:
         return self.vanilla_step_s / self.optimised_step_s
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The ``pipeline`` object of ``solve --pp N --json``; for decode, the pipeline's
+        ``tpot_s`` (its step) and tokens/s for the deployment and per device (the stages'
+        own ``serving`` objects describe one stage, not the pipeline)."""
+        out: dict[str, Any] = {
             "pp": len(self.stages),
             "microbatches": self.microbatches,
+            "devices": self.devices,
             "vanilla_step_s": self.vanilla_step_s,
             "optimised_step_s": self.optimised_step_s,
             "speedup": self.speedup,
             "stage_vanilla_s": [r.baseline_makespan_s or r.makespan_s for r in self.stages],
             "stage_optimised_s": [r.makespan_s for r in self.stages],
         }
+        if self.phase == "decode":
+            tps = self.batch / self.optimised_step_s
+            out.update(
+                tpot_s=self.optimised_step_s,
+                tokens_per_s=tps,
+                tokens_per_s_per_device=tps / self.devices,
+                vanilla_tokens_per_s=self.batch / self.vanilla_step_s,
+            )
+        return out
 
 
 def stage_workloads(wl: Workload) -> list[Workload]:
@@ -92,4 +108,7 @@ def solve_pipeline(
         wl.microbatches,
         pipeline_step_s([r.baseline_makespan_s or r.makespan_s for r in results], wl.microbatches),
         pipeline_step_s([r.makespan_s for r in results], wl.microbatches),
+        batch=wl.batch,
+        devices=wl.devices,
+        phase=wl.phase,
     )

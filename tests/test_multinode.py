@@ -224,6 +224,10 @@ def test_pipeline_writes_one_picture_trace_and_report_per_stage(tmp_path, capsys
     assert main([*argv, "--report", str(out["html"]), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert [r["kind"] for r in printed["stages"][1]["collectives"]][:1] == ["p2p"]
+    pipe = printed["pipeline"]
+    assert printed["stages"][0]["serving"] is None  # one stage's tokens/s would mislead
+    assert pipe["tpot_s"] == pipe["optimised_step_s"] and pipe["devices"] == 8
+    assert pipe["tokens_per_s"] == pytest.approx(4 / pipe["optimised_step_s"])
     for s in (0, 1):
         for ext in ("png", "json", "html"):
             f = tmp_path / f"x.stage{s}.{ext}"
