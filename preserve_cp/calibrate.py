@@ -165,7 +165,8 @@ def calibrate(
             "can run; expected at least one (split: train)"
         )
     stacks = sorted({str(p["stack"]) for p in train if p.get("stack")})
-    params = list(PARAMETERS) + [
+    # a parameter of an optional section the file does not have (scale_out) has no prior
+    params = [p for p in PARAMETERS if getattr(spec, p[0].split(".")[0]) is not None] + [
         (f"{STEP_OVERHEAD[0]}.{s}", STEP_OVERHEAD[1], STEP_OVERHEAD[2]) for s in stacks
     ]
     prior = {path_: _prior(spec, data, path_) for path_, _, _ in params}

@@ -111,6 +111,46 @@ def _subparsers(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     return out
 
 
+def _add_step_options(p: argparse.ArgumentParser) -> None:
+    """--model, --hardware and the step's shape: phase, batch, context, tp (solve, export)."""
+    p.add_argument("--model", required=True, help=_MODEL_HELP)
+    p.add_argument("--hardware", required=True, help="shipped hardware NAME or a YAML path")
+    p.add_argument(
+        "--phase",
+        choices=("decode", "prefill"),
+        default="decode",
+        help="decode: one new token per sequence; prefill: the whole prompt",
+    )
+    p.add_argument("--batch", type=int, default=1, help="sequences in the step")
+    p.add_argument(
+        "--context",
+        type=int,
+        default=2048,
+        help="KV length (decode) or prompt length (prefill), tokens",
+    )
+    p.add_argument("--tp", type=int, default=8, help="tensor-parallel degree")
+
+
+def _add_precisions(p: argparse.ArgumentParser, dtype_help: str) -> None:
+    """--dtype and the --weight/act/kv-dtype overrides (read by :func:`_precisions`)."""
+    p.add_argument("--dtype", choices=DTYPES, default="bf16", help=dtype_help)
+    for kind in ("weight", "act", "kv"):
+        p.add_argument(
+            f"--{kind}-dtype",
+            choices=DTYPES,
+            default=None,
+            help=f"override the {kind} dtype (default: --dtype)",
+        )
+
+
+def _precisions(args: argparse.Namespace) -> dict[str, Any]:
+    """The Workload precisions of :func:`_add_precisions`'s options."""
+    return {
+        f"{kind}_dtype": getattr(args, f"{kind}_dtype") or args.dtype
+        for kind in ("weight", "act", "kv")
+    }
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="preserve-cp",
@@ -120,32 +160,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True, parser_class=_Parser)
 
     s = sub.add_parser("solve", help="optimise one model x workload x hardware")
-    s.add_argument("--model", required=True, help=_MODEL_HELP)
-    s.add_argument("--hardware", required=True, help="shipped hardware NAME or a YAML path")
-    s.add_argument(
-        "--phase",
-        choices=("decode", "prefill"),
-        default="decode",
-        help="decode: one new token per sequence; prefill: the whole prompt",
-    )
-    s.add_argument("--batch", type=int, default=1, help="sequences in the step")
-    s.add_argument(
-        "--context",
-        type=int,
-        default=2048,
-        help="KV length (decode) or prompt length (prefill), tokens",
-    )
-    s.add_argument("--tp", type=int, default=8, help="tensor-parallel degree")
-    s.add_argument(
-        "--dtype", choices=DTYPES, default="bf16", help="weights, activations and KV-cache together"
-    )
-    for kind in ("weight", "act", "kv"):
-        s.add_argument(
-            f"--{kind}-dtype",
-            choices=DTYPES,
-            default=None,
-            help=f"override the {kind} dtype (default: --dtype)",
-        )
+    _add_step_options(s)
+    _add_precisions(s, "weights, activations and KV-cache together")
     s.add_argument(
         "--eager",
         action="store_true",
@@ -273,16 +289,7 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--hardware", required=True, help="shipped hardware NAME or a YAML path")
     cp.add_argument("--context", type=int, default=2048, help="KV length per sequence, tokens")
     cp.add_argument("--tp", type=int, default=8, help="tensor-parallel degree")
-    cp.add_argument(
-        "--dtype", choices=DTYPES, default="bf16", help="weights, activations and KV-cache"
-    )
-    for kind in ("weight", "act", "kv"):
-        cp.add_argument(
-            f"--{kind}-dtype",
-            choices=DTYPES,
-            default=None,
-            help=f"override the {kind} dtype (default: --dtype)",
-        )
+    _add_precisions(cp, "weights, activations and KV-cache")
     cp.add_argument(
         "--memory-utilization",
         type=float,
@@ -309,15 +316,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=["vllm-ascend"],
         help="vllm-ascend: additional_config.weight_prefetch_config (per-kind prefetch ratios)",
     )
-    ex.add_argument("--model", required=True, help=_MODEL_HELP)
-    ex.add_argument("--hardware", required=True, help="shipped device NAME or a hardware YAML")
-    ex.add_argument("--phase", choices=["decode", "prefill"], default="decode", help="step kind")
-    ex.add_argument("--batch", type=int, default=1, help="sequences in the step")
-    ex.add_argument("--context", type=int, default=2048, help="KV length, tokens")
-    ex.add_argument("--tp", type=int, default=8, help="tensor-parallel degree")
-    ex.add_argument(
-        "--dtype", choices=DTYPES, default="bf16", help="weights, activations and KV-cache"
-    )
+    _add_step_options(ex)
+    _add_precisions(ex, "weights, activations and KV-cache together")
     ex.add_argument(
         "--time-limit", type=float, default=30.0, help="seconds for the solve behind it"
     )
@@ -606,7 +606,7 @@ def _export(args: argparse.Namespace) -> int:
         raise input_error("--time-limit", "value", "seconds > 0", args.time_limit)
     hw = load_hardware(args.hardware, calibrated=not args.uncalibrated)
     model = load_model(args.model)
-    wl = Workload(args.phase, args.batch, args.context, args.tp, dtype=args.dtype)
+    wl = Workload(args.phase, args.batch, args.context, args.tp, **_precisions(args))
     g = build_graph(model, wl)
     result = solve(g, hw, time_limit_s=args.time_limit)
     cfg = export_weight_prefetch_config(result.plan, g)
@@ -698,9 +698,7 @@ def _capacity(args: argparse.Namespace) -> int:
         batch=1,
         context=args.context,
         tp=args.tp,
-        weight_dtype=args.weight_dtype or args.dtype,
-        act_dtype=args.act_dtype or args.dtype,
-        kv_dtype=args.kv_dtype or args.dtype,
+        **_precisions(args),
         stack=args.stack,
         routing=_routing(args.routing),
     )
@@ -803,9 +801,7 @@ def _solve(args: argparse.Namespace) -> int:
         batch=args.batch,
         context=args.context,
         tp=args.tp,
-        weight_dtype=args.weight_dtype or args.dtype,
-        act_dtype=args.act_dtype or args.dtype,
-        kv_dtype=args.kv_dtype or args.dtype,
+        **_precisions(args),
         graph_capture=not args.eager,
         allreduce=args.allreduce,
         lm_head=args.lm_head,
@@ -859,7 +855,10 @@ def _solve(args: argparse.Namespace) -> int:
     # after the solve: an error stays the only line (with --output-len: the last context)
     _warn_context(model, args.context + (args.output_len or 1) - 1)
     result = result.with_inputs(solve_inputs(g, hw, options, model=args.model, plans=asked))
-    result = result.with_collectives(collectives_by_kind(result.schedule, g))
+    from .viz.report import bytes_moved_per_window
+
+    windows = bytes_moved_per_window(result.schedule, g) if result.schedule.chunks else []
+    result = result.with_collectives(collectives_by_kind(result.schedule, g, windows))
     if result.serving is None:  # the fast path's result: TPOT or TTFT and tokens/s
         result = result.with_serving(step_serving(g, result))
     if args.output_len is not None and result.serving is not None:
@@ -891,7 +890,8 @@ def _solve(args: argparse.Namespace) -> int:
     if args.json:
         print(result.to_json())
     else:
-        print(_report(result, g, hw, model.name, wl), file=sys.stderr if to_stderr else sys.stdout)
+        text = _report(result, g, hw, model.name, wl, windows)
+        print(text, file=sys.stderr if to_stderr else sys.stdout)
     return 0
 
 
@@ -983,7 +983,20 @@ def _solve_pipeline(args: argparse.Namespace, model: Any, wl: Workload, hw: Hard
     return 0
 
 
-def _report(r: Result, g: Any, hw: Hardware, model: str, wl: Workload) -> str:
+def _report(
+    r: Result,
+    g: Any,
+    hw: Hardware,
+    model: str,
+    wl: Workload,
+    wins: list[tuple[str, float]] | None = None,
+) -> str:
+    """The text summary; ``wins``: the MB the prefetch stream moved per window (computed
+    here when the caller has not)."""
+    if wins is None:
+        from .viz.report import bytes_moved_per_window
+
+        wins = bytes_moved_per_window(r.schedule, g) if r.schedule.chunks else []
     ms = 1e3
     base = r.baseline_makespan_s or r.makespan_s
     greedy = r.greedy_makespan_s or base
@@ -1046,8 +1059,6 @@ def _report(r: Result, g: Any, hw: Hardware, model: str, wl: Workload) -> str:
         f"{len(r.schedule.chunks)} chunks; peak L2 held "
         f"{r.schedule.peak_l2_bytes() / units.MB:.1f} MB",
     ]
-    from .viz.report import bytes_moved_per_window
-
     if r.collectives:
         lines.append("collectives (the chosen schedule):")
         for c in r.collectives:
@@ -1056,7 +1067,6 @@ def _report(r: Result, g: Any, hw: Hardware, model: str, wl: Workload) -> str:
                 f"{'/'.join(str(n) for n in c['group']):6s} prefetched in their windows "
                 f"{c['prefetched_mb']:9.1f} MB"
             )
-    wins = bytes_moved_per_window(r.schedule, g) if r.schedule.chunks else []
     if wins:
         vals = [b for _, b in wins]
         lines.append(

@@ -24,9 +24,12 @@ def collective_label(attrs: dict[str, Any]) -> str:
     return f"{attrs['kind']} {phase}" if phase else str(attrs["kind"])
 
 
-def collectives_by_kind(schedule: Schedule, graph: Any) -> list[dict[str, Any]]:
+def collectives_by_kind(
+    schedule: Schedule, graph: Any, windows: list[tuple[str, float]] | None = None
+) -> list[dict[str, Any]]:
     """One row per kind of collective in ``schedule``: ``kind``, ``count``, ``total_s`` (the sum
-    of their durations), ``group`` sizes, and ``prefetched_mb`` moved in their windows.
+    of their durations), ``group`` sizes, and ``prefetched_mb`` moved in their windows
+    (``windows``: :func:`viz.report.bytes_moved_per_window`'s answer, when the caller has it).
 
     >>> from preserve_cp.plan import Event, Schedule
     >>> import networkx as nx
@@ -41,7 +44,7 @@ def collectives_by_kind(schedule: Schedule, graph: Any) -> list[dict[str, Any]]:
     """
     from .viz.report import bytes_moved_per_window
 
-    moved = dict(bytes_moved_per_window(schedule, graph))
+    moved = dict(bytes_moved_per_window(schedule, graph) if windows is None else windows)
     rows: dict[str, dict[str, Any]] = {}
     for e in schedule.events:
         a = graph.nodes[e.node]

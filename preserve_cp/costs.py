@@ -178,8 +178,8 @@ def collective_parts(
         return alpha + steps / 2 * hw.hop_latency_s, frac * message_bytes / bw
     if kind == "all_to_all":
         return alpha + (n - 1) * hw.hop_latency_s, frac * message_bytes / bw
-    if kind == "p2p":
-        return hw.collective_latency_s, message_bytes / bw
+    if kind == "p2p":  # inside a node; op_costs knows from p2p_devices when it is across
+        return p2p_parts(message_bytes, False, hw)
     raise InputError(f"collective kind {kind!r}: expected one of {sorted(COLLECTIVE_KINDS)}")
 
 
@@ -387,15 +387,21 @@ def p2p_time_s(message_bytes: float, across_nodes: bool, hw: Hardware) -> float:
     >>> round(p2p_time_s(1e6, False, h100) * 1e6, 2), round(p2p_time_s(1e6, True, h100) * 1e6, 2)
     (10.78, 42.73)
     """
+    latency, transfer = p2p_parts(message_bytes, across_nodes, hw)
+    return latency + transfer
+
+
+def p2p_parts(message_bytes: float, across_nodes: bool, hw: Hardware) -> tuple[float, float]:
+    """(latency, transfer) of :func:`p2p_time_s`."""
     if not across_nodes:
         link = hw.link_bandwidth_bytes_per_s * hw.link_efficiency
-        return hw.collective_latency_s + message_bytes / link
+        return hw.collective_latency_s, message_bytes / link
     if hw.scale_out_bytes_per_s is None:
         raise InputError(
             f"{hw.name}: scale_out: pipeline stages in different nodes need the network "
             "between nodes, and the hardware file has no scale_out section"
         )
-    return hw.scale_out_latency_s + message_bytes / hw.scale_out_bytes_per_s
+    return hw.scale_out_latency_s, message_bytes / hw.scale_out_bytes_per_s
 
 
 def _ramp(size: float, half: float) -> float:

@@ -22,12 +22,12 @@ from .serving import (
     DEFAULT_MEMORY_UTILIZATION,
     MAX_BATCH,
     Footprint,
-    _ms,
-    _num,
     chosen_plan,
     context_points,
     deployment_devices,
     footprint,
+    ms_text,
+    num_text,
     plan_makespans,
     step_serving,
     sum_steps,
@@ -280,13 +280,14 @@ def capacity_text(c: Capacity) -> str:
         if van is not None:
             lines.append(
                 f"decode at batch {f.batch} on {c.devices} devices: vanilla step "
-                f"{_ms(van['tpot_s'])}, {_num(van['tokens_per_s'])} tokens/s, "
-                f"{_num(van['tokens_per_s_per_device'])} per device"
+                f"{ms_text(van['tpot_s'])}, {num_text(van['tokens_per_s'])} tokens/s, "
+                f"{num_text(van['tokens_per_s_per_device'])} per device"
             )
         opt = d["plans"].get("optimised")
         if opt is not None:
             lines.append(
-                f"  optimised step {_ms(opt['tpot_s'])}, {_num(opt['tokens_per_s'])} tokens/s, "
-                f"{_num(opt['tokens_per_s_per_device'])} per device (status {c.status})"
+                f"  optimised step {ms_text(opt['tpot_s'])}, "
+                f"{num_text(opt['tokens_per_s'])} tokens/s, "
+                f"{num_text(opt['tokens_per_s_per_device'])} per device (status {c.status})"
             )
     return "\n".join(lines)

@@ -289,11 +289,8 @@ class _Builder:
         tp = wl.tp
         self.wb, self.ab, self.kb = wl.bytes_of("weight"), wl.bytes_of("act"), wl.bytes_of("kv")
         # the checkpoint's narrower groups keep their precision (ModelConfig.weight_dtype)
-        self.group_dtype: dict[str, str] = {
-            group: model.weight_dtype(group, str(wl.weight_dtype))
-            for group in model.weight_dtypes
-            if model.weight_dtype(group, str(wl.weight_dtype)) != wl.weight_dtype
-        }
+        chosen = {g: model.weight_dtype(g, str(wl.weight_dtype)) for g in model.weight_dtypes}
+        self.group_dtype: dict[str, str] = {g: d for g, d in chosen.items() if d != wl.weight_dtype}
         # data-parallel attention: every rank runs attention, dense MLPs, embedding and LM head
         # whole, on its batch / tp sequences; only the experts are spread (EP)
         self.att = 1 if wl.attention == "dp" else tp

@@ -41,6 +41,14 @@ DENSE_EXAMPLE_RATIOS: dict[str, dict[str, float]] = {
     "mlp": {"gate_up": 1.0, "down": 1.0},
 }
 VECTOR_KINDS = frozenset({"norm", "elementwise"})
+#: our GEMM op names (after ``L<i>.``) -> vllm-ascend's (module, projection)
+LINEAR_KINDS: dict[str, tuple[str, str]] = {
+    "qkv": ("attn", "qkv"),
+    "o_proj": ("attn", "o"),
+    "experts_gate_up": ("moe", "gate_up"),
+    "gate_up": ("mlp", "gate_up"),
+    "down": ("mlp", "down"),
+}
 
 
 def linear_kind(node: Any) -> tuple[str, str] | None:
@@ -51,14 +59,7 @@ def linear_kind(node: Any) -> tuple[str, str] | None:
     >>> linear_kind("L3.shared_down") is None
     True
     """
-    name = str(node).rsplit(".", 1)[-1]
-    return {
-        "qkv": ("attn", "qkv"),
-        "o_proj": ("attn", "o"),
-        "experts_gate_up": ("moe", "gate_up"),
-        "gate_up": ("mlp", "gate_up"),
-        "down": ("mlp", "down"),
-    }.get(name)
+    return LINEAR_KINDS.get(str(node).rsplit(".", 1)[-1])
 
 
 def production_plan(

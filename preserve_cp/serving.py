@@ -225,14 +225,14 @@ def footprint(g: nx.DiGraph) -> Footprint:
     )
 
 
-def _ms(s: float | None) -> str:
+def ms_text(s: float | None) -> str:
     """A time in ms below a second, else in s."""
     if s is None:
         return "-"
     return f"{s * 1e3:.4f} ms" if s < 1 else f"{s:.4f} s"
 
 
-def _num(x: float | None) -> str:
+def num_text(x: float | None) -> str:
     return "-" if x is None else f"{x:,.1f}"
 
 
@@ -245,19 +245,20 @@ def serving_lines(serving: dict[str, Any] | None) -> list[str]:
     van = plans.get("vanilla")
     if s["phase"] == "decode":
         line = (
-            f"decode, {where}: TPOT {_ms(s['tpot_s'])} ({s['plan']}), "
-            f"{_num(s['tokens_per_s'])} tokens/s, {_num(s['tokens_per_s_per_device'])} per device"
+            f"decode, {where}: TPOT {ms_text(s['tpot_s'])} ({s['plan']}), "
+            f"{num_text(s['tokens_per_s'])} tokens/s, "
+            f"{num_text(s['tokens_per_s_per_device'])} per device"
         )
         if van is not None and s["plan"] != "vanilla":
-            line += f"; vanilla {_num(van['tokens_per_s'])} tokens/s"
+            line += f"; vanilla {num_text(van['tokens_per_s'])} tokens/s"
     else:
         line = (
-            f"prefill, {where} x {s['context']} tokens: TTFT {_ms(s['ttft_s'])} ({s['plan']}), "
-            f"{_num(s['prompt_tokens_per_s'])} prompt tokens/s, "
-            f"{_num(s['prompt_tokens_per_s_per_device'])} per device"
+            f"prefill, {where} x {s['context']} tokens: TTFT {ms_text(s['ttft_s'])} ({s['plan']}), "
+            f"{num_text(s['prompt_tokens_per_s'])} prompt tokens/s, "
+            f"{num_text(s['prompt_tokens_per_s_per_device'])} per device"
         )
         if van is not None and s["plan"] != "vanilla":
-            line += f"; vanilla {_num(van['prompt_tokens_per_s'])} prompt tokens/s"
+            line += f"; vanilla {num_text(van['prompt_tokens_per_s'])} prompt tokens/s"
     lines = ["", line]
     q = s.get("request")
     if q:
@@ -265,14 +266,14 @@ def serving_lines(serving: dict[str, Any] | None) -> list[str]:
         lines.append(
             f"request of {q['prompt_len']} prompt + {q['output_len']} output tokens "
             f"(batch {q['batch']}): e2e {q['e2e_latency_s']:.4f} s = TTFT "
-            f"{_ms(q['ttft_s'])} + {q['output_len']} decode steps, mean TPOT "
-            f"{_ms(q['tpot_s'])} ({q['plan']}; {q['method']} at {len(pts)} contexts "
+            f"{ms_text(q['ttft_s'])} + {q['output_len']} decode steps, mean TPOT "
+            f"{ms_text(q['tpot_s'])} ({q['plan']}; {q['method']} at {len(pts)} contexts "
             f"{pts[0]['context']}..{pts[-1]['context']}, linear between them)"
         )
         v = q["plans"].get("vanilla")
         if v is not None and q["plan"] != "vanilla":
             lines.append(
-                f"  vanilla: e2e {v['e2e_latency_s']:.4f} s, TTFT {_ms(v['ttft_s'])}, "
-                f"mean TPOT {_ms(v['tpot_s'])}"
+                f"  vanilla: e2e {v['e2e_latency_s']:.4f} s, TTFT {ms_text(v['ttft_s'])}, "
+                f"mean TPOT {ms_text(v['tpot_s'])}"
             )
     return lines

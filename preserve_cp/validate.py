@@ -40,7 +40,6 @@ import networkx as nx
 
 from ._yaml import data_dir, read_yaml_mapping
 from .costs import collective_time_s, op_costs
-from .describe import source_label  # noqa: F401 (re-exported: a row's source group)
 from .errors import InfeasibleError, InputError
 from .graph import build_graph
 from .hardware import Hardware, list_hardware, load_hardware

@@ -296,3 +296,15 @@ def test_bad_optional_cost_attributes_of_a_users_graph(attrs, graph_attrs, messa
     g.add_node("a", kind="gemm", resource="compute", flops=1.0, reads={"w": 10}, **attrs)
     with pytest.raises(InputError, match=message):
         solve(g, "h100-sxm")
+
+
+def test_calibrate_skips_a_section_the_file_does_not_have(tmp_path):
+    """A device without `scale_out` is fitted without the inter-node latency (no prior)."""
+    raw = yaml.safe_load((ROOT / "hardware" / "h200-sxm.yaml").read_text(encoding="utf-8"))
+    raw.pop("scale_out")
+    raw["uncertain"] = [u for u in raw["uncertain"] if not u.startswith("scale_out")]
+    raw.pop("calibration")
+    path = tmp_path / "h200-sxm.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    fit = calibrate(path, date="2026-11-30")
+    assert fit.points and not any(k.startswith("scale_out.") for k in fit.fitted)

@@ -162,7 +162,8 @@ def test_default_picture_files(dense, tmp_path):
 
 
 def test_validation_plot_is_readable_and_grouped_by_source():
-    from preserve_cp.validate import as_dicts, compare, load_points, source_label
+    from preserve_cp.describe import source_label
+    from preserve_cp.validate import as_dicts, compare, load_points
     from preserve_cp.viz.paper_plots import validation_figure
 
     rows = as_dicts(compare(load_points()))
