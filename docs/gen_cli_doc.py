@@ -23,6 +23,7 @@ from typing import Any
 import _docgen  # docs/_docgen.py (this folder is on sys.path when run as a script)
 
 from preserve_cp.cli import _parser
+from preserve_cp.defaults import WORKLOAD_DEFAULTS
 
 DOC = Path(__file__).resolve().parent / "cli.md"
 BEGIN = "<!-- BEGIN GENERATED CLI -->"
@@ -155,6 +156,11 @@ def render() -> str:
         "preserve_cp/schemas/solve.schema.json; do not edit by hand. -->",
         "",
         "## Commands",
+        "",
+        "Workload options left out take the same defaults in every command and in the Python "
+        "API ("
+        + ", ".join(f"`--{k} {v}`" for k, v in WORKLOAD_DEFAULTS.items())
+        + "; `preserve_cp/defaults.py`, [api.md](api.md#defaults)).",
         "",
         "| argument | what it does | default |",
         "|---|---|---|",

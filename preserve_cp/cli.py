@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from . import units
 from .comm import collectives_by_kind
+from .defaults import DEFAULT_BATCH, DEFAULT_CONTEXT, DEFAULT_DTYPE, DEFAULT_PHASE, DEFAULT_TP
 from .deploy import request_latency
 from .describe import solve_inputs
 from .errors import InputError, PreserveError, input_error
@@ -112,28 +113,30 @@ def _subparsers(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
 
 
 def _add_step_options(p: argparse.ArgumentParser) -> None:
-    """--model, --hardware and the step's shape: phase, batch, context, tp (solve, export)."""
+    """--model, --hardware and the step's shape: phase, batch, context, tp (solve, export).
+
+    Every workload option's default is the API's (:mod:`preserve_cp.defaults`)."""
     p.add_argument("--model", required=True, help=_MODEL_HELP)
     p.add_argument("--hardware", required=True, help="shipped hardware NAME or a YAML path")
     p.add_argument(
         "--phase",
         choices=("decode", "prefill"),
-        default="decode",
+        default=DEFAULT_PHASE,
         help="decode: one new token per sequence; prefill: the whole prompt",
     )
-    p.add_argument("--batch", type=int, default=1, help="sequences in the step")
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="sequences in the step")
     p.add_argument(
         "--context",
         type=int,
-        default=2048,
+        default=DEFAULT_CONTEXT,
         help="KV length (decode) or prompt length (prefill), tokens",
     )
-    p.add_argument("--tp", type=int, default=8, help="tensor-parallel degree")
+    p.add_argument("--tp", type=int, default=DEFAULT_TP, help="tensor-parallel degree")
 
 
 def _add_precisions(p: argparse.ArgumentParser, dtype_help: str) -> None:
     """--dtype and the --weight/act/kv-dtype overrides (read by :func:`_precisions`)."""
-    p.add_argument("--dtype", choices=DTYPES, default="bf16", help=dtype_help)
+    p.add_argument("--dtype", choices=DTYPES, default=DEFAULT_DTYPE, help=dtype_help)
     for kind in ("weight", "act", "kv"):
         p.add_argument(
             f"--{kind}-dtype",
@@ -182,9 +185,28 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--routing",
         default="uniform",
+        action=_Given,
         help="MoE models: expert popularity, uniform, zipf:S (S >= 0; skewed) or FILE.json, a "
         "router trace of per-layer expert counts (docs/models.md); sets the distinct experts "
-        "a step reads",
+        "a step reads. Given on an MoE decode step (even as uniform), it also plans under "
+        "routing uncertainty (router-aware prefetch, docs/moe.md)",
+    )
+    s.add_argument(
+        "--predictor-accuracy",
+        type=float,
+        default=None,
+        metavar="A",
+        help="MoE decode: router-aware prefetch with an expert predictor of accuracy A in "
+        "[0, 1] (precision = recall = A; published next-layer predictors: 0.8-0.98, "
+        "docs/moe.md); default 0.9 when --routing is given, else off",
+    )
+    s.add_argument(
+        "--scenarios",
+        type=int,
+        default=16,
+        metavar="N",
+        help="router-aware prefetch: routing scenarios sampled (seeded by --seed); the "
+        "expected step's 95 %% confidence half-width is reported",
     )
     s.add_argument(
         "--ep",
@@ -287,8 +309,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     cp.add_argument("--model", required=True, help=_MODEL_HELP)
     cp.add_argument("--hardware", required=True, help="shipped hardware NAME or a YAML path")
-    cp.add_argument("--context", type=int, default=2048, help="KV length per sequence, tokens")
-    cp.add_argument("--tp", type=int, default=8, help="tensor-parallel degree")
+    cp.add_argument(
+        "--context", type=int, default=DEFAULT_CONTEXT, help="KV length per sequence, tokens"
+    )
+    cp.add_argument("--tp", type=int, default=DEFAULT_TP, help="tensor-parallel degree")
     _add_precisions(cp, "weights, activations and KV-cache")
     cp.add_argument(
         "--memory-utilization",
@@ -326,12 +350,12 @@ def _parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("footprint", help="per-layer footprint per device (paper Fig. 2)")
     f.add_argument("--model", required=True, help=_MODEL_HELP)
-    f.add_argument("--dtype", choices=DTYPES, default="int8", help="weights and KV-cache")
+    f.add_argument("--dtype", choices=DTYPES, default=DEFAULT_DTYPE, help="weights and KV-cache")
     f.add_argument(
         "--kv-dtype", choices=DTYPES, default=None, help="override the KV dtype (default: --dtype)"
     )
-    f.add_argument("--batch", type=int, default=8, help="sequences")
-    f.add_argument("--context", type=int, default=16384, help="KV length, tokens")
+    f.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="sequences")
+    f.add_argument("--context", type=int, default=DEFAULT_CONTEXT, help="KV length, tokens")
     f.add_argument("--devices", default="1,2,4,8,16,32", help="comma-separated device counts")
     f.add_argument("--json", action="store_true", help="print the rows as JSON")
     f.add_argument("--plot", metavar="FILE", help="write the plot (.svg or .png; -: SVG to stdout)")
@@ -793,6 +817,36 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Given(argparse.Action):
+    """Store the value and note that the option was given (``<dest>_given``)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
+DEFAULT_PREDICTOR_ACCURACY = 0.9
+
+
+def _router_accuracy(args: argparse.Namespace, model: Any) -> float | None:
+    """The predictor accuracy when the solve is router-aware (an MoE decode step with
+    ``--routing`` or ``--predictor-accuracy`` given), else None."""
+    a = args.predictor_accuracy
+    if a is not None and not (math.isfinite(a) and 0.0 <= a <= 1.0):
+        raise input_error("--predictor-accuracy", "value", "a number in [0, 1]", a)
+    if not 1 <= args.scenarios <= 4096:
+        raise input_error("--scenarios", "value", "an integer in [1, 4096]", args.scenarios)
+    if a is None and (not getattr(args, "routing_given", False) or args.plans is not None):
+        return None  # (the fast path keeps --routing's plain meaning)
+    if not model.num_experts or args.phase != "decode":
+        if a is None:
+            return None  # --routing on a dense model or a prefill: the expected graph only
+        raise input_error(
+            "--predictor-accuracy", "model", "an MoE model in --phase decode", model.name
+        )
+    return DEFAULT_PREDICTOR_ACCURACY if a is None else a
+
+
 def _solve(args: argparse.Namespace) -> int:
     hw = load_hardware(args.hardware, calibrated=not args.uncalibrated)
     model = load_model(args.model)
@@ -832,6 +886,9 @@ def _solve(args: argparse.Namespace) -> int:
                 args.output_len,
             )
     asked = None if args.plans is None else parse_plans(args.plans)
+    accuracy = _router_accuracy(args, model)
+    if accuracy is not None and asked is not None:
+        raise input_error("--plans", "with router-aware prefetch", "a full solve", args.plans)
     gantt = args.gantt
     if gantt and not is_stdout(gantt) and Path(gantt).suffix.lower() not in FIGURE_SUFFIXES:
         raise input_error("--gantt", "FILE", "a .svg or .png file name", args.gantt)
@@ -866,6 +923,18 @@ def _solve(args: argparse.Namespace) -> int:
             model, wl, hw, args.output_len, plans=asked, options=options, first=result
         )
         result = result.with_serving({**result.serving, "request": request})
+    if accuracy is not None:
+        from .router import solve_router
+
+        rr = solve_router(
+            g,
+            hw,
+            predictor_accuracy=accuracy,
+            scenarios=args.scenarios,
+            seed=args.seed,
+            time_limit_s=args.time_limit,
+        )
+        result = result.with_router(rr.to_dict())
     chosen = "optimised" if result.optimiser_ran else result.plan.name
     plans = result.compared_schedules() if args.compare else {chosen: result.schedule}
     if args.trace:
@@ -1076,6 +1145,10 @@ def _report(
         )
         for name, b in wins[:6]:
             lines.append(f"  {name:28s} {b / units.MB:8.2f} MB")
+    if r.router:
+        from .router import router_lines
+
+        lines += router_lines(r.router)
     return "\n".join(lines)
 
 

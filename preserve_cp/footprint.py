@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .defaults import DEFAULT_BATCH, DEFAULT_CONTEXT, DEFAULT_DTYPE
 from .errors import input_error
 from .models import ModelConfig, load_model
 from .moe import expected_distinct_experts
@@ -42,18 +43,22 @@ def layer_footprint(
     model: ModelConfig | str,
     devices: int,
     *,
-    dtype: str = "int8",
+    dtype: str = DEFAULT_DTYPE,
     kv_dtype: str | None = None,
-    batch: int = 8,
-    context: int = 16384,
+    batch: int = DEFAULT_BATCH,
+    context: int = DEFAULT_CONTEXT,
     routing: str = "uniform",
 ) -> Footprint:
     """One layer's footprint per device (a MoE layer for a MoE model).
 
-    Llama-3-70B, int8, 8 devices: attention 8192 x (8192 + 2 x 1024) + 8192 x 8192 bytes / 8;
-    MLP 3 x 8192 x 28672 / 8; KV-cache 8 x 16384 x 2 x 128 (one KV head per device).
+    ``dtype``, ``batch`` and ``context`` default as a ``Workload``'s do
+    (:mod:`preserve_cp.defaults`).
 
-    >>> f = layer_footprint("llama3-70b", 8)
+    Llama-3-70B, int8, batch 8, context 16384, 8 devices: attention
+    8192 x (8192 + 2 x 1024) + 8192 x 8192 bytes / 8; MLP 3 x 8192 x 28672 / 8;
+    KV-cache 8 x 16384 x 2 x 128 (one KV head per device).
+
+    >>> f = layer_footprint("llama3-70b", 8, dtype="int8", batch=8, context=16384)
     >>> f.attention_weights_bytes, f.mlp_weights_bytes, f.kv_cache_bytes
     (18874368.0, 88080384.0, 33554432.0)
 

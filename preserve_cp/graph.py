@@ -794,6 +794,14 @@ class _Builder:
             self.g.graph["weight_dtypes"] = dict(sorted(self.group_dtype.items()))
         if wl.devices != wl.tp:  # pipeline stages: the deployment spans tp x pp devices
             self.g.graph.update(devices=wl.devices, pp=wl.pp, stage=wl.stage)
+        if m.num_experts and m.experts_per_token:  # what routing scenarios need (router.py)
+            self.g.graph["moe"] = {
+                "experts": m.num_experts,
+                "top_k": m.experts_per_token,
+                "ep": wl.ep,
+                "tokens": wl.tokens,
+                "routing": wl.routing,
+            }
         return self.g
 
 

@@ -101,6 +101,17 @@ class Schedule:
         return max((b for _, b in self.l2_profile()), default=0.0)
 
 
+#: the router-aware analysis' headline fields, also at the top level of ``--json``
+ROUTER_FIELDS = (
+    "expected_makespan_s",
+    "p50_makespan_s",
+    "p95_makespan_s",
+    "expert_hit_rate",
+    "wasted_prefetch_bytes",
+    "clairvoyant_bound_s",
+)
+
+
 @dataclass(frozen=True)
 class Result:
     """What :func:`preserve_cp.solve` returns. Frozen; round-trips through JSON.
@@ -136,6 +147,7 @@ class Result:
     optimiser_ran: bool = True  # False on the fast path (preserve_cp.estimate): baselines only
     serving: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     collectives: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+    router: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def with_inputs(self, inputs: dict[str, Any]) -> Result:
         """A copy that says what it was computed from (the ``inputs`` of ``--json``)."""
@@ -149,6 +161,11 @@ class Result:
         """A copy with the ``collectives`` of ``--json``: per kind, count, total time, group
         sizes, MB prefetched in its windows (:func:`preserve_cp.comm.collectives_by_kind`)."""
         return replace(self, collectives=rows)
+
+    def with_router(self, router: dict[str, Any] | None) -> Result:
+        """A copy with the router-aware analysis of an MoE step (:mod:`preserve_cp.router`:
+        the ``router`` object of ``--json`` and its headline fields at the top level)."""
+        return replace(self, router=router)
 
     @property
     def speedup(self) -> float | None:
@@ -197,6 +214,8 @@ class Result:
             "dropped_prefetches": len(self.schedule.dropped),
             "serving": self.serving,
             "collectives": self.collectives,
+            **{k: (self.router or {}).get(k) for k in ROUTER_FIELDS},
+            "router": self.router,
             "inputs": self.inputs,
         }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import InitVar, asdict, dataclass
 from typing import Any, Literal
 
+from .defaults import DEFAULT_BATCH, DEFAULT_CONTEXT, DEFAULT_DTYPE, DEFAULT_PHASE, DEFAULT_TP
 from .errors import input_error
 from .moe import parse_routing
 from .units import DTYPE_BYTES
@@ -25,7 +26,6 @@ LAYOUT_DEFAULTS = {
     "microbatches": 1,
     "all_to_all": "low_latency",
 }
-DEFAULT_DTYPE = "bf16"
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,12 @@ class Workload:
     Precisions: ``dtype`` sets weights, activations and KV-cache together (as the CLI's
     ``--dtype``; default bf16); ``weight_dtype``, ``act_dtype`` and ``kv_dtype`` override one.
 
+    Defaults are those of every CLI command (:mod:`preserve_cp.defaults`): decode, batch 1,
+    context 2048, tp 8, bf16.
+
+    >>> w = Workload()
+    >>> w.phase, w.batch, w.context, w.tp, w.weight_dtype
+    ('decode', 1, 2048, 8, 'bf16')
     >>> Workload("decode", dtype="fp8", kv_dtype="bf16").weight_dtype
     'fp8'
     >>> Workload("decode", dtype="fp8", kv_dtype="bf16").kv_dtype
@@ -56,10 +62,10 @@ class Workload:
     2048
     """
 
-    phase: Phase = "decode"
-    batch: int = 1
-    context: int = 2048
-    tp: int = 1
+    phase: Phase = DEFAULT_PHASE  # the shared defaults (preserve_cp.defaults)
+    batch: int = DEFAULT_BATCH
+    context: int = DEFAULT_CONTEXT
+    tp: int = DEFAULT_TP
     weight_dtype: str | None = None  # None: from ``dtype`` (always a str after __init__)
     act_dtype: str | None = None
     kv_dtype: str | None = None

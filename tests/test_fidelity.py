@@ -71,7 +71,9 @@ def test_library_latency_grows_with_the_group():
 
 
 def _costs(hw, **wl):
-    g = build_graph("llama2-7b", Workload(**{"phase": "decode", "batch": 1, "context": 512, **wl}))
+    g = build_graph(
+        "llama2-7b", Workload(**{"phase": "decode", "batch": 1, "context": 512, "tp": 1, **wl})
+    )
     return g, op_costs(g, hw)
 
 

@@ -16,7 +16,7 @@ from preserve_cp.describe import SOLVE_SCHEMA, solve_schema
 
 #: the keywords the validator understands (annotations are ignored, the rest are checked)
 KEYWORDS = {"type", "enum", "minimum", "required", "properties", "additionalProperties"}
-KEYWORDS |= {"items", "$ref"}
+KEYWORDS |= {"items", "$ref", "maximum"}
 ANNOTATIONS = {"$schema", "$defs", "title", "description"}
 TYPES = {
     "object": dict,
@@ -50,6 +50,8 @@ def validate(value: Any, schema: dict[str, Any], root: dict[str, Any], where: st
         assert value in schema["enum"], f"{where}: {value!r} not in {schema['enum']}"
     if "minimum" in schema and _is(value, "number"):
         assert value >= schema["minimum"], f"{where}: {value} < {schema['minimum']}"
+    if "maximum" in schema and _is(value, "number"):
+        assert value <= schema["maximum"], f"{where}: {value} > {schema['maximum']}"
     if isinstance(value, dict):
         for key in schema.get("required", ()):
             assert key in value, f"{where}: missing {key!r}"
@@ -96,8 +98,10 @@ def test_the_validator_catches_what_it_should():
         validate({"n": 0}, small, small)
     with pytest.raises(AssertionError, match="is not"):
         validate({"n": True}, small, small)
+    with pytest.raises(AssertionError, match=r"\$: 4 > 3"):
+        validate(4, {"maximum": 3}, {})
     with pytest.raises(AssertionError, match="lacks"):
-        validate(1, {"maximum": 3}, {})
+        validate(1, {"exclusiveMaximum": 3}, {})
 
 
 def test_solve_json_names_its_inputs_and_matches_the_schema(capsys):

@@ -9,6 +9,7 @@ PKG = Path(__file__).resolve().parent.parent / "preserve_cp"
 # pipeline order, left to right
 STAGES = [
     "units",
+    "defaults",
     "errors",
     "outputs",
     "_yaml",
@@ -33,6 +34,7 @@ STAGES = [
     "estimate",
     "deploy",
     "pipeline",
+    "router",
     "viz",
     "comm",
     "sweep",

@@ -57,12 +57,12 @@ def test_expert_bytes_follow_uniform_routing(experts: int, top_k: int, batch: in
 def test_batch_one_reads_top_k_and_large_batch_all() -> None:
     m = moe_model(128, 8)
     one = 3 * m.hidden_size * m.moe_intermediate_size * 2
-    small = expert_bytes_read(pc.build_graph(m, pc.Workload("decode", 1, 512)))
-    large = expert_bytes_read(pc.build_graph(m, pc.Workload("decode", 4096, 512)))
+    small = expert_bytes_read(pc.build_graph(m, pc.Workload("decode", 1, 512, 1)))
+    large = expert_bytes_read(pc.build_graph(m, pc.Workload("decode", 4096, 512, 1)))
     assert small == pytest.approx(8 * one, rel=1e-9)
     assert large == pytest.approx(128 * one, rel=1e-6)
     # prefill: B = batch x prompt tokens; 2 x 64 tokens of top-8 of 128 nearly cover them all
-    pre = pc.build_graph(m, pc.Workload("prefill", 2, 64))
+    pre = pc.build_graph(m, pc.Workload("prefill", 2, 64, 1))
     want = 128 * (1 - (1 - 8 / 128) ** 128)
     assert pre.nodes["L0.experts_down"]["experts"] == pytest.approx(want)
 
@@ -110,8 +110,8 @@ def test_zipf_approximation_against_sampling(experts: int, top_k: int, s: float,
 
 def test_routing_option() -> None:
     m = moe_model(128, 8)
-    u = pc.build_graph(m, pc.Workload("decode", 32, 512))
-    z = pc.build_graph(m, pc.Workload("decode", 32, 512, routing="zipf:1"))
+    u = pc.build_graph(m, pc.Workload("decode", 32, 512, 1))
+    z = pc.build_graph(m, pc.Workload("decode", 32, 512, 1, routing="zipf:1"))
     assert expert_bytes_read(z) < expert_bytes_read(u)
     assert z.graph["workload"]["routing"] == "zipf:1"
     assert "routing" not in u.graph["workload"]  # dense-era workload dicts unchanged
@@ -338,7 +338,7 @@ def test_bad_trace_files_name_the_file_and_field(tmp_path: Path, change, field, 
         good.update(change)
         path.write_text(json.dumps(good), encoding="utf-8")
     for make in (
-        lambda: pc.Workload("decode", 4, routing=str(path)),
+        lambda: pc.Workload("decode", 4, tp=1, routing=str(path)),
         lambda: expected_distinct_experts(8, 2, 4, str(path)),
     ):
         with pytest.raises(pc.InputError) as err:
@@ -359,14 +359,14 @@ def test_trace_must_match_the_model_and_cover_its_layers(tmp_path: Path) -> None
         "found entries for layers 0-1"
     )
     with pytest.raises(pc.InputError) as err:
-        pc.build_graph(moe_model(128, 8), pc.Workload("decode", 4, routing=path))
+        pc.build_graph(moe_model(128, 8), pc.Workload("decode", 4, tp=1, routing=path))
     assert str(err.value) == f"{path}: experts: expected 128 (the model's num_experts), found 8"
     with pytest.raises(pc.InputError) as err:
-        pc.build_graph(moe_model(8, 1), pc.Workload("decode", 4, routing=path))
+        pc.build_graph(moe_model(8, 1), pc.Workload("decode", 4, tp=1, routing=path))
     assert str(err.value) == f"{path}: top_k: expected 1 (the model's experts_per_token), found 2"
     # a dense model never reads the routing; other layers' entries are ignored
-    pc.build_graph("llama3-8b", pc.Workload("decode", 4, routing=path))
-    pc.build_graph(moe_model(8, 2), pc.Workload("decode", 4, routing=path))  # 2 layers: 0, 1
+    pc.build_graph("llama3-8b", pc.Workload("decode", 4, tp=1, routing=path))
+    pc.build_graph(moe_model(8, 2), pc.Workload("decode", 4, tp=1, routing=path))  # 2 layers: 0, 1
 
 
 def test_not_a_routing_model_nor_a_file_keeps_the_old_message() -> None:

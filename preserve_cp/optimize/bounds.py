@@ -2,24 +2,36 @@
 
 * ``critical_path_bound``: longest path with every op at its best-case duration.
 * ``resource_load_bound``: per stream, min head + sum of best-case durations + min tail.
-* ``chain_lp_bound``: for chain graphs, the fluid relaxation solved as an LP (GLOP). With
-  ``z[k]`` bytes moved during op k, ``x[t]`` bytes of tensor t found in L2, ``d[k]`` op k's
-  time including any stall before the next op::
+* ``chain_lp_bound``: for chains, the fluid relaxation solved as an LP (GLOP). Window k is
+  op k's run and the stall after it (window -1: the stall before the first op). With
+  ``y[t, k]`` bytes of tensor t moved in window k (per window for the ``near_ops`` windows
+  before t's first reader, pooled before that), ``x[t]`` bytes of t found in L2 (at most its
+  *useful* bytes ``u[t]``), ``d[k]`` op k's time, ``ℓ`` the time chunk latencies take::
 
-      d[k] >= roofline pieces of k's L2 bytes          (as in the cost model)
-      z[k] <= min(P d[k], B d[k] - HBM bytes of k)      (prefetch takes what HBM leaves)
-      sum_{t: first(t) <= j} x[t] <= sum_{k < j} z[k]   (moved before the first reader starts)
+      d[k] >= roofline pieces of k's L2 bytes                  (as in the cost model)
+      bytes in k's run <= min(P (r - ℓr), share (B r - HBM bytes of k))
+      bytes in k's stall <= min(P, B) (s - ℓs)
+      ℓr[k] + ℓs[k] + c[k] >= λ Σ_t y[t, k] / u[t],  0 <= c[k] <= λ
       sum_{k' <= k} z[k'] - sum_{t: first(t) < k} x[t] <= usable L2
       minimise sum d[k]
 
-  Every schedule the simulator can produce maps to a feasible point with the same makespan
-  (bytes assigned in reader order; L2 released at the first reader's end is earlier than
-  the real release, so the L2 rows are relaxed), hence the optimum is a valid lower bound.
+  The latency row: the chunks moving bytes in one window run one after another, so all
+  but the first wait their latency inside the window, after its first byte (in the run
+  only if the run leaves a prefetch bandwidth); only the first (``c[k]``) may have waited
+  before. A chunk carries at most ``u[t]`` useful bytes, so ``Σ y/u`` never exceeds the
+  number of chunks. ``u[t]``: with one reader that prefetches only t, the fewest bytes at
+  which that reader is fastest (more bytes only take bandwidth and L2).
+
+  Every schedule the simulator can produce, with bytes beyond ``u[t]`` dropped, maps to a
+  feasible point with no larger makespan (bytes assigned in reader order; L2 released at
+  the first reader's end is earlier than the real release, so the L2 rows are relaxed),
+  hence the optimum is a valid lower bound (docs/optimizer.md §4).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,6 +78,27 @@ def resource_load_bound(g: nx.DiGraph, costs: Mapping[Any, OpCost]) -> float:
     return best
 
 
+def useful_bytes(c: OpCost) -> float:
+    """The fewest L2 bytes at which op ``c`` reaches its best duration: its duration is
+    convex in the L2 bytes, so more than this never makes it faster (bisection on the
+    decreasing side; the bound caps a tensor's useful bytes there)."""
+    best = c.min_duration_s()
+    hi = max(0.0, c.prefetchable_bytes)
+    if c.fixed or hi <= 0 or c.duration_s(0.0) <= best:
+        return 0.0 if not c.fixed and c.duration_s(0.0) <= best else hi
+    lo = 0.0
+    tol = best * 1e-12
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if c.duration_s(mid) <= best + tol:
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo <= 1.0:
+            break
+    return hi
+
+
 def chain_lp_bound(
     chain: list[Any],
     g: nx.DiGraph,
@@ -74,72 +107,158 @@ def chain_lp_bound(
     *,
     hbm_contention: bool = True,
     time_limit_s: float | None = None,
+    near_ops: int = 24,
+    chunk_cap: Mapping[str, float] | None = None,
 ) -> float | None:
     """The fluid LP bound for a chain (see the module docstring); None if GLOP fails or
-    runs out of time (the LP's value is a bound only at its optimum)."""
+    runs out of time (the LP's value is a bound only at its optimum).
+
+    ``near_ops``: tensors' bytes are tracked per window for the ``near_ops`` windows before
+    their first reader (and pooled before that); any value gives a valid bound.
+
+    ``chunk_cap``: for these tensors, the most useful bytes one chunk is counted to carry
+    (instead of the useful bytes of this graph), and ``x`` capped only by the size: the LP's
+    matrix is then the same for every graph that differs only in these tensors' sizes and
+    their readers' costs (which enter only right-hand sides), so its value is convex in them
+    and the LP of the mean graph bounds the mean of the graphs' bounds (router.py)."""
+    stop_at = time.perf_counter() + (time_limit_s if time_limit_s is not None else math.inf)
+
+    def late() -> bool:  # building the LP is Python work no solver limit stops
+        return time.perf_counter() > stop_at
+
     solver = pywraplp.Solver.CreateSolver("GLOP")
     if solver is None:
         return None
-    if time_limit_s is not None:
-        solver.SetTimeLimit(max(1, int(time_limit_s * 1000)))
     us, mb = 1e6, 1e-6  # LP in microseconds and megabytes for conditioning
     first: dict[str, int] = {}
+    readers: dict[str, set[int]] = {}
     size: dict[str, float] = {}
     for k, n in enumerate(chain):
         a = g.nodes[n]
         for t in a.get("reads", {}) or {}:
             first.setdefault(t, k)
+            readers.setdefault(t, set()).add(k)
         for t in a.get("prefetchable", []):
             b = float(a["reads"][t])
             if b > 0 and t not in size:
                 size[t] = b
     first = {t: first[t] for t in size}
+    # a tensor's useful bytes: with one reader that prefetches only it, no more than the
+    # bytes at which that reader is fastest (a schedule moving more maps to one moving
+    # less that is no slower: the extra bytes only take bandwidth and L2)
+    useful: dict[str, float] = {}
+    for t, b in size.items():
+        only = readers[t] == {first[t]}
+        node = chain[first[t]]
+        names = [u for u in g.nodes[node].get("prefetchable", []) if u in size]
+        u = useful_bytes(costs[node]) if only and names == [t] else b
+        useful[t] = b if chunk_cap and t in chunk_cap else max(min(b, u), 0.0)
+    per_chunk = {t: (chunk_cap or {}).get(t, u) for t, u in useful.items()}
     inf = solver.infinity()
-    x = {t: solver.NumVar(0.0, size[t] * mb, f"x{i}") for i, t in enumerate(size)}
     P = machine.prefetch_bytes_per_s * mb / us
     B = machine.hbm_bytes_per_s * mb / us
     contention = hbm_contention and math.isfinite(B)
-
     lat = machine.chunk_latency_s * us
-    lat_spent: dict[str, Any] = {}  # per interval: time the prefetch stream spends in latencies
+    K = len(chain)
 
-    def latency(span: Any, name: str) -> Any:
-        if lat <= 0:
-            return 0.0
-        v = solver.NumVar(0.0, inf, f"lat{name}")
-        solver.Add(v <= span)
-        lat_spent[name] = v
-        return v
+    # -- bytes per (tensor, window) near the first reader, pooled before that ----------
+    # window k (k = -1: before the first op) is op k's run and the stall after it
+    y: dict[tuple[str, int], Any] = {}
+    far: dict[str, Any] = {}
+    by_window: dict[int, list[tuple[str, Any]]] = {}
+    for i, t in enumerate(size):
+        if i % 64 == 0 and late():
+            return None
+        lo = max(-1, first[t] - near_ops)
+        for k in range(lo, first[t]):
+            v = solver.NumVar(0.0, inf, f"y{i}_{k}")
+            y[t, k] = v
+            by_window.setdefault(k, []).append((t, v))
+        if lo > -1:
+            far[t] = solver.NumVar(0.0, inf, f"far{i}")
+    x = {}
+    for i, t in enumerate(size):
+        v = solver.NumVar(0.0, useful[t] * mb, f"x{i}")
+        near = range(max(-1, first[t] - near_ops), first[t])
+        solver.Add(v == sum(y[t, k] for k in near) + far.get(t, 0.0))
+        x[t] = v
+    far_last = max((first[t] - near_ops - 1 for t in far), default=-2)
+    pool = {k: solver.NumVar(0.0, inf, f"F{k}") for k in range(-1, far_last + 1)}
+    u_max = max(per_chunk.values(), default=0.0) * mb
 
-    def stall(name: str) -> tuple[Any, Any]:
+    def chunks(k: int) -> Any:
+        """Chunks that move bytes in window k, at least (a chunk carries <= useful bytes)."""
+        terms: list[Any] = [
+            v * (1.0 / (per_chunk[t] * mb)) for t, v in by_window.get(k, []) if per_chunk[t] > 0
+        ]
+        if k in pool and u_max > 0:
+            terms.append(pool[k] * (1.0 / u_max))
+        return sum(terms) if terms else 0.0
+
+    def window(k: int, run_rate_free: bool) -> tuple[Any, Any]:
+        """Latency variables of window k: (in its run, in its stall), tied to its chunks.
+
+        The chunks that move bytes in a window run one after another: all but the first
+        start after the first one's first byte in it, so their latencies lie inside the
+        window where bytes could move (in the run only if it leaves the prefetch
+        bandwidth, else in the stall). The first may have waited its latency earlier."""
+        lr = solver.NumVar(0.0, inf, f"lr{k}") if run_rate_free else 0.0
+        ls = solver.NumVar(0.0, inf, f"ls{k}")
+        if lat > 0:
+            credit = solver.NumVar(0.0, lat, f"cr{k}")
+            solver.Add(lr + ls + credit >= lat * chunks(k))
+        return lr, ls
+
+    def stall(k: int) -> tuple[Any, Any]:
         """A stall (no op runs) and the bytes moved in it: at most min(P, B) per us of it
         that no chunk latency takes."""
-        s = solver.NumVar(0.0, inf, f"s{name}")
-        z = solver.NumVar(0.0, inf, f"zs{name}")
-        free = s - latency(s, name)
-        if math.isfinite(P):
-            solver.Add(z <= P * free)
-        if contention:
-            solver.Add(z <= B * free)
+        s = solver.NumVar(0.0, inf, f"s{k}")
+        z = solver.NumVar(0.0, inf, f"zs{k}")
         return s, z
 
-    s0, z0 = stall("init")  # before the first op: only a chunk the first op waits for
+    def bytes_in(k: int) -> Any:
+        return sum(v for _, v in by_window.get(k, [])) + pool.get(k, 0.0)
+
+    def stall_rows(s: Any, z: Any, ls: Any) -> None:
+        solver.Add(ls <= s)
+        if math.isfinite(P):
+            solver.Add(z <= P * (s - ls))
+        if contention:
+            solver.Add(z <= B * (s - ls))
+
+    s0, z0 = stall(-1)
+    _, ls0 = window(-1, False)
+    stall_rows(s0, z0, ls0)
+    solver.Add(bytes_in(-1) == z0)
     times: list[Any] = [s0]
     z_run: list[Any] = []
     z_stall: list[Any] = []
     for k, n in enumerate(chain):
+        if k % 256 == 0 and late():
+            return None
         c = costs[n]
         names = [t for t in g.nodes[n].get("prefetchable", []) if t in x]
         zr = solver.NumVar(0.0, inf, f"zr{k}")
         share = 1.0 if c.fixed else machine.op_share
+        if k < K - 1:
+            s, zs = stall(k)
+        else:
+            s, zs = 0.0, 0.0  # the makespan ends with the last op
+        run_free = share > 0 and contention or not contention
+        lr, ls = window(k, run_free)
+        if k < K - 1:
+            stall_rows(s, zs, ls)
+        else:
+            solver.Add(ls == 0)
         if c.fixed or not names:
             dur = c.duration_s(0.0) * us
             r: Any = dur
-            free = dur - latency(dur, f"r{k}")
+            if run_free:
+                solver.Add(lr <= dur)
             if math.isfinite(P):
-                solver.Add(zr <= P * free)
+                solver.Add(zr <= P * (dur - lr))
             if contention and dur > 0:  # the rate it leaves, over the time no latency takes
-                solver.Add(zr <= share * max(0.0, B - c.hbm_bytes * mb / dur) * free)
+                solver.Add(zr <= share * max(0.0, B - c.hbm_bytes * mb / dur) * (dur - lr))
         else:
             r = solver.NumVar(0.0, inf, f"r{k}")
             lk = solver.NumVar(0.0, min(c.prefetchable_bytes, c.hbm_bytes) * mb, f"l{k}")
@@ -153,18 +272,36 @@ def chain_lp_bound(
                 # the sum law: the L2 bytes after the HBM bytes, in the same row
                 solver.Add(r >= hbm + (lk / l2 if c.l2_serial else 0.0))
             solver.Add(r >= lk / l2 + ov)
+            if run_free:
+                solver.Add(lr <= r)
             if math.isfinite(P):
-                solver.Add(zr <= P * (r - latency(r, f"r{k}")))
+                solver.Add(zr <= P * (r - lr))
             if contention:
                 # the op's rate is its HBM bytes over its run: B r - (H - l) is what it leaves
                 solver.Add(zr <= share * (B * r - (c.hbm_bytes * mb - lk)))
-        if k < len(chain) - 1:
-            s, zs = stall(str(k))
-        else:
-            s, zs = 0.0, 0.0  # the makespan ends with the last op
+        solver.Add(bytes_in(k) == zr + zs)
         times += [r, s]
         z_run.append(zr)
         z_stall.append(zs)
+    # pooled bytes are moved before their tensors' windows start
+    if far:
+        by_first_far: dict[int, list[str]] = {}
+        for t in far:
+            by_first_far.setdefault(first[t] - near_ops - 1, []).append(t)
+        due: Any = 0.0
+        done: Any = 0.0
+        for k in range(-1, far_last + 1):
+            done = done + pool[k]
+            mine = by_first_far.get(k, [])
+            if mine:
+                d = solver.NumVar(0.0, inf, f"due{k}")
+                solver.Add(d == due + sum(far[t] for t in mine))
+                due = d
+            c_ = solver.NumVar(0.0, inf, f"done{k}")
+            solver.Add(c_ == done)
+            done = c_
+            solver.Add(due <= done)
+        solver.Add(due == done)
     by_first: dict[int, list[str]] = {}
     for t, f in first.items():
         by_first.setdefault(f, []).append(t)
@@ -176,24 +313,8 @@ def chain_lp_bound(
     moved: Any = z0  # bytes moved so far
     freed: Any = 0.0  # bytes of tensors whose first reader has ended
     solver.Add(z0 <= cap)
-    # latency paid so far: each tensor moved at all took >= 1 chunk, i.e. >= x[t] / size[t]
-    # of one latency, before its first reader started
-    paid: Any = lat_spent.get("init", 0.0)
-    owed: Any = 0.0
     for k in range(len(chain)):
         mine = by_first.get(k, [])
-        if mine:  # every chunk of a tensor ends before its first reader starts
-            solver.Add(freed + sum(x[t] for t in mine) <= moved)
-            if lat > 0:
-                o = solver.NumVar(0.0, inf, f"owed{k}")
-                solver.Add(o == owed + sum(x[t] * (lat / (size[t] * mb)) for t in mine))
-                owed = o
-                solver.Add(owed <= paid)
-        here = [lat_spent[key] for key in (f"r{k}", str(k)) if key in lat_spent]
-        if here:
-            p = solver.NumVar(0.0, inf, f"paid{k}")
-            solver.Add(p == paid + sum(here))
-            paid = p
         run_end = solver.NumVar(0.0, inf, f"m{k}")
         solver.Add(run_end == moved + z_run[k])
         solver.Add(run_end - freed <= cap)
@@ -207,6 +328,10 @@ def chain_lp_bound(
             solver.Add(stall_end - freed <= cap)
             moved = stall_end
     solver.Minimize(sum(times))
+    if late():
+        return None
+    if math.isfinite(stop_at):
+        solver.SetTimeLimit(max(1, int((stop_at - time.perf_counter()) * 1000)))
     if solver.Solve() != pywraplp.Solver.OPTIMAL:
         return None
     # GLOP's primal objective carries ~1e-9 relative noise; shave it so the bound stays valid

@@ -115,9 +115,11 @@ class ChainModel:
         opts: ChainOptions,
         backend: str = "cp",
         periodic: PeriodicSpec | None = None,
+        support: frozenset[tuple[str, int]] | None = None,
     ) -> None:
         self.chain, self.g, self.costs, self.m, self.opts = chain, g, costs, machine, opts
         self.periodic = periodic
+        self.support = support  # LP only: the (tensor, host) pairs that may move bytes
         self.pos = {n: i for i, n in enumerate(chain)}
         self.families: list[str] = []
         vanilla = sum(costs[n].duration_s(0.0) for n in chain)
@@ -138,6 +140,9 @@ class ChainModel:
         self.w: dict[int, Any] = {}  # bytes of host k moved in its stall
         self.b: dict[tuple[str, int], Any] = {}  # y[t, k] > 0: a chunk (pays the latency)
         self.v: dict[int, Any] = {}  # w[k] > 0: the chunk split at op k's end
+        self.h: dict[int, Any] = {}  # host k's first chunk released at op k-1
+        self.early_fixed: list[int] = []  # the same, decided (the LP with a support)
+        self.early_hosts: list[int] = []
         self._variables()
 
     # -- data ----------------------------------------------------------------------
@@ -182,7 +187,8 @@ class ChainModel:
         for t in self.tensors.values():
             running: Any = 0
             for k in self.hosts(t):
-                v = m.new_int_var(0, t.units, f"y[{t.name},{self.chain[k]}]")
+                top = t.units if self.support is None or (t.name, k) in self.support else 0
+                v = m.new_int_var(0, top, f"y[{t.name},{self.chain[k]}]")
                 self.y[t.name, k] = v
                 running = running + v
                 self.cum[t.name, k] = running
@@ -204,6 +210,15 @@ class ChainModel:
     def _share(self, k: int) -> float:
         """Share of what op k leaves of HBM that a prefetch may take (1 for collectives)."""
         return 1.0 if self.costs[self.chain[k]].fixed else self.m.op_share
+
+    def _zero_rate_run(self, k: int) -> bool:
+        """Op k's run leaves a prefetch no HBM (a kernel, with op_share 0)."""
+        return (
+            self.opts.hbm_contention
+            and math.isfinite(self.m.hbm_bytes_per_s)
+            and not self.costs[self.chain[k]].fixed
+            and self.m.op_share <= 0
+        )
 
     def _run_bytes(self, k: int) -> Any:
         return sum(self.moved[k]) - self.w[k]
@@ -279,7 +294,13 @@ class ChainModel:
         first chunk starts with op k (earlier hosts' chunks end within their own hosts), so
         its latency falls in op k's run and costs only what the run would have moved in it
         (nothing while a kernel leaves a prefetch no HBM); the others are charged at the
-        fastest rate. Conservative, given a run at least one latency long."""
+        fastest rate. Conservative, given a run at least one latency long.
+
+        ``h[k]``: the host's first chunk is released one op earlier, at op k-1, which then
+        moves nothing (the stream is idle there), so its latency passes while op k-1 runs
+        and costs host k nothing; its bytes are reserved in L2 from op k-1 on, so the L2
+        held at op k-1's end plus all of host k's bytes must fit (conservative). The plan
+        anchors that chunk at op k-1 (``extract``)."""
         lat = self.latency_ticks
         stall = self._stall_rate()
         if lat <= 0 or stall is None:
@@ -289,19 +310,62 @@ class ChainModel:
         for (t, k), y in self.y.items():
             self.b[t, k] = m.new_bool_var(f"b[{t},{self.chain[k]}]")
             m.add(y <= self.tensors[t].units * self.b[t, k])
-        for k, vs in self.moved.items():
+        for k in self.moved:
             self.v[k] = m.new_bool_var(f"v[{self.chain[k]}]")
             m.add(self.w[k] <= sum(self.tensors[t].units for t in self.hosted[k]) * self.v[k])
-            n = sum(self.b[t, k] for t in self.hosted[k]) + self.v[k]
+        for k, vs in self.moved.items():
+            # a run that leaves a prefetch nothing moves nothing: its stall bytes are whole
+            # chunks, never the second part of one split at the op's end
+            split: Any = 0 if self._zero_rate_run(k) else self.v[k]
+            n = sum(self.b[t, k] for t in self.hosted[k]) + split
             first_in_run = ceil_div(self.costs[self.chain[k]].min_duration_s(), self.tick) > lat
+            h: Any = 0
+            if k > 0 and ceil_div(self.costs[self.chain[k - 1]].min_duration_s(), self.tick) > lat:
+                h = self.h[k] = m.new_bool_var(f"h[{self.chain[k]}]")
+                if k - 1 in self.moved:
+                    m.add(sum(self.moved[k - 1]) == 0).only_enforce_if(h)
+                self.early_hosts.append(k)
             for cap, rate in self._run_capacity(k):
-                if first_in_run:
-                    m.add(
-                        SCALE * sum(vs)
-                        <= cap - rate * lat + stall * self.st[k] - stall * lat * (n - 1)
-                    )
-                else:
-                    m.add(SCALE * sum(vs) <= cap + stall * self.st[k] - stall * lat * n)
+                first_cost = rate * lat if first_in_run else stall * lat
+                m.add(
+                    SCALE * sum(vs)
+                    <= cap
+                    + stall * self.st[k]
+                    - stall * lat * (n - 1)
+                    - first_cost
+                    + first_cost * h
+                )
+
+    def add_support_latency(self) -> None:
+        """The LP with a fixed support: each (tensor, host) pair of it is one chunk, so the
+        latency rows of add_chunk_latency become linear (no split chunk charged; a host's
+        first chunk is released one op earlier when that op hosts nothing)."""
+        lat = self.latency_ticks
+        stall = self._stall_rate()
+        if lat <= 0 or stall is None or self.support is None:
+            return
+        self.families.append("support_latency")
+
+        def chunks(k: int) -> int:
+            return sum((t, k) in self.support for t in self.hosted.get(k, []))  # type: ignore[operator]
+
+        for k, vs in self.moved.items():
+            n = chunks(k)
+            if n == 0:
+                continue
+            first_in_run = ceil_div(self.costs[self.chain[k]].min_duration_s(), self.tick) > lat
+            early = (
+                k > 0
+                and chunks(k - 1) == 0
+                and ceil_div(self.costs[self.chain[k - 1]].min_duration_s(), self.tick) > lat
+            )
+            if early:
+                self.early_fixed.append(k)
+            for cap, rate in self._run_capacity(k):
+                first_cost = 0 if early else (rate * lat if first_in_run else stall * lat)
+                self.model.add(
+                    SCALE * sum(vs) <= cap + stall * self.st[k] - stall * lat * (n - 1) - first_cost
+                )
 
     def add_l2_capacity(self) -> None:
         self.families.append("l2_capacity")
@@ -321,6 +385,11 @@ class ChainModel:
         for k, terms in stall_end.items():
             if k in self.w:
                 self.model.add(sum(terms) <= cap)
+        for k, h in self.h.items():  # host k's first chunk reserved from op k-1 on
+            held = sum(run_end.get(k - 1, [])) + sum(self.moved[k])
+            self.model.add(held <= cap).only_enforce_if(h)
+        for k in self.early_fixed:
+            self.model.add(sum(run_end.get(k - 1, [])) + sum(self.moved[k]) <= cap)
 
     def add_periodic_pattern(self) -> None:
         """Steady-state blocks repeat block 0: same durations, same bytes per relative host."""
@@ -373,6 +442,8 @@ class ChainModel:
             self.add_prefetch_rate()
         if self.opts.chunk_latency and not isinstance(self.model, _LpBackend):
             self.add_chunk_latency()
+        elif self.opts.chunk_latency and self.support is not None:
+            self.add_support_latency()
         if self.opts.l2_capacity:
             self.add_l2_capacity()
         if self.periodic is not None:
@@ -391,6 +462,7 @@ class ChainModel:
             *self.w.values(),
             *self.b.values(),
             *self.v.values(),
+            *self.h.values(),
         ]
 
     # -- solution -> plan ----------------------------------------------------------
@@ -406,10 +478,17 @@ class ChainModel:
                 by_host.setdefault(k, []).append((self.tensors[t].first, t, val))
         for k in sorted(by_host):
             n = self.chain[k]
-            stall = value(self.st[k]) > 0
+            # the model's run may outlast the op (a fixed op's, or one whose L2 bytes make it
+            # faster): that extra time is a stall too, so the next op must wait for the chunks
+            c = self.costs[n]
+            l2 = sum(value(self.x[t]) for t in self.l2_units_of(k)) * self.unit
+            stall = value(self.st[k]) > 0 or value(self.r[k]) > ceil_div(
+                c.duration_s(l2), self.tick
+            )
             sync = self.chain[k + 1] if stall and k + 1 < len(self.chain) else None
             items = sorted(by_host[k])
             run_left = sum(val for _, _, val in items) - value(self.w[k])
+            early = k in self.h and value(self.h[k]) > 0
             for first, t, val in items:
                 parts = [val]
                 if 0 < run_left < val:
@@ -422,12 +501,13 @@ class ChainModel:
                             tensor=t,
                             bytes=b,
                             consumer=self.chain[first],
-                            anchor=n,
+                            anchor=self.chain[k - 1] if early else n,
                             offset_bytes=offset.get(t, 0.0),
                             sync=sync,
                         )
                     )
                     offset[t] = offset.get(t, 0.0) + b
+                    early = False  # only the host's first chunk
         return Plan("optimised", tuple(out))
 
 
@@ -450,6 +530,50 @@ def _lp_warm_start(
             deadline.cut.append("warm start")
         return None
     return {key: int(math.floor(v.solution_value() + 1e-6)) for key, v in lp.y.items()}
+
+
+def _support_warm_start(
+    chain: list[Any],
+    g: nx.DiGraph,
+    costs: Mapping[Any, OpCost],
+    machine: Machine,
+    opts: ChainOptions,
+    periodic: PeriodicSpec | None,
+    deadline: Deadline,
+    y0: Mapping[tuple[str, int], int],
+    rounds: int = 3,
+    per_host: int = 3,
+) -> dict[tuple[str, int], int] | None:
+    """A warm start that knows what chunks cost: the plain LP ignores chunk latencies and
+    spreads bytes over many (tensor, host) pairs, each of which the real model charges a
+    latency. Keep the pairs worth a latency (at most ``per_host`` per host, each moving at
+    least what a stall moves in half a latency), charge one latency per kept pair (linear
+    once the support is fixed), re-solve, and repeat on the new support."""
+    if machine.chunk_latency_s <= 0 or not math.isfinite(machine.hbm_bytes_per_s):
+        return None
+    y: Mapping[tuple[str, int], float] = y0
+    best: dict[tuple[str, int], int] | None = None
+    for _ in range(rounds):
+        probe = ChainModel(chain, g, costs, machine, opts, backend="lp", periodic=periodic)
+        floor = 0.5 * machine.hbm_bytes_per_s * machine.chunk_latency_s / probe.unit
+        by_host: dict[int, list[tuple[float, str]]] = {}
+        for (t, k), v in y.items():
+            if v >= floor:
+                by_host.setdefault(k, []).append((v, t))
+        support = frozenset(
+            (t, k) for k, vs in by_host.items() for _, t in sorted(vs, reverse=True)[:per_host]
+        )
+        if not support or deadline.skips("warm start"):
+            break
+        lp = ChainModel(
+            chain, g, costs, machine, opts, backend="lp", periodic=periodic, support=support
+        ).build()
+        lp.model.solver.SetTimeLimit(max(1, int(deadline.left() * 1000)))
+        if lp.model.solver.Solve() != pywraplp.Solver.OPTIMAL:
+            break
+        y = {key: v.solution_value() for key, v in lp.y.items()}
+        best = {key: int(math.floor(v + 1e-6)) for key, v in y.items()}
+    return best
 
 
 def merged_plan(cm: ChainModel, y: Mapping[tuple[str, int], int]) -> Plan:
@@ -495,7 +619,12 @@ def _repair(
     solver, _, ok = run_model(rep, deadline, opts.work_limit / 2, opts.seed, 0.0, "repair")
     if not ok:
         return None
-    return {v.name: solver.value(var(v)) for v in cm.variables}
+    out = {v.name: solver.value(var(v)) for v in cm.variables}
+    out[_OBJECTIVE] = round(solver.objective_value)
+    return out
+
+
+_OBJECTIVE = "\0objective"  # the repaired hint's objective (no variable has this name)
 
 
 def _variants(
@@ -541,25 +670,68 @@ def solve_chain(
     hint = (
         _repair(cm, y0, opts, deadline) if y0 is not None and not deadline.skips("repair") else None
     )
+    starts: list[tuple[dict[str, int], dict[tuple[str, int], int] | None]] = []
     if hint is not None:
-        for v in cm.variables:
-            cm.model.add_hint(v, hint[v.name])
-    else:
+        starts.append((hint, y0))
+    if y0 is not None and opts.chunk_latency:
+        y1 = _support_warm_start(chain, g, costs, machine, opts, periodic, deadline, y0)
+        other = (
+            _repair(cm, y1, opts, deadline)
+            if y1 is not None and not deadline.skips("repair")
+            else None
+        )
+        if other is not None:
+            starts.append((other, y1))
+            starts.sort(key=lambda st: st[0][_OBJECTIVE])
+    if not starts:
+        zero: dict[str, int] = {v.name: 0 for v in cm.variables}
         for k, n in enumerate(chain):
-            cm.model.add_hint(cm.r[k], ceil_div(costs[n].duration_s(0.0), cm.tick) + 1)
-            cm.model.add_hint(cm.st[k], 0)
-        for v in (*cm.y.values(), *cm.x.values(), *cm.w.values(), *cm.b.values(), *cm.v.values()):
-            cm.model.add_hint(v, 0)
-    solver, name, ok = run_model(
-        cm.model, deadline, opts.work_limit, opts.seed, opts.relative_gap, "chain"
-    )
+            zero[cm.r[k].name] = ceil_div(costs[n].duration_s(0.0), cm.tick) + 1
+        hint = None
+        runs = [(cm.model, zero, opts.work_limit)]
+    else:
+        # Two warm starts (plain LP, and the LP that charges latencies on a support): the
+        # search from the better-repaired one gets 60 % of the work, the other 40 %; the
+        # plans of both are simulated (each alone loses on some rows: docs/optimizer.md §2)
+        hint = starts[0][0]
+        shares = (1.0,) if len(starts) == 1 else (0.6, 0.4)
+        runs = [
+            (cm.model if i == 0 else cm.model.clone(), h, opts.work_limit * share)
+            for i, ((h, _), share) in enumerate(zip(starts, shares, strict=False))
+        ]
+    results: list[tuple[Any, str, bool, dict[str, int] | None, Any]] = []
+    for i, (model, h, work) in enumerate(runs):
+        for v in cm.variables:
+            model.add_hint(model.get_int_var_from_proto_index(v.index), h[v.name])
+        solver, name, ok = run_model(model, deadline, work, opts.seed, opts.relative_gap, "chain")
+        results.append((solver, name, ok, h if starts else None, starts[i][1] if starts else None))
+        if deadline.expired():
+            break
+    # the model's best objective leads; the other search's plans are simulated beside it
+    # (the model is conservative, so its objective does not always pick the faster plan)
+    results.sort(key=lambda r: (not r[2], r[0].objective_value if r[2] else 0.0))
+    solver, name, ok, hint, y0 = results[0]
     stats: dict[str, Any] = {
         "tensors": len(cm.tensors),
         "y_vars": len(cm.y),
         "unit_bytes": cm.unit,
-        "wall_s": solver.wall_time,
+        "wall_s": sum(r[0].wall_time for r in results),
         "warm_start": hint is not None,
+        "searches": len(results),
     }
+
+    def plans_of(r: tuple[Any, str, bool, dict[str, int] | None, Any]) -> tuple[Plan, ...]:
+        s_, _, ok_, h_, y_ = r
+        if ok_:
+            val: Callable[[Any], int] = s_.value
+        elif h_ is not None:
+            val = lambda v: h_[v.name]  # noqa: E731
+        else:
+            return _variants(cm, None, {}, y_, periodic)
+        p_ = cm.extract(val)
+        return (p_, *_variants(cm, p_, {key: val(v) for key, v in cm.y.items()}, y_, periodic))
+
+    others = tuple(p for r in results[1:] for p in plans_of(r))
     if ok:
         value: Callable[[Any], int] = solver.value
     elif hint is not None:  # the search found nothing better than its hint in time
@@ -575,11 +747,11 @@ def solve_chain(
             cm.tick,
             cm.families,
             stats,
-            _variants(cm, None, {}, y0, periodic),
+            _variants(cm, None, {}, y0, periodic) + others,
         )
     plan = cm.extract(value)
     found = {key: value(v) for key, v in cm.y.items()}
-    alternatives = _variants(cm, plan, found, y0, periodic)
+    alternatives = _variants(cm, plan, found, y0, periodic) + others
     if not ok:
         return CpOutcome(plan, name, None, None, False, cm.tick, cm.families, stats, alternatives)
     scale = cm.tick / (periodic.repeats if periodic is not None else 1)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import units
 from .._yaml import read_yaml_mapping, validate
+from ..defaults import DEFAULT_BATCH, DEFAULT_CONTEXT, DEFAULT_DTYPE, DEFAULT_PHASE, DEFAULT_TP
 from ..errors import InputError
 from ..estimate import PLANS
 from ..hardware import Hardware, load_hardware
@@ -63,11 +64,12 @@ class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = "sweep"
     models: list[str] = Field(min_length=1)
-    phases: list[str] = Field(default_factory=lambda: ["decode"], min_length=1)
-    batch: list[int] = Field(default_factory=lambda: [1], min_length=1)
-    context: list[int] = Field(default_factory=lambda: [2048], min_length=1)
-    tp: list[int] = Field(default_factory=lambda: [8], min_length=1)
-    dtype: list[str] = Field(default_factory=lambda: ["bf16"], min_length=1)
+    # a workload list left out holds the one shared default (preserve_cp.defaults)
+    phases: list[str] = Field(default_factory=lambda: [DEFAULT_PHASE], min_length=1)
+    batch: list[int] = Field(default_factory=lambda: [DEFAULT_BATCH], min_length=1)
+    context: list[int] = Field(default_factory=lambda: [DEFAULT_CONTEXT], min_length=1)
+    tp: list[int] = Field(default_factory=lambda: [DEFAULT_TP], min_length=1)
+    dtype: list[str] = Field(default_factory=lambda: [DEFAULT_DTYPE], min_length=1)
     hardware: list[str] = Field(min_length=1)
     overrides: dict[str, list[float]] = Field(default_factory=dict)
     solve: SolveSpec = Field(default_factory=SolveSpec)
