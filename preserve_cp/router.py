@@ -240,7 +240,13 @@ def scenario_set(
     """Graphs and costs of every scenario (costs do not depend on the plan)."""
     tensors = expert_tensors(g)
     graphs = [scenario_graph(g, tensors, s) for s in scenarios]
-    costs = [op_costs(h, hw) for h in graphs]
+    base = op_costs(g, hw)
+    ops = [t.op for t in tensors]
+    costs = []
+    for h in graphs:  # only the grouped GEMMs differ between scenarios
+        c = dict(base)
+        c.update(op_costs(h.subgraph(ops), hw))
+        costs.append(c)
     order = list(nx.topological_sort(g))
     return ScenarioSet(
         g, tensors, scenarios, machine, costs, graphs, {n: i for i, n in enumerate(order)}
@@ -324,16 +330,17 @@ class Evaluation:
 
 
 def evaluate(
-    ss: ScenarioSet, plan: RouterPlan, keep: int | None = None
+    ss: ScenarioSet, plan: RouterPlan, keep: int | None = None, check: bool = True
 ) -> tuple[Evaluation, Schedule | None]:
     """Simulate and verify ``plan`` on every scenario (and return scenario ``keep``'s
-    schedule)."""
+    schedule). ``check=False``: simulate only (the search's candidates; ``verified`` then
+    says nothing and the plans reported are evaluated again with the check)."""
     spans, ok, moved, read, dropped = [], True, 0.0, 0.0, 0
     kept = None
     for i in range(len(ss.scenarios)):
         h, p, m_, r_ = realise(ss, plan, i)
         sched = simulate(h, ss.costs[i], p, ss.machine)
-        if verify(h, sched, ss.machine):
+        if check and verify(h, sched, ss.machine):
             ok = False
         dropped += len(sched.dropped)
         spans.append(sched.makespan_s)
@@ -453,6 +460,7 @@ class RouterResult:
     solve_time_s: float
     schedule: Schedule | None = None  # the chosen plan on the scenario shown
     shown_scenario: int = 0
+    shown_graph: nx.DiGraph | None = None  # that scenario's graph (its expert reads)
 
     @property
     def best(self) -> Evaluation:
@@ -485,6 +493,7 @@ class RouterResult:
                     "wasted_prefetch_bytes": e.wasted_bytes,
                     "verified": e.verified,
                     "policy": _policy_summary(self.plans[name]),
+                    "makespans_s": list(e.makespans_s),
                 }
                 for name, e in self.evaluations.items()
             },
@@ -504,15 +513,21 @@ def _policy_summary(p: RouterPlan) -> dict[str, Any]:
 BASELINES = ("no expert prefetch", "after router", "predicted greedy")
 
 
+TARGET_CI = 0.005  # the expected step within 0.5 % at 95 % confidence
+MAX_SCENARIOS = 256
+
+
 def solve_router(
     graph: nx.DiGraph,
     hw: Any,
     *,
     predictor_accuracy: float,
-    scenarios: int = 32,
+    scenarios: int = 16,
     seed: int = 0,
     time_limit_s: float = 60.0,
     shown_scenario: int = 0,
+    target_ci: float = TARGET_CI,
+    max_scenarios: int = MAX_SCENARIOS,
 ) -> RouterResult:
     """Plan the prefetches of an MoE step whose routed experts are decided by its routers.
 
@@ -525,12 +540,17 @@ def solve_router(
     search over the certain plan, the speculative share and the post-router share). Reports
     the expected, median and 95th-percentile step, the hit rate of the speculative bytes,
     and a lower bound on the expected step (:func:`clairvoyant_bound`).
+
+    When the chosen plan's expected step has a 95 % confidence half-width above
+    ``target_ci`` of it, the search is repeated on more scenarios (the first ones kept, as
+    many as the half-width says are needed, at most ``max_scenarios``).
     """
     from .hardware import load_hardware
     from .machine import machine_for
     from .solve import solve
 
     t0 = time.perf_counter()
+    deadline = t0 + time_limit_s
     hardware = load_hardware(hw) if isinstance(hw, str) else hw
     machine = machine_for(hardware)
     tensors = expert_tensors(graph)
@@ -539,13 +559,50 @@ def solve_router(
             f"{graph.graph.get('model', 'graph')}: router-aware prefetch needs an MoE model "
             "(routed experts); this one has none"
         )
-    draws = sample_scenarios(graph, scenarios, accuracy=predictor_accuracy, seed=seed)
-    ss = scenario_set(graph, hardware, machine, draws)
-    order = [n for n, _ in sorted(ss.pos.items(), key=lambda kv: kv[1])]
+    if not 1 <= scenarios <= max_scenarios:
+        raise input_error("options", "scenarios", f"an integer in [1, {max_scenarios}]", scenarios)
     share = max(1.0, time_limit_s / 4)
     certain = solve(without_experts(graph, tensors), hardware, time_limit_s=share, seed=seed)
     expected = solve(graph, hardware, time_limit_s=share, seed=seed)
-    p0 = certain.plan
+    n = scenarios
+    while True:
+        draws = sample_scenarios(graph, n, accuracy=predictor_accuracy, seed=seed)
+        ss = scenario_set(graph, hardware, machine, draws)
+        evals, plans = _search(ss, certain.plan, expected.plan, predictor_accuracy, deadline)
+        best = evals["optimised"]
+        rel = best.ci95_s / best.expected_s if best.expected_s > 0 else 0.0
+        if rel <= target_ci or n >= max_scenarios or time.perf_counter() >= deadline:
+            break
+        n = min(max_scenarios, 8 * math.ceil(n * (rel / target_ci) ** 2 * 1.1 / 8))
+    left = deadline - time.perf_counter()
+    bound = clairvoyant_bound(ss, time_limit_s=max(left, 1.0))
+    shown_at = min(shown_scenario, n - 1)
+    shown_graph, shown = evaluate_one(ss, plans["optimised"], shown_at)
+    return RouterResult(
+        str(graph.graph.get("model", "")),
+        predictor_accuracy,
+        str((graph.graph.get("moe") or {}).get("routing", "uniform")),
+        seed,
+        evals,
+        "optimised",
+        plans,
+        bound,
+        evals["vanilla"].expected_s,
+        n,
+        time.perf_counter() - t0,
+        shown,
+        shown_at,
+        shown_graph,
+    )
+
+
+def _search(
+    ss: ScenarioSet, p0: Plan, expected: Plan, accuracy: float, deadline: float
+) -> tuple[dict[str, Evaluation], dict[str, RouterPlan]]:
+    """The baselines and the optimised policy on the scenarios of ``ss`` (see solve_router):
+    ``p0`` is the certain tensors' plan, ``expected`` the expected graph's plan."""
+    graph, tensors = ss.graph, ss.tensors
+    order = [n for n, _ in sorted(ss.pos.items(), key=lambda kv: kv[1])]
     spec_at = {t.name: _collective_before(order, graph, t.topk) for t in tensors}
     plans: dict[str, RouterPlan] = {
         "vanilla": RouterPlan("vanilla", Plan("vanilla")),
@@ -559,16 +616,14 @@ def solve_router(
             {t.name: ExpertPolicy(1.0, spec_at[t.name], 0.0) for t in tensors},
         ),
     }
-    evals: dict[str, Evaluation] = {}
 
-    def run(p: RouterPlan) -> Evaluation:
-        e, _ = evaluate(ss, p)
+    def run(p: RouterPlan, check: bool = True) -> Evaluation:
+        e, _ = evaluate(ss, p, check=check)
         return e
 
-    for name, p in plans.items():
-        evals[name] = run(p)
+    evals = {name: run(p) for name, p in plans.items()}
     # the search: start from the expected graph's plan projected onto the policies
-    proj = project(expected.plan, tensors, ss.pos, graph, predictor_accuracy)
+    proj = project(expected, tensors, ss.pos, graph, accuracy)
     anchors = {
         t.name: (proj.experts.get(t.name) or ExpertPolicy()).spec_anchor or spec_at[t.name]
         for t in tensors
@@ -591,11 +646,10 @@ def solve_router(
     def score(ci: int, spec: float, post: float) -> float:
         key = (ci, spec, post)
         if key not in tried:
-            tried[key] = run(policy(certs[ci], spec, post))
+            tried[key] = run(policy(certs[ci], spec, post), check=False)
         e = tried[key]
-        return e.expected_s if e.verified and not e.dropped else math.inf
+        return e.expected_s if not e.dropped else math.inf
 
-    deadline = t0 + time_limit_s
     best = min(((ci, spec0, post0) for ci in (0, 1)), key=lambda k: score(*k))
     for _ in range(2):  # coordinate search: speculative share, then post-router share
         for spec in (0.0, 0.25, 0.5, 0.75, 1.0):
@@ -605,7 +659,7 @@ def solve_router(
             if time.perf_counter() < deadline and score(best[0], best[1], post) < score(*best):
                 best = (best[0], best[1], post)
     opt = policy(certs[best[0]], best[1], best[2])
-    evals["optimised"] = tried[best]
+    evals["optimised"] = run(opt)  # the reported plan: simulated and verified per scenario
     plans["optimised"] = opt
     # never worse than a baseline it was compared with
     ok = {k: e for k, e in evals.items() if k != "vanilla" and e.verified and not e.dropped}
@@ -613,24 +667,7 @@ def solve_router(
     if chosen != "optimised":
         evals["optimised"] = evals[chosen]
         plans["optimised"] = replace(plans[chosen], name="optimised")
-    left = deadline - time.perf_counter()
-    bound = clairvoyant_bound(ss, time_limit_s=max(left, 1.0))
-    _, shown = evaluate_one(ss, plans["optimised"], shown_scenario)
-    return RouterResult(
-        str(graph.graph.get("model", "")),
-        predictor_accuracy,
-        str((graph.graph.get("moe") or {}).get("routing", "uniform")),
-        seed,
-        evals,
-        "optimised",
-        plans,
-        bound,
-        evals["vanilla"].expected_s,
-        scenarios,
-        time.perf_counter() - t0,
-        shown,
-        shown_scenario,
-    )
+    return evals, plans
 
 
 def evaluate_one(ss: ScenarioSet, plan: RouterPlan, i: int) -> tuple[nx.DiGraph, Schedule]:

@@ -150,7 +150,9 @@ def test_cli_router_fields_and_schema(capsys: pytest.CaptureFixture[str]) -> Non
     schema = json.loads(SCHEMA.read_text())
     validate(d, schema, schema)
     r = d["router"]
-    assert r["verified"] and r["scenarios"] == 8 and r["predictor_accuracy"] == 0.9
+    # at least the 8 asked; more only if the 95 % half-width exceeded 0.5 % of the mean
+    assert r["verified"] and r["scenarios"] >= 8 and r["predictor_accuracy"] == 0.9
+    assert r["scenarios"] == 8 or r["ci95_half_width_s"] <= 0.005 * r["expected_makespan_s"]
     for k in ("expected_makespan_s", "p50_makespan_s", "p95_makespan_s", "expert_hit_rate"):
         assert d[k] == r[k]
     assert r["p95_makespan_s"] >= r["expected_makespan_s"] * (1 - 1e-12)
@@ -174,7 +176,7 @@ def test_cli_router_text_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
     ]  # fmt: skip
     assert main([*args, "--predictor-accuracy", "0.8"]) == 0
     out = capsys.readouterr().out
-    assert "router-aware prefetch (MoE decode): 4 routing scenarios" in out
+    assert "router-aware prefetch (MoE decode): " in out and " routing scenarios (uniform" in out
     assert "clairvoyant bound" in out and "optimised" in out
     assert main([*args, "--predictor-accuracy", "1.2"]) == 2
     err = capsys.readouterr().err
@@ -234,7 +236,8 @@ def test_bound_below_every_enumerated_plan_on_a_small_instance() -> None:
     g = pc.build_graph(tiny_moe(), pc.Workload("decode", 2, 1024, 8, "fp8"))
     hw = load_hardware("h200-sxm")
     m = machine_for(hw)
-    r = solve_router(g, hw, predictor_accuracy=0.7, scenarios=4, seed=5)
+    r = solve_router(g, hw, predictor_accuracy=0.7, scenarios=4, seed=5, target_ci=1.0)
+    assert r.scenarios == 4
     ss = scenario_set(g, hw, m, sample_scenarios(g, 4, accuracy=0.7, seed=5))
     bound = clairvoyant_bound(ss)
     assert bound is not None and bound == pytest.approx(r.bound_s, rel=1e-9)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
-from ortools.linear_solver import pywraplp
+from ortools.linear_solver import linear_solver_pb2, pywraplp
 from ortools.sat.python import cp_model
 
 from ..costs import OpCost
@@ -115,11 +115,14 @@ class ChainModel:
         opts: ChainOptions,
         backend: str = "cp",
         periodic: PeriodicSpec | None = None,
-        support: frozenset[tuple[str, int]] | None = None,
+        tunable: bool = False,
     ) -> None:
         self.chain, self.g, self.costs, self.m, self.opts = chain, g, costs, machine, opts
         self.periodic = periodic
-        self.support = support  # LP only: the (tensor, host) pairs that may move bytes
+        # LP only: latency rows whose bounds set_support() adjusts (one build, many solves)
+        self.tunable = tunable
+        self._latency_rows: list[tuple[Any, float, int, int, bool]] = []
+        self._early_rows: dict[int, tuple[Any, float]] = {}
         self.pos = {n: i for i, n in enumerate(chain)}
         self.families: list[str] = []
         vanilla = sum(costs[n].duration_s(0.0) for n in chain)
@@ -141,7 +144,6 @@ class ChainModel:
         self.b: dict[tuple[str, int], Any] = {}  # y[t, k] > 0: a chunk (pays the latency)
         self.v: dict[int, Any] = {}  # w[k] > 0: the chunk split at op k's end
         self.h: dict[int, Any] = {}  # host k's first chunk released at op k-1
-        self.early_fixed: list[int] = []  # the same, decided (the LP with a support)
         self.early_hosts: list[int] = []
         self._variables()
 
@@ -187,8 +189,7 @@ class ChainModel:
         for t in self.tensors.values():
             running: Any = 0
             for k in self.hosts(t):
-                top = t.units if self.support is None or (t.name, k) in self.support else 0
-                v = m.new_int_var(0, top, f"y[{t.name},{self.chain[k]}]")
+                v = m.new_int_var(0, t.units, f"y[{t.name},{self.chain[k]}]")
                 self.y[t.name, k] = v
                 running = running + v
                 self.cum[t.name, k] = running
@@ -337,35 +338,52 @@ class ChainModel:
                 )
 
     def add_support_latency(self) -> None:
-        """The LP with a fixed support: each (tensor, host) pair of it is one chunk, so the
-        latency rows of add_chunk_latency become linear (no split chunk charged; a host's
-        first chunk is released one op earlier when that op hosts nothing)."""
+        """(LP, ``tunable``) the rows of add_chunk_latency for a support fixed later: once the
+        (tensor, host) pairs that may move bytes are fixed (:meth:`set_support`), each pair is
+        one chunk and the latency rows are linear (no split chunk charged; a host's first
+        chunk released one op earlier when that op hosts nothing). Built relaxed."""
         lat = self.latency_ticks
         stall = self._stall_rate()
-        if lat <= 0 or stall is None or self.support is None:
+        if lat <= 0 or stall is None or not self.tunable:
             return
         self.families.append("support_latency")
-
-        def chunks(k: int) -> int:
-            return sum((t, k) in self.support for t in self.hosted.get(k, []))  # type: ignore[operator]
-
+        inf = self.model.solver.infinity()
         for k, vs in self.moved.items():
-            n = chunks(k)
-            if n == 0:
-                continue
             first_in_run = ceil_div(self.costs[self.chain[k]].min_duration_s(), self.tick) > lat
-            early = (
-                k > 0
-                and chunks(k - 1) == 0
+            for cap, rate in self._run_capacity(k):
+                row = self.model.add(SCALE * sum(vs) - cap - stall * self.st[k] <= 0)
+                cost = rate * lat if first_in_run else stall * lat
+                self._latency_rows.append((row, row.ub(), k, cost, True))
+                row.SetUb(inf)
+
+    def set_support(self, support: frozenset[tuple[str, int]] | None) -> None:
+        """(LP, ``tunable``) Only the pairs of ``support`` move bytes, each one chunk paying its
+        latency; ``None``: every pair, latencies ignored (the plain warm start)."""
+        inf = self.model.solver.infinity()
+        for (t, k), v in self.y.items():
+            v.SetUb(float(self.tensors[t].units) if support is None or (t, k) in support else 0.0)
+        lat, stall = self.latency_ticks, self._stall_rate() or 0
+        n = (
+            {k: sum((t, k) in support for t in self.hosted[k]) for k in self.moved}
+            if support
+            else {}
+        )
+
+        def early(k: int) -> bool:
+            return (
+                support is not None
+                and k > 0
+                and n.get(k - 1, 0) == 0
                 and ceil_div(self.costs[self.chain[k - 1]].min_duration_s(), self.tick) > lat
             )
-            if early:
-                self.early_fixed.append(k)
-            for cap, rate in self._run_capacity(k):
-                first_cost = 0 if early else (rate * lat if first_in_run else stall * lat)
-                self.model.add(
-                    SCALE * sum(vs) <= cap + stall * self.st[k] - stall * lat * (n - 1) - first_cost
-                )
+
+        for row, ub0, k, cost, _ in self._latency_rows:
+            if support is None or n.get(k, 0) == 0:
+                row.SetUb(inf)
+            else:
+                row.SetUb(ub0 - stall * lat * (n[k] - 1) - (0 if early(k) else cost))
+        for k, (row, ub0) in self._early_rows.items():
+            row.SetUb(ub0 if n.get(k, 0) and early(k) else inf)
 
     def add_l2_capacity(self) -> None:
         self.families.append("l2_capacity")
@@ -388,8 +406,12 @@ class ChainModel:
         for k, h in self.h.items():  # host k's first chunk reserved from op k-1 on
             held = sum(run_end.get(k - 1, [])) + sum(self.moved[k])
             self.model.add(held <= cap).only_enforce_if(h)
-        for k in self.early_fixed:
-            self.model.add(sum(run_end.get(k - 1, [])) + sum(self.moved[k]) <= cap)
+        if self.tunable and self.latency_ticks > 0:  # bounds set by set_support
+            for k in self.moved:
+                if k > 0:
+                    row = self.model.add(sum(run_end.get(k - 1, [])) + sum(self.moved[k]) <= cap)
+                    self._early_rows[k] = (row, row.ub())
+                    row.SetUb(self.model.solver.infinity())
 
     def add_periodic_pattern(self) -> None:
         """Steady-state blocks repeat block 0: same durations, same bytes per relative host."""
@@ -442,7 +464,7 @@ class ChainModel:
             self.add_prefetch_rate()
         if self.opts.chunk_latency and not isinstance(self.model, _LpBackend):
             self.add_chunk_latency()
-        elif self.opts.chunk_latency and self.support is not None:
+        elif self.opts.chunk_latency and self.tunable:
             self.add_support_latency()
         if self.opts.l2_capacity:
             self.add_l2_capacity()
@@ -511,7 +533,7 @@ class ChainModel:
         return Plan("optimised", tuple(out))
 
 
-def _lp_warm_start(
+def _lp_warm_starts(
     chain: list[Any],
     g: nx.DiGraph,
     costs: Mapping[Any, OpCost],
@@ -519,43 +541,58 @@ def _lp_warm_start(
     opts: ChainOptions,
     periodic: PeriodicSpec | None,
     deadline: Deadline,
-) -> dict[tuple[str, int], int] | None:
-    """Solve the same rows as an LP and round the bytes down to whole units."""
-    lp = ChainModel(chain, g, costs, machine, opts, backend="lp", periodic=periodic).build()
-    lp.model.solver.SetTimeLimit(max(1, int(deadline.left() * 1000)))
-    if deadline.skips("warm start"):
-        return None
-    if lp.model.solver.Solve() != pywraplp.Solver.OPTIMAL:
-        if deadline.expired():
-            deadline.cut.append("warm start")
-        return None
-    return {key: int(math.floor(v.solution_value() + 1e-6)) for key, v in lp.y.items()}
-
-
-def _support_warm_start(
-    chain: list[Any],
-    g: nx.DiGraph,
-    costs: Mapping[Any, OpCost],
-    machine: Machine,
-    opts: ChainOptions,
-    periodic: PeriodicSpec | None,
-    deadline: Deadline,
-    y0: Mapping[tuple[str, int], int],
     rounds: int = 3,
     per_host: int = 3,
-) -> dict[tuple[str, int], int] | None:
-    """A warm start that knows what chunks cost: the plain LP ignores chunk latencies and
-    spreads bytes over many (tensor, host) pairs, each of which the real model charges a
-    latency. Keep the pairs worth a latency (at most ``per_host`` per host, each moving at
-    least what a stall moves in half a latency), charge one latency per kept pair (linear
-    once the support is fixed), re-solve, and repeat on the new support."""
-    if machine.chunk_latency_s <= 0 or not math.isfinite(machine.hbm_bytes_per_s):
-        return None
-    y: Mapping[tuple[str, int], float] = y0
-    best: dict[tuple[str, int], int] | None = None
+) -> list[dict[tuple[str, int], int]]:
+    """Warm starts from one LP build (the same rows on GLOP), bytes rounded down:
+
+    * the plain LP (no booleans, chunk latencies ignored);
+    * one that knows what chunks cost: the plain LP spreads bytes over many (tensor, host)
+      pairs, each of which the real model charges a latency. Keep the pairs worth a latency
+      (at most ``per_host`` per host, each moving at least what a stall moves in half a
+      latency), charge one latency per kept pair (linear once the support is fixed: only
+      bounds change, :meth:`ChainModel.set_support`), re-solve, and repeat on the new
+      support; every round's bytes are a start (the LP re-solves from its last basis, so
+      which optimal vertex a round lands on varies: the repair step judges them)."""
+    if deadline.skips("warm start"):
+        return []
+    lat = opts.chunk_latency and machine.chunk_latency_s > 0
+    lat = lat and math.isfinite(machine.hbm_bytes_per_s)
+    lp = ChainModel(
+        chain, g, costs, machine, opts, backend="lp", periodic=periodic, tunable=lat
+    ).build()
+    solver = lp.model.solver
+
+    def solve() -> dict[tuple[str, int], float] | None:
+        """From scratch each time, as a fresh build would be (GLOP re-solving the changed
+        model would start from its last basis and land on other optimal vertices)."""
+        if deadline.skips("warm start"):
+            return None
+        request = linear_solver_pb2.MPModelRequest(
+            solver_type=linear_solver_pb2.MPModelRequest.GLOP_LINEAR_PROGRAMMING,
+            solver_time_limit_seconds=max(1e-3, deadline.left()),
+        )
+        solver.ExportModelToProto(request.model)
+        response = linear_solver_pb2.MPSolutionResponse()
+        pywraplp.Solver.SolveWithProto(request, response)
+        if response.status != linear_solver_pb2.MPSOLVER_OPTIMAL:
+            if deadline.expired():
+                deadline.cut.append("warm start")
+            return None
+        value = response.variable_value
+        return {key: value[v.index()] for key, v in lp.y.items()}
+
+    def rounded(y: Mapping[tuple[str, int], float]) -> dict[tuple[str, int], int]:
+        return {key: int(math.floor(v + 1e-6)) for key, v in y.items()}
+
+    y = solve()
+    if y is None:
+        return []
+    out = [rounded(y)]
+    if not lat:
+        return out
+    floor = 0.5 * machine.hbm_bytes_per_s * machine.chunk_latency_s / lp.unit
     for _ in range(rounds):
-        probe = ChainModel(chain, g, costs, machine, opts, backend="lp", periodic=periodic)
-        floor = 0.5 * machine.hbm_bytes_per_s * machine.chunk_latency_s / probe.unit
         by_host: dict[int, list[tuple[float, str]]] = {}
         for (t, k), v in y.items():
             if v >= floor:
@@ -563,17 +600,15 @@ def _support_warm_start(
         support = frozenset(
             (t, k) for k, vs in by_host.items() for _, t in sorted(vs, reverse=True)[:per_host]
         )
-        if not support or deadline.skips("warm start"):
+        if not support:
             break
-        lp = ChainModel(
-            chain, g, costs, machine, opts, backend="lp", periodic=periodic, support=support
-        ).build()
-        lp.model.solver.SetTimeLimit(max(1, int(deadline.left() * 1000)))
-        if lp.model.solver.Solve() != pywraplp.Solver.OPTIMAL:
+        lp.set_support(support)
+        got = solve()
+        if got is None:
             break
-        y = {key: v.solution_value() for key, v in lp.y.items()}
-        best = {key: int(math.floor(v + 1e-6)) for key, v in y.items()}
-    return best
+        y = got
+        out.append(rounded(y))
+    return out
 
 
 def merged_plan(cm: ChainModel, y: Mapping[tuple[str, int], int]) -> Plan:
@@ -666,23 +701,14 @@ def solve_chain(
             Plan("optimised"), "optimal", None, None, False, cm.tick, [], {"tensors": 0}
         )
     cm.build()
-    y0 = _lp_warm_start(chain, g, costs, machine, opts, periodic, deadline)
-    hint = (
-        _repair(cm, y0, opts, deadline) if y0 is not None and not deadline.skips("repair") else None
-    )
     starts: list[tuple[dict[str, int], dict[tuple[str, int], int] | None]] = []
-    if hint is not None:
-        starts.append((hint, y0))
-    if y0 is not None and opts.chunk_latency:
-        y1 = _support_warm_start(chain, g, costs, machine, opts, periodic, deadline, y0)
-        other = (
-            _repair(cm, y1, opts, deadline)
-            if y1 is not None and not deadline.skips("repair")
-            else None
-        )
-        if other is not None:
-            starts.append((other, y1))
-            starts.sort(key=lambda st: st[0][_OBJECTIVE])
+    for y_ in _lp_warm_starts(chain, g, costs, machine, opts, periodic, deadline):
+        h_ = _repair(cm, y_, opts, deadline) if not deadline.skips("repair") else None
+        if h_ is not None:
+            starts.append((h_, y_))
+    # the plain LP's start, and the best-repaired of the others (the first searched)
+    starts = sorted(starts[1:], key=lambda st: st[0][_OBJECTIVE])[:1] + starts[:1]
+    starts.sort(key=lambda st: st[0][_OBJECTIVE])
     if not starts:
         zero: dict[str, int] = {v.name: 0 for v in cm.variables}
         for k, n in enumerate(chain):

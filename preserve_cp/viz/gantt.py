@@ -9,12 +9,19 @@ window spans 10 s or more, e.g. a plain job shop whose durations are seconds):
 * thin vertical lines where each layer's first op starts, labelled ``L<i>`` (at most ~20);
 * under the lanes, when the schedule has hardware (usable L2 > 0): the L2 bytes held by
   prefetches (MB) against the usable L2 (dashed), and the HBM bandwidth in use (TB/s; ops
-  and prefetch stacked) against the HBM bandwidth (dotted); see :mod:`._gantt_panels`.
+  and prefetch stacked) against the HBM bandwidth (dotted); see :mod:`._gantt_panels`;
+* a router-aware MoE plan's chunks (:mod:`preserve_cp.router`), given the scenario graph the
+  schedule ran: a *speculative* chunk (tensor ``W:spec``, issued before the router) split at
+  the moment it had moved the bytes the layer read (``reads[W:spec]`` of its consumer): that
+  part green, the rest (bytes moved for experts the router did not pick) hatched amber; a
+  *post-router* chunk (``W:rest``, issued when ``topk`` starts) teal
+  (:func:`router_chunk_parts`).
 
 Ops, chunks and links are drawn as one collection each per block (an 80-layer decode plan has
 ~900 ops and ~1,200 chunks); with ``layers=(A, B)`` only what overlaps the window is drawn.
 The collections carry ``gid``\\ s (``ops:<name>``, ``chunks:<name>``, ``links:<name>``,
-``l2:<name>``, ``hbm:<name>``) so tests and SVG readers can find them. Only this package and
+``l2:<name>``, ``hbm:<name>``; a router-aware plan's ``spec-read:<name>``,
+``spec-wasted:<name>``, ``after-router:<name>``) so tests and SVG readers can find them. Only this package and
 the CLI write files; the figure is built with :class:`matplotlib.figure.Figure` directly, so
 no pyplot state is touched.
 """
@@ -40,7 +47,8 @@ from matplotlib.patches import Patch
 from ..errors import InputError, input_error
 from ..graph import PREFETCH_STREAM, stream_order
 from ..outputs import write_output
-from ..plan import Result, Schedule
+from ..plan import ChunkEvent, Result, Schedule
+from ..router import REST, SPEC
 from ..units import MB
 from ._gantt_panels import HBM_OPS_COLOUR, HBM_PREFETCH_COLOUR, PREFETCH_COLOUR, draw_hbm, draw_l2
 from ._io import figure_suffix, write_figure
@@ -63,6 +71,13 @@ KIND_COLOURS: dict[str, str] = {
 #: colour of ops whose kind is not in :data:`KIND_COLOURS` (e.g. a plain DAG's ops)
 OTHER_COLOUR = "#A0A0A0"
 LINK_COLOUR = "#2D6B3C"
+#: a router-aware plan's chunks: the legend labels, and the colours of the wasted part of a
+#: speculative chunk (hatched) and of a chunk issued after the router
+SPEC_READ, SPEC_WASTED, AFTER_ROUTER = "speculative: read", "speculative: wasted", "after router"
+ROUTER_MARKS = (SPEC_READ, SPEC_WASTED, AFTER_ROUTER)
+WASTED_COLOUR = "#F2C46D"
+WASTED_HATCH_COLOUR = "#A8741A"
+AFTER_ROUTER_COLOUR = "#2A9D8F"
 LAYER_LINE_COLOUR = "#444444"
 
 MAX_LAYER_LABELS = 20
@@ -125,11 +140,13 @@ def gantt_figure(
     *,
     layers: tuple[int, int] | None = None,
     title: str = "",
+    graph: Any = None,
 ) -> Figure:
     """A Gantt figure of ``schedules`` (one block each, stacked, one shared time axis).
 
     Without ``layers`` the whole step in detail (what :func:`step_figure` replaces as the
-    default picture of a many-layer step).
+    default picture of a many-layer step). ``graph``, the graph the schedules ran, lets a
+    router-aware plan's speculative chunks show their read and wasted parts.
 
     Examples
     --------
@@ -146,7 +163,7 @@ def gantt_figure(
         raise input_error("gantt", "schedules", "at least one schedule", "none")
     fig = Figure(figsize=(WIDTH_IN, _gantt_height(schedules, title)), layout="constrained")
     FigureCanvasAgg(fig)
-    _draw_gantt(fig, schedules, layers, title)
+    _draw_gantt(fig, schedules, layers, title, graph)
     return fig
 
 
@@ -185,7 +202,7 @@ def step_figure(
     )
     a, b = zoom
     what = f"layer {a}" if a == b else f"layers {a} to {b}"
-    _draw_gantt(bottom, schedules, zoom, f"Zoom on {what}")
+    _draw_gantt(bottom, schedules, zoom, f"Zoom on {what}", graph)
     if title:
         fig.suptitle(title, fontsize=12)
     return fig
@@ -202,7 +219,7 @@ def picture(
     ``ZOOM_LAYERS`` layers, :func:`step_figure` (overview and zoom), else the whole Gantt."""
     if layers is None and layer_count(schedules) > ZOOM_LAYERS:
         return step_figure(schedules, title=title, graph=graph)
-    return gantt_figure(schedules, layers=layers, title=title)
+    return gantt_figure(schedules, layers=layers, title=title, graph=graph)
 
 
 def _gantt_height(schedules: Mapping[str, Schedule], title: str) -> float:
@@ -221,6 +238,7 @@ def _draw_gantt(
     schedules: Mapping[str, Schedule],
     layers: tuple[int, int] | None,
     title: str,
+    graph: Any = None,
 ) -> None:
     """The Gantt blocks of ``schedules`` into ``fig`` (a figure or a subfigure)."""
     if layers is None:
@@ -246,7 +264,7 @@ def _draw_gantt(
         ax = fig.add_subplot(grid[row], sharex=shared)
         shared = ax if shared is None else shared
         axes = [ax]
-        kinds |= _draw_lanes(ax, name, s, lanes[name], window, scale)
+        kinds |= _draw_lanes(ax, name, s, lanes[name], window, scale, graph)
         ax.set_title(
             _block_title(name, s, first, next(iter(schedules)), scale, unit),
             loc="left",
@@ -419,7 +437,14 @@ def _chunk_spans(
     Below ~a pixel the boundaries are invisible anyway, and a decode plan's back-to-back
     chunks would otherwise be most of the SVG.
     """
-    spans = sorted((c.start_s, c.end_s) for c in chunks)
+    return _spans([(c.start_s, c.end_s) for c in chunks], window, y)
+
+
+def _spans(
+    pairs: Sequence[tuple[float, float]], window: tuple[float, float], y: float
+) -> list[tuple[float, float, float]]:
+    """(start_s, end_s) bars on lane ``y``, touching runs merged in a dense view."""
+    spans = sorted(pairs)
     if len(spans) < DENSE:
         return [(a, b, y) for a, b in spans]
     tol = (window[1] - window[0]) / 4000
@@ -432,10 +457,96 @@ def _chunk_spans(
     return [(a, b, y) for a, b in merged]
 
 
+def router_chunk_parts(
+    s: Schedule, chunks: Sequence[ChunkEvent], graph: Any
+) -> tuple[list[ChunkEvent], dict[str, list[tuple[float, float]]]]:
+    """Split ``chunks`` (of ``s``) into the plain ones and the (start_s, end_s) parts of a
+    router-aware plan's chunks, by :data:`SPEC_READ`, :data:`SPEC_WASTED`, :data:`AFTER_ROUTER`.
+
+    The consumer of a speculative chunk (tensor ``W:spec``) reads ``reads[W:spec]`` of the bytes
+    of that tensor's chunks (in ``graph``, the scenario graph the schedule ran), each chunk its
+    share by bytes. The chunk is split at the moment it had moved its read bytes (the prefetch
+    stream's rate in ``s.rate_segments``; the stream moves one chunk at a time), so each part
+    shows the time its bytes took; where no rate is known, pro rata of its span. Without
+    ``graph`` (or those reads) it stays plain. A chunk of ``W:rest`` (issued after the router)
+    is one part.
+
+    >>> import networkx as nx
+    >>> from preserve_cp.plan import ChunkEvent, Schedule
+    >>> g = nx.DiGraph()
+    >>> g.add_node("mm", reads={"w:spec": 3.0})
+    >>> c = ChunkEvent(0, "w:spec", 4.0, "mm", None, 0.0, 2.0, 3.0)
+    >>> s = Schedule((), (c,), (), ((0.0, 1.0, 1.0, 0.0), (1.0, 2.0, 3.0, 0.0)), 3.0, 10.0, 4.0)
+    >>> plain, parts = router_chunk_parts(s, [c], g)
+    >>> plain, {k: [(round(a, 3), round(b, 3)) for a, b in v] for k, v in parts.items() if v}
+    ([], {'speculative: read': [(0.0, 1.667)], 'speculative: wasted': [(1.667, 2.0)]})
+    """
+    parts: dict[str, list[tuple[float, float]]] = {m: [] for m in ROUTER_MARKS}
+    plain: list[ChunkEvent] = []
+    if not any(c.tensor.endswith((SPEC, REST)) for c in chunks):
+        return list(chunks), parts
+    moved: dict[str, float] = {}  # bytes of each speculative tensor's chunks
+    for c in s.chunks:
+        if c.tensor.endswith(SPEC):
+            moved[c.tensor] = moved.get(c.tensor, 0.0) + c.bytes
+    seg = np.asarray(sorted(s.rate_segments), dtype=float).reshape(-1, 4)
+    seg = seg[np.isfinite(seg[:, 2]) & (seg[:, 2] > 0)]
+    for c in chunks:
+        if c.tensor.endswith(REST):
+            parts[AFTER_ROUTER].append((c.start_s, c.end_s))
+            continue
+        read = _read_bytes(graph, c) if c.tensor.endswith(SPEC) else None
+        if read is None:
+            plain.append(c)
+            continue
+        total = moved.get(c.tensor, 0.0)
+        share = min(1.0, max(0.0, read / total)) if total > 0 else 1.0
+        t = _time_at_share(seg, c.start_s, c.end_s, share)
+        if t > c.start_s:
+            parts[SPEC_READ].append((c.start_s, t))
+        if t < c.end_s:
+            parts[SPEC_WASTED].append((t, c.end_s))
+    return plain, parts
+
+
+def _read_bytes(graph: Any, c: ChunkEvent) -> float | None:
+    """The bytes of ``c.tensor`` its consumer reads in ``graph`` (None: not known)."""
+    if graph is None or not hasattr(graph, "nodes") or c.consumer not in graph.nodes:
+        return None
+    value = (graph.nodes[c.consumer].get("reads") or {}).get(c.tensor)
+    return None if value is None else float(value)
+
+
+def _time_at_share(seg: np.ndarray, a: float, b: float, share: float) -> float:
+    """When the prefetch stream had moved ``share`` of what it moved in [a, b] (rates
+    ``seg``: rows t0, t1, bytes/s, ...; sorted, positive); pro rata when it moved nothing."""
+    if share >= 1.0:
+        return b
+    if share <= 0.0:
+        return a
+    inside = seg[(seg[:, 1] > a) & (seg[:, 0] < b)]
+    t0, t1 = np.maximum(inside[:, 0], a), np.minimum(inside[:, 1], b)
+    moved = inside[:, 2] * np.maximum(t1 - t0, 0.0)
+    total = float(moved.sum())
+    if not total > 0:
+        return a + (b - a) * share
+    want = share * total
+    cum = np.cumsum(moved)
+    i = min(int(np.searchsorted(cum, want)), len(cum) - 1)
+    return float(min(b, t0[i] + (want - (cum[i] - moved[i])) / inside[i, 2]))
+
+
 def _draw_lanes(
-    ax: Axes, name: str, s: Schedule, lanes: list[str], window: tuple[float, float], scale: float
+    ax: Axes,
+    name: str,
+    s: Schedule,
+    lanes: list[str],
+    window: tuple[float, float],
+    scale: float,
+    graph: Any = None,
 ) -> set[str]:
-    """Ops, chunks and links of one schedule; returns the op kinds drawn (for the legend)."""
+    """Ops, chunks and links of one schedule; returns the op kinds drawn (for the legend),
+    and which of :data:`ROUTER_MARKS` it drew."""
     y_of = {lane: i for i, lane in enumerate(lanes)}
     ops = [e for e in s.events if _overlaps(e.start_s, e.end_s, window)]
     colours = [KIND_COLOURS.get(e.kind, OTHER_COLOUR) for e in ops]
@@ -451,16 +562,18 @@ def _draw_lanes(
     _label_ops(ax, ops, y_of, window, scale)
 
     chunks = [c for c in s.chunks if _overlaps(c.start_s, c.end_s, window)]
-    if chunks:
+    plain, parts = router_chunk_parts(s, chunks, graph)
+    if plain:
         pf = y_of[PREFETCH_STREAM]
         cc = PolyCollection(
-            _rects(_chunk_spans(chunks, window, pf), scale),
+            _rects(_chunk_spans(plain, window, pf), scale),
             facecolors=KIND_COLOURS[PREFETCH_STREAM],
             edgecolors="white",
             linewidths=0.3 if len(chunks) < DENSE else 0.0,
         )
         cc.set_gid(f"chunks:{name}")
         ax.add_collection(cc)
+    marks = _draw_router_parts(ax, name, parts, y_of, window, scale, len(chunks) < DENSE)
     by_node = {e.node: e for e in s.events}
     lx: list[float] = []
     ly: list[float] = []
@@ -484,7 +597,41 @@ def _draw_lanes(
     ax.tick_params(axis="y", length=0)
     ax.grid(axis="x", color="#E5E5E5", linewidth=0.5)
     ax.set_axisbelow(True)
-    return {e.kind for e in ops} | ({PREFETCH_STREAM} if chunks else set())
+    return {e.kind for e in ops} | ({PREFETCH_STREAM} if chunks else set()) | marks
+
+
+def _draw_router_parts(
+    ax: Axes,
+    name: str,
+    parts: Mapping[str, list[tuple[float, float]]],
+    y_of: dict[str, int],
+    window: tuple[float, float],
+    scale: float,
+    edges: bool,
+) -> set[str]:
+    """The parts of :func:`router_chunk_parts` on the prefetch lane; returns the marks drawn."""
+    style: dict[str, dict[str, Any]] = {
+        SPEC_READ: {"facecolors": PREFETCH_COLOUR},
+        SPEC_WASTED: {"facecolors": WASTED_COLOUR, "hatch": "////"},
+        AFTER_ROUTER: {"facecolors": AFTER_ROUTER_COLOUR},
+    }
+    gids = {SPEC_READ: "spec-read", SPEC_WASTED: "spec-wasted", AFTER_ROUTER: "after-router"}
+    drawn = set()
+    for mark, pairs in parts.items():
+        if not pairs:
+            continue
+        coll = PolyCollection(
+            _rects(_spans(pairs, window, y_of[PREFETCH_STREAM]), scale),
+            edgecolors="white",
+            linewidths=0.3 if edges else 0.0,
+            **style[mark],
+        )
+        if mark == SPEC_WASTED:  # the hatch takes the hatch colour, not the white edge
+            coll.set_hatchcolor(WASTED_HATCH_COLOUR)
+        coll.set_gid(f"{gids[mark]}:{name}")
+        ax.add_collection(coll)
+        drawn.add(mark)
+    return drawn
 
 
 def _label_ops(
@@ -548,6 +695,8 @@ def _draw_layer_lines(
 
 
 def _legend_handles(kinds: set[str], schedules: Mapping[str, Schedule]) -> list:
+    marks = [m for m in ROUTER_MARKS if m in kinds]
+    kinds = kinds - set(ROUTER_MARKS)
     order = [k for k in KIND_COLOURS if k in kinds and k != PREFETCH_STREAM]
     handles: list = [Patch(color=KIND_COLOURS[k], label=k) for k in order]
     if kinds - set(KIND_COLOURS):
@@ -555,6 +704,21 @@ def _legend_handles(kinds: set[str], schedules: Mapping[str, Schedule]) -> list:
     if PREFETCH_STREAM in kinds:
         handles.append(Patch(color=KIND_COLOURS[PREFETCH_STREAM], label="prefetch chunk"))
         handles.append(Line2D([], [], color=LINK_COLOUR, linewidth=0.8, label="chunk -> consumer"))
+    for m in marks:
+        if m == SPEC_WASTED:
+            handles.append(
+                Patch(
+                    facecolor=WASTED_COLOUR,
+                    edgecolor=WASTED_HATCH_COLOUR,
+                    hatch="////",
+                    linewidth=0.0,
+                    label=m,
+                )
+            )
+        else:
+            handles.append(
+                Patch(color=PREFETCH_COLOUR if m == SPEC_READ else AFTER_ROUTER_COLOUR, label=m)
+            )
     if any(_has_hardware(s) for s in schedules.values()):
         handles.append(Patch(color=HBM_OPS_COLOUR, label="HBM: ops"))
         handles.append(Patch(color=HBM_PREFETCH_COLOUR, label="HBM: prefetch"))
