@@ -288,7 +288,11 @@ def _parser() -> argparse.ArgumentParser:
         "--trace", metavar="FILE", help="write a Perfetto/Chrome trace (-: standard output)"
     )
     s.add_argument(
-        "--gantt", metavar="FILE", help="write a Gantt picture (.svg or .png; -: SVG to stdout)"
+        "--gantt",
+        metavar="FILE",
+        help="write a Gantt picture (.svg or .png; -: SVG to stdout); with router-aware "
+        "prefetch also FILE with .router before the suffix: the router-aware plan on one "
+        "routing scenario, speculative chunks split into read and wasted bytes",
     )
     s.add_argument(
         "--report", metavar="FILE", help="write a self-contained HTML report (-: standard output)"
@@ -375,6 +379,14 @@ def _parser() -> argparse.ArgumentParser:
         help="write the signed-error plot (.svg or .png; -: SVG to stdout; default: no plot)",
     )
     va.add_argument("--uncalibrated", action="store_true", help=_UNCAL_HELP)
+    va.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run the installed peer tools (aiconfigurator, GenZ, llm-analysis: "
+        'pip install "preserve-cp[peers]") on the same points with the same mapping and print '
+        "the median |error| of each per group instead of the table (--json: every point's "
+        "predictions; a peer not installed is a line saying so)",
+    )
 
     ca = sub.add_parser(
         "calibrate", help="fit a device's cost-model parameters to the training points"
@@ -390,7 +402,12 @@ def _parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("reproduce", help="reproduce a paper's studies")
     rp.add_argument(
-        "what", metavar="STUDY", choices=("paper",), help="what to reproduce: paper (its studies)"
+        "what",
+        metavar="STUDY",
+        choices=("paper", "moe"),
+        help="what to reproduce: paper (its studies) or moe (the router-aware prefetch study: "
+        "MoE models x devices over batch, predictor accuracy, routing skew and L2 size; "
+        "docs/moe.md)",
     )
     rp.add_argument(
         "--out",
@@ -482,6 +499,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _validate(args)
     if args.cmd == "calibrate":
         return _calibrate(args)
+    if args.cmd == "reproduce" and args.what == "moe":
+        from .moe_study import reproduce_moe
+
+        output_folder(args.out, "--out")
+
+        def say(msg: str) -> None:
+            print(f"preserve-cp: moe: {msg}", file=sys.stderr, flush=True)
+
+        summary = reproduce_moe(args.out, progress=None if args.no_progress else say)
+        print(json.dumps(summary, indent=2))
+        return 0
     if args.cmd == "reproduce":
         from .reproduce import reproduce_paper
 
@@ -587,10 +615,21 @@ def _validate(args: argparse.Namespace) -> int:
         write_figure(args.plot, validation_figure(rows, calibrated))
         if not is_stdout(args.plot):
             wrote.append(args.plot)
+    text = sys.stderr if to_stderr else sys.stdout
+    if args.compare:
+        from .peers import compare_peers, render
+
+        result = compare_peers(points, comparisons)
+        if args.json:
+            print(json.dumps({"calibrated": calibrated, **result}, indent=2))
+            return 0
+        print(render(result, calibrated), file=text)
+        if wrote:
+            print(f"wrote {' and '.join(wrote)}", file=text)
+        return 0
     if args.json:
         print(json.dumps({"calibrated": calibrated, "summary": summ, "points": rows}, indent=2))
         return 0
-    text = sys.stderr if to_stderr else sys.stdout
     head = f"{'id':48s} {'split':7s} {'metric':26s} {'measured':>10s} {'predicted':>10s}"
     print(f"{head} {'error':>8s}", file=text)
     for r in rows:
@@ -895,6 +934,10 @@ def _solve(args: argparse.Namespace) -> int:
     outputs = {"--trace": args.trace, "--gantt": args.gantt, "--report": args.report}
     # fail before the solve, not after it
     to_stderr = _claim_outputs(outputs, "--json" if args.json else "")
+    router_gantt = None  # the router-aware plan's picture, next to --gantt's (not on stdout)
+    if accuracy is not None and gantt and not is_stdout(gantt):
+        router_gantt = _router_path(gantt)
+        check_output(router_gantt, "--gantt")
     layers = None
     if args.layers:
         from .viz.gantt import parse_layers
@@ -923,6 +966,7 @@ def _solve(args: argparse.Namespace) -> int:
             model, wl, hw, args.output_len, plans=asked, options=options, first=result
         )
         result = result.with_serving({**result.serving, "request": request})
+    rr = None
     if accuracy is not None:
         from .router import solve_router
 
@@ -950,11 +994,23 @@ def _solve(args: argparse.Namespace) -> int:
 
         # without --layers: the overview of every layer and the zoom on the first ones
         write_gantt(args.gantt, plans, layers=layers, title=result_title(result, g), graph=g)
+        if router_gantt is not None and rr is not None and rr.schedule is not None:
+            from .viz.router_plot import write_router_gantt
+
+            heading = result_title(result, g).splitlines()[0]
+            write_router_gantt(router_gantt, rr, layers=layers, heading=heading)
     if args.report:
         from .viz.report import write_report
 
         write_report(
-            args.report, result, g, hw, wl, layers=layers, title=f"{model.name} on {hw.name}"
+            args.report,
+            result,
+            g,
+            hw,
+            wl,
+            layers=layers,
+            title=f"{model.name} on {hw.name}",
+            router_result=rr,
         )
     if args.json:
         print(result.to_json())
@@ -972,6 +1028,16 @@ def _stage_path(path: str, stage: int) -> str:
     """
     p = Path(path)
     return str(p.with_name(f"{p.stem}.stage{stage}{p.suffix}"))
+
+
+def _router_path(path: str) -> str:
+    """``g.png`` -> ``g.router.png``: the router-aware plan's picture, next to ``--gantt``'s.
+
+    >>> _router_path("runs/g.svg")
+    'runs/g.router.svg'
+    """
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}.router{p.suffix}"))
 
 
 def _solve_pipeline(args: argparse.Namespace, model: Any, wl: Workload, hw: Hardware) -> int:

@@ -39,8 +39,10 @@ STAGES = [
     "comm",
     "sweep",
     "validate",
+    "peers",
     "calibrate",
     "reproduce",
+    "moe_study",
     "cli",
 ]
 

@@ -248,3 +248,38 @@ def test_a_failed_solve_is_not_reported_as_the_optimisers_plan(monkeypatch):
     assert r.method.startswith("kept ") and r.method.endswith("(optimiser: unknown)")
     assert r.plan.name in ("streaming", "greedy", "vanilla")
     assert r.makespan_s == min(r.streaming_makespan_s, r.greedy_makespan_s, r.baseline_makespan_s)
+
+
+def test_bound_charges_chunk_latencies_per_window():
+    """The window rows of the chain LP (bounds.py): a kernel's run hides at most the latency
+    of the chunk that moves next, so with a chunk latency the bound is above the bound of the
+    same machine without one (it was equal before: every latency hid in some kernel's run).
+    Falcon-40B decode on the calibrated H100 (1.12 us per chunk), whose one allreduce per layer
+    is the only window: 4.7656 ms without latencies, 4.7773 ms with them."""
+    import dataclasses
+
+    g = build_graph("falcon-40b", Workload("decode", 2, 8192, 8, "fp8", "fp8", "fp8"))
+    hw = load_hardware("h100-sxm")
+    m = machine_for(hw)
+    c = op_costs(g, hw)
+    ch = chain_order(g)
+    with_lat = chain_lp_bound(ch, g, c, m)
+    without = chain_lp_bound(ch, g, c, dataclasses.replace(m, chunk_latency_s=0.0))
+    assert m.chunk_latency_s == pytest.approx(1.117e-6, rel=1e-3)
+    assert without == pytest.approx(4.7656e-3, rel=1e-4)
+    assert with_lat == pytest.approx(4.7773e-3, rel=1e-4)
+    # and the solve's plan is above it (by 1.25 %: the integrality of chunk counts, §4)
+    r = solve(g, hw)
+    assert r.verified and with_lat <= r.lower_bound_s <= r.makespan_s <= with_lat * 1.02
+
+
+def test_useful_bytes_is_the_first_best_point():
+    from preserve_cp.optimize.bounds import useful_bytes
+
+    g = build_graph("falcon-40b", Workload("decode", 2, 8192, 8, "fp8", "fp8", "fp8"))
+    c = op_costs(g, load_hardware("h100-sxm"))["L3.gate_up"]
+    u = useful_bytes(c)
+    best = c.min_duration_s()
+    assert 0 < u < c.prefetchable_bytes
+    assert c.duration_s(u) == pytest.approx(best, rel=1e-9)
+    assert c.duration_s(u - 1e4) > best  # less is slower: u is the first best point

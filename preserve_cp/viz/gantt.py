@@ -13,17 +13,17 @@ window spans 10 s or more, e.g. a plain job shop whose durations are seconds):
 * a router-aware MoE plan's chunks (:mod:`preserve_cp.router`), given the scenario graph the
   schedule ran: a *speculative* chunk (tensor ``W:spec``, issued before the router) split at
   the moment it had moved the bytes the layer read (``reads[W:spec]`` of its consumer): that
-  part green, the rest (bytes moved for experts the router did not pick) hatched amber; a
-  *post-router* chunk (``W:rest``, issued when ``topk`` starts) teal
+  part green, the rest (bytes moved for experts the router did not pick) hatched amber, both
+  outlined; a *post-router* chunk (``W:rest``, issued when ``topk`` starts) teal
   (:func:`router_chunk_parts`).
 
 Ops, chunks and links are drawn as one collection each per block (an 80-layer decode plan has
 ~900 ops and ~1,200 chunks); with ``layers=(A, B)`` only what overlaps the window is drawn.
 The collections carry ``gid``\\ s (``ops:<name>``, ``chunks:<name>``, ``links:<name>``,
 ``l2:<name>``, ``hbm:<name>``; a router-aware plan's ``spec-read:<name>``,
-``spec-wasted:<name>``, ``after-router:<name>``) so tests and SVG readers can find them. Only this package and
-the CLI write files; the figure is built with :class:`matplotlib.figure.Figure` directly, so
-no pyplot state is touched.
+``spec-wasted:<name>``, ``after-router:<name>``) so tests and SVG readers can find them.
+Only this package and the CLI write files; the figure is built with
+:class:`matplotlib.figure.Figure` directly, so no pyplot state is touched.
 """
 
 from __future__ import annotations
@@ -610,10 +610,20 @@ def _draw_router_parts(
     edges: bool,
 ) -> set[str]:
     """The parts of :func:`router_chunk_parts` on the prefetch lane; returns the marks drawn."""
+    # a speculative chunk's parts are outlined (dark), so they stand apart from plain chunks
     style: dict[str, dict[str, Any]] = {
-        SPEC_READ: {"facecolors": PREFETCH_COLOUR},
-        SPEC_WASTED: {"facecolors": WASTED_COLOUR, "hatch": "////"},
-        AFTER_ROUTER: {"facecolors": AFTER_ROUTER_COLOUR},
+        SPEC_READ: {"facecolors": PREFETCH_COLOUR, "edgecolors": LINK_COLOUR, "linewidths": 0.7},
+        SPEC_WASTED: {
+            "facecolors": WASTED_COLOUR,
+            "edgecolors": WASTED_HATCH_COLOUR,
+            "linewidths": 0.7,
+            "hatch": "////",
+        },
+        AFTER_ROUTER: {
+            "facecolors": AFTER_ROUTER_COLOUR,
+            "edgecolors": "white",
+            "linewidths": 0.3 if edges else 0.0,
+        },
     }
     gids = {SPEC_READ: "spec-read", SPEC_WASTED: "spec-wasted", AFTER_ROUTER: "after-router"}
     drawn = set()
@@ -621,12 +631,9 @@ def _draw_router_parts(
         if not pairs:
             continue
         coll = PolyCollection(
-            _rects(_spans(pairs, window, y_of[PREFETCH_STREAM]), scale),
-            edgecolors="white",
-            linewidths=0.3 if edges else 0.0,
-            **style[mark],
+            _rects(_spans(pairs, window, y_of[PREFETCH_STREAM]), scale), **style[mark]
         )
-        if mark == SPEC_WASTED:  # the hatch takes the hatch colour, not the white edge
+        if mark == SPEC_WASTED and hasattr(coll, "set_hatchcolor"):  # matplotlib >= 3.10
             coll.set_hatchcolor(WASTED_HATCH_COLOUR)
         coll.set_gid(f"{gids[mark]}:{name}")
         ax.add_collection(coll)
@@ -711,13 +718,15 @@ def _legend_handles(kinds: set[str], schedules: Mapping[str, Schedule]) -> list:
                     facecolor=WASTED_COLOUR,
                     edgecolor=WASTED_HATCH_COLOUR,
                     hatch="////",
-                    linewidth=0.0,
+                    linewidth=0.7,
                     label=m,
                 )
             )
         else:
             handles.append(
-                Patch(color=PREFETCH_COLOUR if m == SPEC_READ else AFTER_ROUTER_COLOUR, label=m)
+                Patch(facecolor=PREFETCH_COLOUR, edgecolor=LINK_COLOUR, linewidth=0.7, label=m)
+                if m == SPEC_READ
+                else Patch(color=AFTER_ROUTER_COLOUR, label=m)
             )
     if any(_has_hardware(s) for s in schedules.values()):
         handles.append(Patch(color=HBM_OPS_COLOUR, label="HBM: ops"))

@@ -97,7 +97,11 @@ def fused_figure(
     return fig
 
 
-def dse_figure(rows: Sequence[Mapping[str, Any]], optima: Mapping[str, Any]) -> Figure:
+def dse_figure(
+    rows: Sequence[Mapping[str, Any]],
+    optima: Mapping[str, Any],
+    title: str = "L2 design space: Llama3-70B int8, tp 4, batch 4, 16K, ascend-910b2 class",
+) -> Figure:
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     FigureCanvasAgg(fig)
     l2 = [r["l2_mb"] for r in rows]
@@ -130,7 +134,7 @@ def dse_figure(rows: Sequence[Mapping[str, Any]], optima: Mapping[str, Any]) -> 
     ax2.set_ylabel("tokens / s per k$ of devices")
     ax2.set_title(f"performance per cost (gain {optima['perf_per_cost_gain']:.3f}x)")
     ax2.legend(fontsize=8, loc="lower right")
-    fig.suptitle("L2 design space: Llama3-70B int8, tp 4, batch 4, 16K, ascend-910b2 class")
+    fig.suptitle(title)
     return fig
 
 

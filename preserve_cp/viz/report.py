@@ -10,7 +10,10 @@ sources) is HTML-escaped.
 
 Sections: summary (makespans of vanilla, greedy, streaming, fused and optimised, those there
 are, with speedups; lower bound, gap, solve time, verification, L2 use), the overview of every
-layer and the zoom on the first ones (or on ``layers``), the prefetch windows (an aggregate per
+layer and the zoom on the first ones (or on ``layers``), for a router-aware MoE analysis
+(``result.router``) its plans over the routing scenarios (table, the distribution of each
+plan's step in ``router-distribution``, the chosen plan on one scenario with its speculative
+chunks' read and wasted bytes in ``router-gantt``), the prefetch windows (an aggregate per
 window, then every chunk in a table that can be searched and sorted), the workload and the
 hardware used (its calibration status, fitted values marked ``(fitted)``, sources as links).
 
@@ -102,6 +105,7 @@ _STYLE = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
  margin:16px 24px;color:#1d232a;background:#fff}
 h1{font-size:20px;margin:0 0 2px}h2{font-size:16px;margin:22px 0 6px}
+h3{font-size:14px;margin:14px 0 4px}
 .sub{color:#555;margin:0 0 10px}
 .row{display:flex;flex-wrap:wrap;gap:14px 28px;align-items:flex-start}
 table{border-collapse:collapse;font-size:13px}
@@ -287,9 +291,13 @@ def render_report(
     *,
     title: str = "",
     overview_svg_text: str = "",
+    router_distribution_svg_text: str = "",
+    router_gantt_svg_text: str = "",
 ) -> str:
     """The report page as one self-contained HTML string (the SVG pictures are inlined:
-    ``overview_svg_text``, when given, above the Gantt ``gantt_svg_text``)."""
+    ``overview_svg_text``, when given, above the Gantt ``gantt_svg_text``; with
+    ``result.router``, the router-aware section, with the distribution of the plans' steps
+    and the chosen plan's Gantt on one scenario when their SVG is given)."""
     model = str(graph.graph.get("model", "")) if hasattr(graph, "graph") else ""
     if not title:
         on = f" on {hw.name}" if hw is not None else ""
@@ -305,6 +313,9 @@ def render_report(
         f"<h2>Schedules: {_e(', '.join(result.compared_schedules()))}</h2>",
         f'<div class="pic" id="gantt">{inline_svg(gantt_svg_text)}</div>',
     ]
+    router = _router_section(result.router, router_distribution_svg_text, router_gantt_svg_text)
+    if router:
+        pictures.append(router)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -345,6 +356,7 @@ def write_report(
     *,
     layers: tuple[int, int] | None = None,
     title: str = "",
+    router_result: Any = None,
 ) -> Path:
     """Draw the pictures, render the page and write it to ``path`` (``-``: standard output).
 
@@ -352,8 +364,11 @@ def write_report(
     chosen plan (those there are; :mod:`.overview`), then the compare Gantt zoomed on
     ``layers`` (default: the first :data:`~.overview.ZOOM_LAYERS` layers; a graph without
     layers: the whole schedule, and no overview). Their titles give the workload and the
-    speedup. Errors writing the file are :class:`~preserve_cp.errors.InputError` naming
-    ``path``.
+    speedup. With ``result.router`` (a router-aware MoE analysis), the distribution of every
+    router plan's step over the scenarios, and with ``router_result`` (the
+    :class:`~preserve_cp.router.RouterResult` behind it) the chosen plan's Gantt on the
+    scenario it kept (:mod:`.router_plot`; zoomed on ``layers`` when given). Errors writing
+    the file are :class:`~preserve_cp.errors.InputError` naming ``path``.
     """
     import matplotlib
 
@@ -362,6 +377,7 @@ def write_report(
 
     compared = result.compared_schedules()
     picture_title = result_title(result, graph)
+    explicit = layers  # (the router picture's default zoom is its own)
     n = layer_count(compared)
     over = ""
     with matplotlib.rc_context(SVG_RC):
@@ -380,7 +396,31 @@ def write_report(
                 )
                 layers = (first, max(first, min(first + ZOOM_LAYERS, n) - 1))
         gantt = figure_svg(gantt_figure(compared, layers=layers, title=picture_title))
-    page = render_report(result, graph, hw, workload, gantt, title=title, overview_svg_text=over)
+        router = result.router
+        if router is None and router_result is not None:
+            router = router_result.to_dict()
+            result = result.with_router(router)
+        dist = router_gantt = ""
+        if router:
+            from .router_plot import distribution_figure, router_gantt_figure
+
+            dist = figure_svg(distribution_figure(router))
+            if router_result is not None and router_result.schedule is not None:
+                heading = picture_title.splitlines()[0]
+                router_gantt = figure_svg(
+                    router_gantt_figure(router_result, layers=explicit, heading=heading)
+                )
+    page = render_report(
+        result,
+        graph,
+        hw,
+        workload,
+        gantt,
+        title=title,
+        overview_svg_text=over,
+        router_distribution_svg_text=dist,
+        router_gantt_svg_text=router_gantt,
+    )
     return write_output(path, page)
 
 
@@ -514,6 +554,101 @@ def _calibration_status(hw: Hardware | None) -> str:
         f"{len(cal.points)} {_e(cal.split)} points of <code>{_e(cal.set)}</code> on "
         f"{_e(cal.date)}{change} (values marked (fitted) below; docs/fidelity.md)"
     )
+
+
+def _router_section(router: Mapping[str, Any] | None, dist_svg: str, gantt_svg: str) -> str:
+    """The router-aware analysis (``RouterResult.to_dict()``): its plans over the routing
+    scenarios, the bound, and the pictures given (empty without an analysis)."""
+    if not router:
+        return ""
+    van = router["vanilla_expected_s"]
+    head = (
+        "<thead><tr><th>plan</th>"
+        + "".join(
+            f'<th class="n">{h}</th>'
+            for h in (
+                "expected (ms)",
+                "p50 (ms)",
+                "p95 (ms)",
+                "speedup vs vanilla",
+                "hit rate",
+                "wasted MB/step",
+                "speculative share",
+                "post-router share",
+                "certain chunks",
+            )
+        )
+        + "<th>verified</th></tr></thead>"
+    )
+    body = []
+    for name, p in router["plans"].items():
+        pol = p.get("policy") or {}
+        hit = p["expert_hit_rate"]
+        chosen = " (chosen)" if name == router.get("chosen") else ""
+        ok = '<span class="ok">yes</span>' if p["verified"] else '<span class="bad">NO</span>'
+        body.append(
+            f"<tr><td>{_e(name)}{chosen}</td>"
+            f'<td class="n">{_ms(p["expected_makespan_s"])}</td>'
+            f'<td class="n">{_ms(p["p50_makespan_s"])}</td>'
+            f'<td class="n">{_ms(p["p95_makespan_s"])}</td>'
+            f'<td class="n">{_ratio(van, p["expected_makespan_s"])}</td>'
+            f'<td class="n">{"–" if hit is None else f"{hit:.3f}"}</td>'
+            f'<td class="n">{_mb(p["wasted_prefetch_bytes"])}</td>'
+            f'<td class="n">{_share(pol.get("speculative_share"))}</td>'
+            f'<td class="n">{_share(pol.get("post_router_share"))}</td>'
+            f'<td class="n">{pol.get("certain_chunks", "–")}</td>'
+            f"<td>{ok}</td></tr>"
+        )
+    ci = router.get("ci95_half_width_s")
+    bound = router.get("clairvoyant_bound_s")
+    gap = router.get("gap")
+    kv = [
+        (
+            "scenarios",
+            f"{router['scenarios']} ({router['routing']}, seed {router['seed']})",
+        ),
+        ("predictor accuracy", f"{router['predictor_accuracy']:g} (precision = recall)"),
+        ("chosen plan", str(router.get("chosen", "optimised"))),
+        (
+            "expected step",
+            f"{_ms(router['expected_makespan_s'])} ms"
+            + (f" ± {_ms(ci)} ms (95 %)" if ci is not None else ""),
+        ),
+        ("clairvoyant bound", "–" if not bound else f"{_ms(bound)} ms"),
+        ("gap", "–" if gap is None else f"{gap * 100:.2f} %"),
+        ("verified", "yes" if router.get("verified") else "NO"),
+    ]
+    out = [
+        "<h2>Router-aware prefetch (MoE)</h2>",
+        '<p class="note">The routed experts a decode step reads are chosen by each layer\'s '
+        "router, after the windows in which they would have to be prefetched. Every plan below "
+        "was simulated and verified on each sampled routing scenario; expected is the mean "
+        "step over them, p50 and p95 its percentiles. A speculative chunk (the speculative "
+        "share of the predicted experts' bytes, issued before the router) moves bytes of "
+        "experts the router may not pick: the hit rate is the share of those bytes read, "
+        "wasted MB the rest, per step. The post-router share of the selected bytes is fetched "
+        "when the router's top-k starts. The clairvoyant bound is a lower bound on the "
+        "expected step of any plan (docs/moe.md).</p>",
+        '<div class="row">',
+        f'<table id="router-plans">{head}<tbody>{"".join(body)}</tbody></table>',
+        _kv_table(kv),
+        "</div>",
+    ]
+    if dist_svg:
+        out += [
+            "<h3>Step time over the routing scenarios</h3>",
+            f'<div class="pic" id="router-distribution">{inline_svg(dist_svg)}</div>',
+        ]
+    if gantt_svg:
+        out += [
+            "<h3>The chosen plan on one routing scenario: speculative bytes read and wasted</h3>",
+            f'<div class="pic" id="router-gantt">{inline_svg(gantt_svg)}</div>',
+        ]
+    return "\n".join(out)
+
+
+def _share(x: float | None) -> str:
+    return "–" if x is None else f"{x * 100:.0f} %"
 
 
 def _windows_section(rows: list[dict[str, Any]]) -> str:
