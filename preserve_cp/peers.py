@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.metadata
-import importlib.util
 import io
 import json
 import logging
@@ -49,6 +47,8 @@ import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
@@ -238,20 +238,22 @@ class Peer:
         """None if the peer can run here, else the reason."""
         if not self._checked:
             self._checked = True
-            if importlib.util.find_spec(self.module) is None:
-                self._status = f"not installed (pip install {self.dist})"
-            else:
-                try:
-                    with _quiet():
-                        self._load()
-                except Exception as exc:  # an installed peer that does not import here
+            try:  # the peer's own imports, by fixed names (no dynamic import)
+                with _quiet():
+                    self._load()
+            except ModuleNotFoundError as exc:
+                if exc.name == self.module.split(".")[0]:  # the package itself is missing
+                    self._status = f"not installed (pip install {self.dist})"
+                else:
                     self._status = f"not usable: {type(exc).__name__}: {_first_line(exc)}"
+            except Exception as exc:  # an installed peer that does not import here
+                self._status = f"not usable: {type(exc).__name__}: {_first_line(exc)}"
         return self._status
 
     def version(self) -> str | None:
         try:
-            return importlib.metadata.version(self.dist)
-        except importlib.metadata.PackageNotFoundError:
+            return dist_version(self.dist)
+        except PackageNotFoundError:
             return None
 
     def predict(self, p: dict[str, Any]) -> tuple[float | None, str]:

@@ -202,6 +202,18 @@ def test_a_missing_module_is_reported_not_raised():
         dist = "no-such-dist"
         module = "no_such_module_preserve_cp"
 
+        def _load(self) -> None:
+            import no_such_module_preserve_cp  # type: ignore[import-not-found]  # noqa: F401
+
+    class Broken(_Stub):  # installed, but one of its own imports fails
+        name = "broken"
+        dist = "broken-dist"
+        module = "json"
+
+        def _load(self) -> None:
+            import json.no_such_submodule_preserve_cp  # type: ignore[import-not-found]  # noqa: F401
+
+    assert Broken().available().startswith("not usable: ModuleNotFoundError")
     peer = Missing()
     assert peer.available() == "not installed (pip install no-such-dist)"
     assert peers.Peer.predict(peer, POINTS[TTFT_A100]) == (
