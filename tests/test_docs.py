@@ -21,6 +21,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURE_LINK = re.compile(r"!\[[^\]]*\]\((figures/[^)\s]+)\)")
 #: figures of reproduction.md, written by `preserve-cp reproduce paper`, not by build_figures.py
 PAPER_PREFIX = "paper-"
+MOE_STUDY_PREFIX = "moe-study-"
 FENCE = re.compile(r"```(\w*)\n(.*?)```", re.S)
 
 
@@ -71,11 +72,15 @@ def test_pages_only_show_figures_that_exist_and_are_built() -> None:
             assert (DOCS / link).is_file(), f"{page.name}: {link} is not in docs/figures"
             shown.add(Path(link).name)
     assert shown, "no page shows a figure"
-    # reproduction.md's pictures come from `preserve-cp reproduce paper` (minutes, not seconds)
+    # reproduction.md's pictures come from `preserve-cp reproduce paper`, moe.md's study from
+    # `preserve-cp reproduce moe` (minutes, not seconds)
     paper = {n for n in shown if n.startswith(PAPER_PREFIX)}
     if paper:
         assert "preserve-cp reproduce paper" in _page("reproduction.md")
-    missing = shown - paper - built
+    study = {n for n in shown if n.startswith(MOE_STUDY_PREFIX)}
+    if study:
+        assert "preserve-cp reproduce moe" in _page("moe.md")
+    missing = shown - paper - study - built
     assert not missing, f"shown but not rebuilt by build_figures.py: {missing}"
     for name in built:
         assert (DOCS / "figures" / name).read_bytes()[:8] == PNG_MAGIC, name
