@@ -196,6 +196,7 @@ def _expected(graph: object, acc: float, n: int = 8) -> float:
     return solve_router(graph, "h200-sxm", predictor_accuracy=acc, scenarios=n).best.expected_s
 
 
+@pytest.mark.slow  # four router solves (12 s)
 def test_skew_and_a_better_predictor_never_make_the_step_slower() -> None:
     uni = _expected(mixtral(4), 0.8)
     assert _expected(mixtral(4, "zipf:1.2"), 0.8) <= uni
