@@ -873,8 +873,12 @@ def _router_accuracy(args: argparse.Namespace, model: Any) -> float | None:
     a = args.predictor_accuracy
     if a is not None and not (math.isfinite(a) and 0.0 <= a <= 1.0):
         raise input_error("--predictor-accuracy", "value", "a number in [0, 1]", a)
-    if not 1 <= args.scenarios <= 256:
-        raise input_error("--scenarios", "value", "an integer in [1, 256]", args.scenarios)
+    from .router import MAX_SCENARIOS
+
+    if not 1 <= args.scenarios <= MAX_SCENARIOS:
+        raise input_error(
+            "--scenarios", "value", f"an integer in [1, {MAX_SCENARIOS}]", args.scenarios
+        )
     if a is None and (not getattr(args, "routing_given", False) or args.plans is not None):
         return None  # (the fast path keeps --routing's plain meaning)
     if not model.num_experts or args.phase != "decode":

@@ -76,10 +76,7 @@ def _row(
     d = r.to_dict()
     p = d["plans"]
     moe = g.graph["moe"]
-    sel = [
-        sum(s.layers[k].selected for k in s.layers) / max(1, len(s.layers))
-        for s in r_scenarios(r, g)
-    ]
+    sel = [sum(s.layers[k].selected for k in s.layers) / max(1, len(s.layers)) for s in r.draws]
     return {
         **head,
         "status": "ok",
@@ -100,13 +97,6 @@ def _row(
         "speculative_share": p["optimised"]["policy"]["speculative_share"],
         "solve_time_s": r.solve_time_s,
     }
-
-
-def r_scenarios(r: Any, g: Any) -> list[Any]:
-    """The scenarios a result was evaluated on (re-drawn: seeded, prefix-stable)."""
-    from .router import sample_scenarios
-
-    return sample_scenarios(g, r.scenarios, accuracy=r.predictor_accuracy, seed=r.seed)
 
 
 def reproduce_moe(

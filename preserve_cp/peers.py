@@ -53,11 +53,15 @@ from pathlib import Path
 from typing import Any
 
 from .models import ModelConfig, load_model
-from .validate import Comparison, parse_precision
+from .validate import (
+    DECODE_METRICS,
+    STEP_METRICS,
+    Comparison,
+    decode_context,
+    metric_value,
+    parse_precision,
+)
 
-DECODE_METRICS = ("time_per_output_token_ms", "tokens_per_s_per_user", "output_tokens_per_s_total")
-#: metrics made of a model's decode step and prefill (the rest are collectives)
-STEP_METRICS = (*DECODE_METRICS, "ttft_ms", "e2e_latency_s")
 #: groups of the comparison: name -> the metrics in it (None: every point)
 GROUPS: dict[str, tuple[str, ...] | None] = {
     "decode": DECODE_METRICS,
@@ -75,17 +79,6 @@ class Unsupported(Exception):
 # --------------------------------------------------------------------------- the mapping
 
 
-def decode_context(p: dict[str, Any]) -> int:
-    """Context of the mean decode step, as :func:`validate.predict` takes it.
-
-    >>> decode_context({"input_tokens": 128, "output_tokens": 2048})
-    1152
-    >>> decode_context({"input_tokens": 5, "output_tokens": 201})
-    105
-    """
-    return int(p["input_tokens"]) + int(p["output_tokens"]) // 2
-
-
 def needs(p: dict[str, Any]) -> tuple[bool, bool]:
     """(a decode step?, the prefill?) the point's metric is made of.
 
@@ -98,34 +91,6 @@ def needs(p: dict[str, Any]) -> tuple[bool, bool]:
     if metric not in STEP_METRICS:
         raise Unsupported(f"{metric}: a collective, not a model step")
     return metric != "ttft_ms", metric != "time_per_output_token_ms"
-
-
-def metric_value(p: dict[str, Any], step_s: float | None, prefill_s: float | None) -> float:
-    """The point's metric, in its unit, from one decode step and the prefill (seconds).
-
-    >>> point = {"metric": "tokens_per_s_per_user", "batch": 1, "output_tokens": 200}
-    >>> round(metric_value(point, 0.01, 0.02), 3)  # 200 / (0.02 + 200 x 0.01)
-    99.01
-    >>> metric_value({"metric": "ttft_ms", "output_tokens": 1}, None, 0.036)
-    36.0
-    """
-    metric = str(p["metric"])
-    if metric == "time_per_output_token_ms":
-        assert step_s is not None
-        return step_s * 1e3
-    assert prefill_s is not None
-    if metric == "ttft_ms":
-        return prefill_s * 1e3
-    assert step_s is not None
-    out = int(p["output_tokens"])
-    e2e = prefill_s + out * step_s
-    if metric == "e2e_latency_s":
-        return e2e
-    if metric == "tokens_per_s_per_user":
-        return out / e2e
-    if metric == "output_tokens_per_s_total":
-        return int(p["batch"]) * out / e2e
-    raise Unsupported(f"{metric}: a collective, not a model step")
 
 
 def precision(p: dict[str, Any]) -> tuple[str, str, str]:

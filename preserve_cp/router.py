@@ -329,14 +329,11 @@ class Evaluation:
         return self.spec_bytes - self.spec_read_bytes
 
 
-def evaluate(
-    ss: ScenarioSet, plan: RouterPlan, keep: int | None = None, check: bool = True
-) -> tuple[Evaluation, Schedule | None]:
-    """Simulate and verify ``plan`` on every scenario (and return scenario ``keep``'s
-    schedule). ``check=False``: simulate only (the search's candidates; ``verified`` then
-    says nothing and the plans reported are evaluated again with the check)."""
+def evaluate(ss: ScenarioSet, plan: RouterPlan, check: bool = True) -> Evaluation:
+    """Simulate and verify ``plan`` on every scenario. ``check=False``: simulate only (the
+    search's candidates; ``verified`` then says nothing and the plans reported are evaluated
+    again with the check). One scenario's schedule, for pictures: :func:`evaluate_one`."""
     spans, ok, moved, read, dropped = [], True, 0.0, 0.0, 0
-    kept = None
     for i in range(len(ss.scenarios)):
         h, p, m_, r_ = realise(ss, plan, i)
         sched = simulate(h, ss.costs[i], p, ss.machine)
@@ -346,10 +343,8 @@ def evaluate(
         spans.append(sched.makespan_s)
         moved += m_
         read += r_
-        if keep == i:
-            kept = sched
     n = len(ss.scenarios)
-    return Evaluation(plan.name, tuple(spans), ok, moved / n, read / n, dropped), kept
+    return Evaluation(plan.name, tuple(spans), ok, moved / n, read / n, dropped)
 
 
 # -- the plans compared, and the search -------------------------------------------------
@@ -415,9 +410,8 @@ def clairvoyant_bound(ss: ScenarioSet, time_limit_s: float | None = None) -> flo
     of the LPs (Jensen), which is at most the mean makespan."""
     from .optimize import chain_lp_bound  # the bound, not the search
 
-    g, n = ss.graph, len(ss.scenarios)
-    h = g.copy()
-    costs = dict(ss.costs[0])
+    h = ss.graph.copy()
+    costs = dict(ss.costs[0])  # every op but the grouped GEMMs is the same in every scenario
     cap: dict[str, float] = {}
     for t in ss.tensors:
         e = _per_expert(t)
@@ -435,11 +429,7 @@ def clairvoyant_bound(ss: ScenarioSet, time_limit_s: float | None = None) -> flo
             hbm_bytes=statistics.fmean(c.hbm_bytes for c in per),
             prefetchable_bytes=statistics.fmean(c.prefetchable_bytes for c in per),
         )
-    for node in h.nodes:  # every other op is the same in every scenario
-        if node not in {t.op for t in ss.tensors}:
-            costs[node] = ss.costs[0][node]
     order = [x for x, _ in sorted(ss.pos.items(), key=lambda kv: kv[1])]
-    del n
     return chain_lp_bound(order, h, costs, ss.machine, time_limit_s=time_limit_s, chunk_cap=cap)
 
 
@@ -456,11 +446,15 @@ class RouterResult:
     plans: dict[str, RouterPlan]
     bound_s: float | None
     vanilla_s: float  # the expected step without any prefetch
-    scenarios: int
+    draws: list[Scenario]  # the scenarios every plan was evaluated on
     solve_time_s: float
     schedule: Schedule | None = None  # the chosen plan on the scenario shown
     shown_scenario: int = 0
     shown_graph: nx.DiGraph | None = None  # that scenario's graph (its expert reads)
+
+    @property
+    def scenarios(self) -> int:
+        return len(self.draws)
 
     @property
     def best(self) -> Evaluation:
@@ -588,7 +582,7 @@ def solve_router(
         plans,
         bound,
         evals["vanilla"].expected_s,
-        n,
+        draws,
         time.perf_counter() - t0,
         shown,
         shown_at,
@@ -618,8 +612,7 @@ def _search(
     }
 
     def run(p: RouterPlan, check: bool = True) -> Evaluation:
-        e, _ = evaluate(ss, p, check=check)
-        return e
+        return evaluate(ss, p, check=check)
 
     evals = {name: run(p) for name, p in plans.items()}
     # the search: start from the expected graph's plan projected onto the policies

@@ -56,6 +56,9 @@ LAYOUT_FIELDS = {"ep": int, "attention": str, "pp": int, "microbatches": int, "a
 #: bytes per element of an MoE all-to-all by phase: fp8 with one fp32 scale per 128 (DeepEP's
 #: dispatch), bf16 (combine)
 ALL_TO_ALL_ELEMENT_BYTES = {"dispatch": 1 + 4 / 128, "combine": 2.0}
+DECODE_METRICS = ("time_per_output_token_ms", "tokens_per_s_per_user", "output_tokens_per_s_total")
+#: metrics made of a model's decode step and prefill (the rest are collectives)
+STEP_METRICS = (*DECODE_METRICS, "ttft_ms", "e2e_latency_s")
 
 
 @dataclass(frozen=True)
@@ -164,22 +167,55 @@ def predict(p: dict[str, Any], hw: Hardware | None = None, *, calibrated: bool =
     dt = parse_precision(str(p["precision"]))
     if dt is None:
         raise InputError(f"{p['id']}: precision: unsupported ({p['precision']})")
+    if metric not in STEP_METRICS:
+        raise InputError(f"{p['id']}: metric: unknown {metric!r}")
     b, tp = int(p["batch"]), int(p["tp"])
-    inp, out = int(p["input_tokens"]), int(p["output_tokens"])
-    step = _vanilla_s("decode", p["model"], hw, b, inp + out // 2, tp, dt, opts)
+    step = pre = None
+    if metric != "ttft_ms":
+        step = _vanilla_s("decode", p["model"], hw, b, decode_context(p), tp, dt, opts)
+    if metric != "time_per_output_token_ms":
+        pre = _vanilla_s("prefill", p["model"], hw, b, int(p["input_tokens"]), tp, dt, opts)
+    return metric_value(p, step, pre)
+
+
+def decode_context(p: dict[str, Any]) -> int:
+    """Context of the mean decode step, at which every decode metric is priced (a step's
+    cost grows linearly with its context, so ``output`` steps cost ``output`` x this one).
+
+    >>> decode_context({"input_tokens": 128, "output_tokens": 2048})
+    1152
+    >>> decode_context({"input_tokens": 5, "output_tokens": 201})
+    105
+    """
+    return int(p["input_tokens"]) + int(p["output_tokens"]) // 2
+
+
+def metric_value(p: dict[str, Any], step_s: float | None, prefill_s: float | None) -> float:
+    """The point's metric, in its unit, from one decode step and the prefill (seconds).
+
+    >>> point = {"metric": "tokens_per_s_per_user", "batch": 1, "output_tokens": 200}
+    >>> round(metric_value(point, 0.01, 0.02), 3)  # 200 / (0.02 + 200 x 0.01)
+    99.01
+    >>> metric_value({"metric": "ttft_ms", "output_tokens": 1}, None, 0.036)
+    36.0
+    """
+    metric = str(p["metric"])
     if metric == "time_per_output_token_ms":
-        return step * 1e3
-    pre = _vanilla_s("prefill", p["model"], hw, b, inp, tp, dt, opts)
-    e2e = pre + out * step  # a request's life: its prompt, then its output tokens
+        assert step_s is not None
+        return step_s * 1e3
+    assert prefill_s is not None
+    if metric == "ttft_ms":
+        return prefill_s * 1e3
+    assert step_s is not None
+    out = int(p["output_tokens"])
+    e2e = prefill_s + out * step_s
+    if metric == "e2e_latency_s":
+        return e2e
     if metric == "tokens_per_s_per_user":
         return out / e2e
     if metric == "output_tokens_per_s_total":
-        return b * out / e2e
-    if metric == "ttft_ms":
-        return pre * 1e3
-    if metric == "e2e_latency_s":
-        return e2e
-    raise InputError(f"{p['id']}: metric: unknown {metric!r}")
+        return int(p["batch"]) * out / e2e
+    raise InputError(f"{p.get('id', 'point')}: metric: unknown {metric!r}")
 
 
 def _all_to_all_us(p: dict[str, Any], hw: Hardware) -> float:

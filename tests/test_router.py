@@ -224,7 +224,7 @@ def test_accuracy_zero_speculates_only_when_it_is_free() -> None:
         none = RouterPlan(
             "x", opt.certain, {k: ExpertPolicy(0.0, None, p.post) for k, p in opt.experts.items()}
         )
-        assert evaluate(ss, none)[0].expected_s >= r.best.expected_s * (1 - 1e-9)
+        assert evaluate(ss, none).expected_s >= r.best.expected_s * (1 - 1e-9)
     assert r.best.hit_rate in (None, 0.0)
 
 
@@ -261,7 +261,7 @@ def test_bound_below_every_enumerated_plan_on_a_small_instance() -> None:
                     for t in ss.tensors
                 },
             )
-            ev, _ = evaluate(ss, plan)
+            ev = evaluate(ss, plan)
             if not ev.verified or ev.dropped:
                 continue
             assert ev.expected_s >= bound * (1 - 1e-9)

@@ -82,12 +82,14 @@ def useful_bytes(c: OpCost) -> float:
     """The fewest L2 bytes at which op ``c`` reaches its best duration: its duration is
     convex in the L2 bytes, so more than this never makes it faster (bisection on the
     decreasing side; the bound caps a tensor's useful bytes there)."""
-    best = c.min_duration_s()
     hi = max(0.0, c.prefetchable_bytes)
-    if c.fixed or hi <= 0 or c.duration_s(0.0) <= best:
-        return 0.0 if not c.fixed and c.duration_s(0.0) <= best else hi
-    lo = 0.0
+    if c.fixed or hi <= 0:
+        return hi
+    best = c.min_duration_s()
     tol = best * 1e-12
+    if c.duration_s(0.0) <= best + tol:  # L2 bytes never help it
+        return 0.0
+    lo = 0.0
     for _ in range(100):
         mid = 0.5 * (lo + hi)
         if c.duration_s(mid) <= best + tol:
@@ -210,16 +212,14 @@ def chain_lp_bound(
         return lr, ls
 
     def stall(k: int) -> tuple[Any, Any]:
-        """A stall (no op runs) and the bytes moved in it: at most min(P, B) per us of it
-        that no chunk latency takes."""
-        s = solver.NumVar(0.0, inf, f"s{k}")
-        z = solver.NumVar(0.0, inf, f"zs{k}")
-        return s, z
+        """A stall (no op runs) and the bytes moved in it (their rows: stall_rows)."""
+        return solver.NumVar(0.0, inf, f"s{k}"), solver.NumVar(0.0, inf, f"zs{k}")
 
     def bytes_in(k: int) -> Any:
         return sum(v for _, v in by_window.get(k, [])) + pool.get(k, 0.0)
 
     def stall_rows(s: Any, z: Any, ls: Any) -> None:
+        """At most min(P, B) per us of the stall that no chunk latency takes."""
         solver.Add(ls <= s)
         if math.isfinite(P):
             solver.Add(z <= P * (s - ls))

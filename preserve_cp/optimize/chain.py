@@ -121,7 +121,7 @@ class ChainModel:
         self.periodic = periodic
         # LP only: latency rows whose bounds set_support() adjusts (one build, many solves)
         self.tunable = tunable
-        self._latency_rows: list[tuple[Any, float, int, int, bool]] = []
+        self._latency_rows: list[tuple[Any, float, int, int]] = []  # row, its bound, host, cost
         self._early_rows: dict[int, tuple[Any, float]] = {}
         self.pos = {n: i for i, n in enumerate(chain)}
         self.families: list[str] = []
@@ -211,6 +211,10 @@ class ChainModel:
     def _share(self, k: int) -> float:
         """Share of what op k leaves of HBM that a prefetch may take (1 for collectives)."""
         return 1.0 if self.costs[self.chain[k]].fixed else self.m.op_share
+
+    def _outlasts_latency(self, k: int) -> bool:
+        """Op k's shortest run is longer than a chunk latency (one can pass while it runs)."""
+        return ceil_div(self.costs[self.chain[k]].min_duration_s(), self.tick) > self.latency_ticks
 
     def _zero_rate_run(self, k: int) -> bool:
         """Op k's run leaves a prefetch no HBM (a kernel, with op_share 0)."""
@@ -319,9 +323,9 @@ class ChainModel:
             # chunks, never the second part of one split at the op's end
             split: Any = 0 if self._zero_rate_run(k) else self.v[k]
             n = sum(self.b[t, k] for t in self.hosted[k]) + split
-            first_in_run = ceil_div(self.costs[self.chain[k]].min_duration_s(), self.tick) > lat
+            first_in_run = self._outlasts_latency(k)
             h: Any = 0
-            if k > 0 and ceil_div(self.costs[self.chain[k - 1]].min_duration_s(), self.tick) > lat:
+            if k > 0 and self._outlasts_latency(k - 1):
                 h = self.h[k] = m.new_bool_var(f"h[{self.chain[k]}]")
                 if k - 1 in self.moved:
                     m.add(sum(self.moved[k - 1]) == 0).only_enforce_if(h)
@@ -349,11 +353,11 @@ class ChainModel:
         self.families.append("support_latency")
         inf = self.model.solver.infinity()
         for k, vs in self.moved.items():
-            first_in_run = ceil_div(self.costs[self.chain[k]].min_duration_s(), self.tick) > lat
+            first_in_run = self._outlasts_latency(k)
             for cap, rate in self._run_capacity(k):
                 row = self.model.add(SCALE * sum(vs) - cap - stall * self.st[k] <= 0)
                 cost = rate * lat if first_in_run else stall * lat
-                self._latency_rows.append((row, row.ub(), k, cost, True))
+                self._latency_rows.append((row, row.ub(), k, cost))
                 row.SetUb(inf)
 
     def set_support(self, support: frozenset[tuple[str, int]] | None) -> None:
@@ -374,10 +378,10 @@ class ChainModel:
                 support is not None
                 and k > 0
                 and n.get(k - 1, 0) == 0
-                and ceil_div(self.costs[self.chain[k - 1]].min_duration_s(), self.tick) > lat
+                and self._outlasts_latency(k - 1)
             )
 
-        for row, ub0, k, cost, _ in self._latency_rows:
+        for row, ub0, k, cost in self._latency_rows:
             if support is None or n.get(k, 0) == 0:
                 row.SetUb(inf)
             else:
@@ -701,13 +705,14 @@ def solve_chain(
             Plan("optimised"), "optimal", None, None, False, cm.tick, [], {"tensors": 0}
         )
     cm.build()
-    starts: list[tuple[dict[str, int], dict[tuple[str, int], int] | None]] = []
-    for y_ in _lp_warm_starts(chain, g, costs, machine, opts, periodic, deadline):
+    plain: list[tuple[dict[str, int], dict[tuple[str, int], int] | None]] = []
+    rounds: list[tuple[dict[str, int], dict[tuple[str, int], int] | None]] = []
+    for i, y_ in enumerate(_lp_warm_starts(chain, g, costs, machine, opts, periodic, deadline)):
         h_ = _repair(cm, y_, opts, deadline) if not deadline.skips("repair") else None
         if h_ is not None:
-            starts.append((h_, y_))
-    # the plain LP's start, and the best-repaired of the others (the first searched)
-    starts = sorted(starts[1:], key=lambda st: st[0][_OBJECTIVE])[:1] + starts[:1]
+            (plain if i == 0 else rounds).append((h_, y_))
+    # the plain LP's start and the best-repaired support round; the better one searched first
+    starts = plain + sorted(rounds, key=lambda st: st[0][_OBJECTIVE])[:1]
     starts.sort(key=lambda st: st[0][_OBJECTIVE])
     if not starts:
         zero: dict[str, int] = {v.name: 0 for v in cm.variables}

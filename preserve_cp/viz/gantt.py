@@ -495,7 +495,7 @@ def router_chunk_parts(
         if c.tensor.endswith(REST):
             parts[AFTER_ROUTER].append((c.start_s, c.end_s))
             continue
-        read = _read_bytes(graph, c) if c.tensor.endswith(SPEC) else None
+        read = read_bytes(graph, c) if c.tensor.endswith(SPEC) else None
         if read is None:
             plain.append(c)
             continue
@@ -509,7 +509,7 @@ def router_chunk_parts(
     return plain, parts
 
 
-def _read_bytes(graph: Any, c: ChunkEvent) -> float | None:
+def read_bytes(graph: Any, c: ChunkEvent) -> float | None:
     """The bytes of ``c.tensor`` its consumer reads in ``graph`` (None: not known)."""
     if graph is None or not hasattr(graph, "nodes") or c.consumer not in graph.nodes:
         return None

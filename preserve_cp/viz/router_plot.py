@@ -30,7 +30,14 @@ from ..outputs import write_output
 from ..router import SPEC
 from ..units import MB
 from ._io import figure_suffix, write_figure
-from .gantt import AFTER_ROUTER_COLOUR, SVG_RC, WIDTH_IN, figure_svg, gantt_figure
+from .gantt import (
+    AFTER_ROUTER_COLOUR,
+    SVG_RC,
+    WIDTH_IN,
+    figure_svg,
+    gantt_figure,
+    read_bytes,
+)
 from .overview import ZOOM_LAYERS, layer_count
 
 #: the plans of :func:`preserve_cp.router.solve_router`, each its colour in the distributions
@@ -77,14 +84,14 @@ def router_title(rr: Any, heading: str = "") -> str:
 
 def _speculative_bytes(schedule: Any, graph: Any) -> tuple[float, float]:
     """Bytes of the speculative chunks the layers read, and the rest (wasted)."""
-    read = moved = 0.0
-    for tensor in {c.tensor for c in schedule.chunks if c.tensor.endswith(SPEC)}:
-        size = sum(c.bytes for c in schedule.chunks if c.tensor == tensor)
-        consumer = next(c.consumer for c in schedule.chunks if c.tensor == tensor)
-        hit = float((graph.nodes[consumer].get("reads") or {}).get(tensor, 0.0))
-        read += min(hit, size)
-        moved += size
-    return read, moved - read
+    size: dict[str, float] = {}
+    hit: dict[str, float] = {}
+    for c in schedule.chunks:
+        if c.tensor.endswith(SPEC):
+            size[c.tensor] = size.get(c.tensor, 0.0) + c.bytes
+            hit[c.tensor] = read_bytes(graph, c) or 0.0
+    read = sum(min(hit[t], size[t]) for t in size)
+    return read, sum(size.values()) - read
 
 
 def router_gantt_figure(
