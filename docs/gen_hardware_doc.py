@@ -33,6 +33,7 @@ from preserve_cp.hardware import (
     CostSpec,
     HardwareSpec,
     InterconnectSpec,
+    MeasuredSpec,
     MemorySpec,
     ScaleOutSpec,
     SourceSpec,
@@ -50,6 +51,7 @@ SECTIONS: tuple[tuple[str, type[BaseModel], str], ...] = (
     ("interconnect", InterconnectSpec, "interconnect"),
     ("scale_out", ScaleOutSpec, "scale_out"),
     ("cost", CostSpec, "cost"),
+    ("measured", MeasuredSpec, "measured"),
     ("calibration", CalibrationSpec, "calibration"),
     ("sources entries", SourceSpec, "sources[]"),
 )

@@ -21,8 +21,9 @@ from .describe import solve_inputs
 from .errors import InputError, PreserveError, input_error
 from .estimate import estimate, parse_plans
 from .graph import build_graph
-from .hardware import Hardware, hardware_label, list_hardware, load_hardware
+from .hardware import TIMINGS, Hardware, hardware_label, list_hardware, load_hardware
 from .hf_import import import_config, load_model, model_yaml
+from .measured import timing_line
 from .models import list_models
 from .outputs import check_output, is_stdout, output_folder, require_folder, write_output
 from .plan import Result
@@ -39,6 +40,11 @@ from .workload import (
 )
 
 _UNCAL_HELP = "ignore the hardware file's calibration section (use the written priors)"
+_TIMING_HELP = (
+    "op times: roofline (the cost model), or measured: NVIDIA's per-kernel tables for the GEMMs "
+    "and attention they cover on devices whose file has a measured section (needs "
+    'pip install "preserve-cp[measured]"; docs/fidelity.md)'
+)
 _DEBUG_HELP = "show tracebacks (accepted before or after the command)"
 _NO_PROGRESS_HELP = "no progress line on stderr"
 _MODEL_HELP = "shipped model NAME, a model YAML path or a Hugging Face config.json path"
@@ -201,12 +207,21 @@ def _parser() -> argparse.ArgumentParser:
         "docs/moe.md); default 0.9 when --routing is given, else off",
     )
     s.add_argument(
+        "--predictor-trace",
+        default=None,
+        metavar="FILE",
+        help="MoE decode: router-aware prefetch on a predictor's log instead of "
+        "--predictor-accuracy: FILE.jsonl holds per step and MoE layer the predicted and the "
+        "actual expert ids (docs/moe.md); each step one scenario, in file order",
+    )
+    s.add_argument(
         "--scenarios",
         type=int,
         default=16,
         metavar="N",
-        help="router-aware prefetch: routing scenarios sampled first (seeded by --seed); more "
-        "(up to 256) when the expected step's 95 %% confidence half-width exceeds 0.5 %%",
+        help="router-aware prefetch: routing scenarios sampled first (seeded by --seed; with "
+        "--predictor-trace the trace's first N steps); more (up to 256, or the trace's steps) "
+        "when the expected step's 95 %% confidence half-width exceeds 0.5 %%",
     )
     s.add_argument(
         "--ep",
@@ -247,6 +262,7 @@ def _parser() -> argparse.ArgumentParser:
         "(e.g. vllm; default: the file's default)",
     )
     s.add_argument("--uncalibrated", action="store_true", help=_UNCAL_HELP)
+    s.add_argument("--timing", choices=TIMINGS, default="roofline", help=_TIMING_HELP)
     s.add_argument(
         "--time-limit",
         type=float,
@@ -327,6 +343,7 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--stack", default="", help="software stack (per-step overhead; see solve)")
     cp.add_argument("--routing", default="uniform", help="MoE expert popularity (see solve)")
     cp.add_argument("--uncalibrated", action="store_true", help=_UNCAL_HELP)
+    cp.add_argument("--timing", choices=TIMINGS, default="roofline", help=_TIMING_HELP)
     cp.add_argument(
         "--solve", action="store_true", help="also optimise the decode step at that batch"
     )
@@ -350,6 +367,7 @@ def _parser() -> argparse.ArgumentParser:
         "--time-limit", type=float, default=30.0, help="seconds for the solve behind it"
     )
     ex.add_argument("--uncalibrated", action="store_true", help=_UNCAL_HELP)
+    ex.add_argument("--timing", choices=TIMINGS, default="roofline", help=_TIMING_HELP)
     ex.add_argument("--out", metavar="FILE", help="write the JSON there (default: stdout)")
 
     f = sub.add_parser("footprint", help="per-layer footprint per device (paper Fig. 2)")
@@ -379,6 +397,7 @@ def _parser() -> argparse.ArgumentParser:
         help="write the signed-error plot (.svg or .png; -: SVG to stdout; default: no plot)",
     )
     va.add_argument("--uncalibrated", action="store_true", help=_UNCAL_HELP)
+    va.add_argument("--timing", choices=TIMINGS, default="roofline", help=_TIMING_HELP)
     va.add_argument(
         "--compare",
         action="store_true",
@@ -603,7 +622,7 @@ def _validate(args: argparse.Namespace) -> int:
     points = load_points(args.set)
     out = output_folder(args.out, "--out") if args.out else None
     calibrated = not args.uncalibrated
-    comparisons = compare(points, calibrated=calibrated)
+    comparisons = compare(points, calibrated=calibrated, timing=args.timing)
     rows = as_dicts(comparisons)
     summ = summary(comparisons)
     wrote: list[str] = []
@@ -646,6 +665,8 @@ def _validate(args: argparse.Namespace) -> int:
         else "priors only (--uncalibrated)",
         file=text,
     )
+    if args.timing == "measured":
+        print("op timing: measured kernel tables where a device has them", file=text)
     for name in ("train", "holdout", "holdout_decode"):
         g = summ[name]
         if g["n"]:
@@ -667,7 +688,7 @@ def _export(args: argparse.Namespace) -> int:
         check_output(args.out, "--out")
     if not args.time_limit > 0:
         raise input_error("--time-limit", "value", "seconds > 0", args.time_limit)
-    hw = load_hardware(args.hardware, calibrated=not args.uncalibrated)
+    hw = load_hardware(args.hardware, calibrated=not args.uncalibrated, timing=args.timing)
     model = load_model(args.model)
     wl = Workload(args.phase, args.batch, args.context, args.tp, **_precisions(args))
     g = build_graph(model, wl)
@@ -754,7 +775,7 @@ def _capacity(args: argparse.Namespace) -> int:
         )
     if not args.time_limit > 0:
         raise input_error("--time-limit", "value", "seconds > 0", args.time_limit)
-    hw = load_hardware(args.hardware, calibrated=not args.uncalibrated)
+    hw = load_hardware(args.hardware, calibrated=not args.uncalibrated, timing=args.timing)
     model = load_model(args.model)
     wl = Workload(
         phase="decode",
@@ -831,6 +852,9 @@ def _show_hardware(hw: Hardware, prior: Hardware) -> None:
             f"calibration: {len(cal.points)} training points of {cal.set}, {cal.date}; "
             "see docs/fidelity.md"
         )
+    if hw.measured is not None:
+        m = hw.measured
+        print(f"measured kernel tables (--timing measured): {m.system}/{m.backend}/{m.version}")
     print(f"usable L2 for prefetch: {hw.usable_l2_bytes / units.MB:.1f} MB")
     print("sources:")
     for s in data["sources"]:
@@ -890,8 +914,28 @@ def _router_accuracy(args: argparse.Namespace, model: Any) -> float | None:
     return DEFAULT_PREDICTOR_ACCURACY if a is None else a
 
 
+def _router_trace(args: argparse.Namespace, model: Any, g: Any) -> Any:
+    """``--predictor-trace``, read and checked against the graph before the solve (the
+    router-aware scenarios are its steps), else None."""
+    path = args.predictor_trace
+    if path is None:
+        return None
+    if args.predictor_accuracy is not None:
+        raise InputError(
+            f"--predictor-trace {path}: expected either --predictor-trace or "
+            "--predictor-accuracy, found both"
+        )
+    if not model.num_experts or args.phase != "decode":
+        raise input_error(
+            "--predictor-trace", "model", "an MoE model in --phase decode", model.name
+        )
+    from .router import MAX_SCENARIOS, read_trace_for
+
+    return read_trace_for(g, path, MAX_SCENARIOS)
+
+
 def _solve(args: argparse.Namespace) -> int:
-    hw = load_hardware(args.hardware, calibrated=not args.uncalibrated)
+    hw = load_hardware(args.hardware, calibrated=not args.uncalibrated, timing=args.timing)
     model = load_model(args.model)
     wl = Workload(
         phase=args.phase,
@@ -930,7 +974,11 @@ def _solve(args: argparse.Namespace) -> int:
             )
     asked = None if args.plans is None else parse_plans(args.plans)
     accuracy = _router_accuracy(args, model)
-    if accuracy is not None and asked is not None:
+    predictor_trace = _router_trace(args, model, g)
+    if predictor_trace is not None:
+        accuracy = None  # the trace's steps are the scenarios
+    router = accuracy is not None or predictor_trace is not None
+    if router and asked is not None:
         raise input_error("--plans", "with router-aware prefetch", "a full solve", args.plans)
     gantt = args.gantt
     if gantt and not is_stdout(gantt) and Path(gantt).suffix.lower() not in FIGURE_SUFFIXES:
@@ -939,7 +987,7 @@ def _solve(args: argparse.Namespace) -> int:
     # fail before the solve, not after it
     to_stderr = _claim_outputs(outputs, "--json" if args.json else "")
     router_gantt = None  # the router-aware plan's picture, next to --gantt's (not on stdout)
-    if accuracy is not None and gantt and not is_stdout(gantt):
+    if router and gantt and not is_stdout(gantt):
         router_gantt = _router_path(gantt)
         check_output(router_gantt, "--gantt")
     layers = None
@@ -971,13 +1019,14 @@ def _solve(args: argparse.Namespace) -> int:
         )
         result = result.with_serving({**result.serving, "request": request})
     rr = None
-    if accuracy is not None:
+    if router:
         from .router import solve_router
 
         rr = solve_router(
             g,
             hw,
             predictor_accuracy=accuracy,
+            trace=predictor_trace,
             scenarios=args.scenarios,
             seed=args.seed,
             time_limit_s=args.time_limit,
@@ -1152,6 +1201,7 @@ def _report(
             if hw.calibrated
             else []
         ),
+        *([timing] if (timing := timing_line(g, hw)) else []),
         "",
         f"{'plan':12s} {'makespan':>12s} {'speedup':>9s}",
         f"{'vanilla':12s} {base * ms:10.4f} ms {1.0:8.3f}x",

@@ -38,6 +38,21 @@ Shape and size effects (each 0 by default, fitted per device by calibrate.py):
   ``kernel_overhead_eager``;
 * sampling and host work: ``step_overhead[stack]`` once per step, on the op marked ``samples``
   (the LM head).
+
+Measured timing (``Hardware.timing == "measured"``, preserve_cp/measured.py): a dense GEMM or
+attention op that the device's kernel tables cover takes its vanilla time ``T`` from them
+(interpolated), and its L2-hit variants follow in the same form (:func:`measured_parts`)::
+
+    L         = the table's time at the same shape with its byte sizes at their smallest
+                (the latency floor), at most T - H / B_peak
+    compute_s = min(T, flops / rate)
+    hbm_bw    = H / (T - L),  hbm_latency_s = L   (instead of the roofline's rate and hbm_half)
+    t(x)      = max(compute_s, (H - x) / hbm_bw + L [+ x / B_l2], x / B_l2) + overhead
+
+so ``t(0) = T + overhead`` and ``t`` stays convex piecewise-linear in ``x``. An op measured
+faster than HBM could feed it (H / T above the peak: the table's run found part of its bytes
+in L2) keeps ``T`` as its fixed time: prefetching cannot beat what was measured. Every other
+op, and every op of a device without tables, keeps the roofline.
 """
 
 from __future__ import annotations
@@ -50,6 +65,7 @@ import networkx as nx
 from .errors import InputError
 from .graph import COLLECTIVE_KINDS, MATMUL_KINDS
 from .hardware import Hardware
+from .measured import OpTime, check_source, op_time
 from .units import COMPUTE_FALLBACK
 
 
@@ -192,6 +208,10 @@ def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
     impl = str(wl.get("allreduce", "nccl"))
     launch = hw.launch_overhead_s(bool(wl.get("graph_capture", True))) if hw else 0.0
     step = hw.step_overhead_for(str(wl.get("stack", ""))) if hw else 0.0
+    measured = hw is not None and hw.timing == "measured"
+    if measured:
+        assert hw is not None
+        check_source(hw)  # the install hint, or a section naming tables that are not there
     for node, a in g.nodes(data=True):
         reads = a.get("reads", {}) or {}
         pf_bytes = float(sum(reads[t] for t in a.get("prefetchable", [])))
@@ -246,6 +266,9 @@ def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
         # same cost a prefetch chunk pays for its own transfer (machine.py)
         hbm_lat = hw.hbm_half_bytes / hbm_bw if hbm > 0 else 0.0
         compute = float(a.get("flops", 0.0)) / rate
+        timed = op_time(hw, a, g.graph) if measured else None
+        if timed is not None:
+            compute, hbm_bw, hbm_lat = measured_parts(timed, compute, hbm, hw)
         out[node] = OpCost(
             node,
             a["resource"],
@@ -260,6 +283,38 @@ def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
             l2_serial=hw.l2_hit_law == "sum",
         )
     return out
+
+
+def measured_parts(
+    timed: OpTime, roofline_compute_s: float, hbm_bytes: float, hw: Hardware
+) -> tuple[float, float, float]:
+    """(compute_s, hbm_bw, hbm_latency_s) of a measured op, such that its duration with
+    nothing in L2 is the measured ``T`` (plus the launch overhead added apart) and the bytes it
+    finds in L2 shorten only the part of ``T`` above its floor ``L`` (``timed.floor_s``)::
+
+        L        = min(floor, T - H / B_peak)   (>= 0: HBM cannot move H faster than its peak)
+        hbm_bw   = H / (T - L)                  the rate the measurement implies
+        hbm_lat  = L                            paid with or without prefetch
+        compute  = min(T, flops / rate)         (T when T < H / B_peak: the run found part of
+                                                 H in L2, prefetching cannot beat it)
+
+    >>> from preserve_cp.hardware import load_hardware
+    >>> from preserve_cp.measured import OpTime
+    >>> h100 = load_hardware("h100-sxm")  # 3.35 TB/s peak
+    >>> c, bw, lat = measured_parts(OpTime(20e-6, 12e-6), 4e-6, 10e6, h100)
+    >>> c, round(bw / 1e12, 6), lat  # 10 MB in the 8 us above a 12 us floor: 1.25 TB/s
+    (4e-06, 1.25, 1.2e-05)
+    >>> measured_parts(OpTime(2e-6, 1e-6), 4e-6, 10e6, h100)[0]  # 5 TB/s: above the peak
+    2e-06
+    """
+    t = timed.vanilla_s
+    if hbm_bytes <= 0:
+        return t, hw.effective_hbm_bytes_per_s, 0.0
+    fastest = hbm_bytes / hw.hbm_bandwidth_bytes_per_s
+    if t <= fastest:  # faster than HBM allows: the measured run hit L2
+        return t, hbm_bytes / t, 0.0
+    floor = min(max(timed.floor_s, 0.0), t - fastest)
+    return min(t, roofline_compute_s), hbm_bytes / (t - floor), floor
 
 
 def compute_dtype(hw: Hardware, dtype: str) -> str:

@@ -26,6 +26,7 @@ import networkx as nx
 from ._yaml import resolve_named_file
 from .errors import InputError
 from .hardware import Hardware, load_hardware
+from .measured import tables_label
 from .models import GRAPHS_DIR, ModelConfig
 from .solve import SolveOptions
 
@@ -68,14 +69,18 @@ def model_label(model: str | Path | ModelConfig | None) -> str | None:
 
 
 def hardware_inputs(hw: Hardware) -> dict[str, Any]:
-    """The hardware part of ``inputs``: name, file, calibration, L2 capacity and budget."""
-    return {
+    """The hardware part of ``inputs``: name, file, calibration, L2 capacity and budget, and
+    (only when it is not the roofline) the op timing with the kernel tables it read."""
+    out: dict[str, Any] = {
         "name": hw.name,
         "file": hw.source_file or None,
         "calibrated": hw.calibrated,
         "l2_capacity_bytes": hw.l2_capacity_bytes,
         "usable_l2_bytes": hw.usable_l2_bytes,
     }
+    if hw.timing != "roofline":
+        out["timing"] = {"kind": hw.timing, "tables": tables_label(hw)}
+    return out
 
 
 def options_inputs(options: SolveOptions, plans: list[str] | None = None) -> dict[str, Any]:

@@ -16,6 +16,13 @@ Node attributes (contract): ``kind``, ``resource``, ``flops``, ``reads`` (tensor
 Collectives read their message (``reads``) and run over ``graph.graph["tp"]`` devices.
 Grouped expert GEMMs (``L<i>.experts_gate_up``, ``L<i>.experts_down``) also carry
 ``experts``, the expected number of distinct experts read, and ``rows`` per expert.
+
+Shape attributes (optional, :data:`SHAPE_ATTRIBUTES`; what measured kernel tables are looked
+up by, preserve_cp/measured.py): a GEMM carries its per-device ``n`` (output features) and
+``k`` (input features) beside ``rows`` (M) and its ``weight_dtype``; a standard attention op
+(MHA/GQA/MQA) carries ``batch`` (sequences on the device), ``heads`` and ``kv_heads`` (per
+device), ``head_dim``, and ``window`` / ``chunk`` on sliding-window / chunked-local layers.
+Batched per-head GEMMs (MLA's absorptions) and MLA attention carry none.
 """
 
 from __future__ import annotations
@@ -35,6 +42,19 @@ from .workload import Workload
 
 COLLECTIVE_KINDS = frozenset({"allreduce", "allgather", "reduce_scatter", "all_to_all", "p2p"})
 MATMUL_KINDS = frozenset({"gemm", "attention"})
+#: optional node attributes giving an op's shape (added after the graph contract was first
+#: pinned; the cost model reads them only for measured timing)
+SHAPE_ATTRIBUTES = (
+    "n",
+    "k",
+    "weight_dtype",
+    "batch",
+    "heads",
+    "kv_heads",
+    "head_dim",
+    "window",
+    "chunk",
+)
 PREFETCH_STREAM = "prefetch"
 
 
@@ -366,6 +386,9 @@ class _Builder:
             prefetchable=(weight,),
             after=after,
             rows=self.T,
+            n=n,
+            k=k,
+            weight_dtype=self.group_dtype.get(group, str(self.wl.weight_dtype)),
         )
 
     def norm(self, name: str, layer: int, after: tuple[str, ...] | None = None) -> str:
@@ -459,6 +482,16 @@ class _Builder:
             heads_l = self.q_l // m.head_dim
             self.weights_bytes += heads_l * aw
             extra[f"L{l}.sinks"] = heads_l * aw
+        shape: dict[str, Any] = {
+            "batch": self.batch,
+            "heads": self.q_l // m.head_dim,
+            "kv_heads": b.kv_heads,
+            "head_dim": m.head_dim,
+        }
+        if b.window:
+            shape["window"] = b.window
+        if b.chunk:
+            shape["chunk"] = b.chunk
         if wl.phase == "decode":
             self.op(
                 f"L{l}.attention",
@@ -473,6 +506,7 @@ class _Builder:
                 writes=T * self.q_l * self.ab + self.batch * 2 * kv_l * self.kb,
                 prefetchable=(f"L{l}.kv_cache",),
                 context=ctx,
+                **shape,
             )
         else:
             if b.chunk:  # causal within each chunk of the prompt
@@ -490,6 +524,7 @@ class _Builder:
                 reads={f"L{l}.qkv_act": T * (self.q_l + 2 * kv_l) * self.ab, **extra},
                 writes=T * self.q_l * self.ab + kv_layer,
                 context=ctx,
+                **shape,
             )
         return self.gemm(
             f"L{l}.o_proj", l, self.q_l, h, f"L{l}.w_o", group="attention", bias=b.o_bias
@@ -665,6 +700,9 @@ class _Builder:
                 prefetchable=(w,),
                 rows=per_expert,
                 experts=b.distinct,
+                n=n,
+                k=k,
+                weight_dtype=self.group_dtype.get("experts", str(self.wl.weight_dtype)),
             )
         if b.ep > 1:  # and takes its tokens' results back, combined in bf16 (or wider)
             self.all_to_all(f"L{l}.moe_combine", l, b, "combine", max(ab, 2.0))
@@ -766,6 +804,11 @@ class _Builder:
             prefetchable=(head_w,),
             rows=self.batch,
             samples=True,
+            n=vocab_head,
+            k=h,
+            weight_dtype=self.group_dtype.get(
+                "embedding" if m.tied_embeddings else "lm_head", str(wl.weight_dtype)
+            ),
         )
         if tp > 1 and wl.lm_head == "sharded":
             logits = self.batch * self.vocab_l * tp * 4
@@ -890,12 +933,19 @@ def validate_graph(g: Any, *, need_duration: bool = False) -> nx.DiGraph:
     return g
 
 
+SHAPE_NUMBERS = tuple(f for f in SHAPE_ATTRIBUTES if f != "weight_dtype")
+
+
 def _check_costed(where: str, a: dict[str, Any]) -> None:
     if not isinstance(a.get("kind"), str):
         raise input_error(where, "kind", "an op kind such as 'gemm' (or a duration)", a.get("kind"))
-    for field in ("flops", "writes_bytes", "rows", "context"):  # the last two are optional
+    # rows, context and the shape attributes are optional
+    for field in ("flops", "writes_bytes", "rows", "context", *SHAPE_NUMBERS):
         v = a.get(field, 0)
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
             raise input_error(where, field, "a finite number >= 0", v)
+    wd = a.get("weight_dtype")
+    if wd is not None and not isinstance(wd, str):
+        raise input_error(where, "weight_dtype", "a dtype name such as 'bf16'", wd)
     if not isinstance(a.get("samples", False), bool):
         raise input_error(where, "samples", "true or false", a.get("samples"))

@@ -35,6 +35,9 @@ Frac = Annotated[float, BeforeValidator(not_bool), AfterValidator(fraction)]
 Share = Annotated[float, BeforeValidator(not_bool), AfterValidator(share)]
 Dtype = Literal["fp16", "bf16", "fp8", "int8", "fp4", "nvfp4"]
 Topology = Literal["ring", "full_mesh", "switch", "torus_2d", "torus_3d"]
+#: where op times come from: the roofline (with calibration), or measured kernel tables where
+#: the device has them (preserve_cp/measured.py; ops without a table entry keep the roofline)
+TIMINGS = ("roofline", "measured")
 
 HARDWARE_DIR = data_dir("hardware")
 
@@ -250,6 +253,27 @@ class CostSpec(_Strict):
     )
 
 
+class MeasuredSpec(_Strict):
+    """Where measured kernel times of this device come from (used with ``--timing measured``).
+
+    The tables are those NVIDIA ships in aiconfigurator-core (Apache-2.0; ``pip install
+    "preserve-cp[measured]"``): ``aiconfigurator_core/systems/data/<system>/<op>/<backend>/
+    <version>/*.parquet``, per-kernel latencies measured on the GPU (see docs/fidelity.md)."""
+
+    system: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$",
+        description="aiconfigurator-core system folder of this device, e.g. `h100_sxm`.",
+    )
+    backend: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$",
+        description="Software stack whose kernels were measured: `trtllm`, `vllm` or `sglang`.",
+    )
+    version: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$",
+        description="Version folder of that backend's tables, e.g. `1.3.0rc20`.",
+    )
+
+
 class CalibrationSpec(_Strict):
     """What was fitted to published measurements, on which points, and when (see calibrate.py)."""
 
@@ -294,6 +318,12 @@ class HardwareSpec(_Strict):
     )
     calibration: CalibrationSpec | None = Field(
         None, description="Values fitted to published measurements (applied on load)."
+    )
+    measured: MeasuredSpec | None = Field(
+        None,
+        description="Measured per-kernel times (aiconfigurator-core tables) that replace the "
+        "roofline of the GEMMs and attention ops they cover when the timing is `measured` "
+        "(`--timing measured`); none: the roofline only.",
     )
 
     @model_validator(mode="after")
@@ -347,6 +377,16 @@ def apply_calibration(data: dict[str, Any], fitted: dict[str, float]) -> dict[st
 
 
 @dataclass(frozen=True)
+class MeasuredSource:
+    """The measured-kernel tables of a device: aiconfigurator-core's system, backend and
+    version folders (the hardware file's ``measured`` section)."""
+
+    system: str
+    backend: str
+    version: str
+
+
+@dataclass(frozen=True)
 class Hardware:
     """One device of a tensor-parallel node, in SI units.
 
@@ -393,6 +433,8 @@ class Hardware:
     scale_out_bytes_per_s: float | None = None
     scale_out_latency_s: float = 0.0
     all_to_all_latency_s: float | None = None
+    measured: MeasuredSource | None = None
+    timing: str = "roofline"  # one of TIMINGS
     calibrated: bool = False
     source_file: str = ""
     uncertain: tuple[str, ...] = ()
@@ -425,6 +467,19 @@ class Hardware:
     def step_overhead_for(self, stack: str = "") -> float:
         """Per-step sampling and host cost of software ``stack`` (``default`` otherwise)."""
         return self.step_overhead_s.get(stack, self.step_overhead_s.get("default", 0.0))
+
+    def with_timing(self, timing: str) -> Hardware:
+        """A copy whose ops are timed by ``timing``: ``roofline`` (the default) or
+        ``measured`` (kernel tables where the device has them, the roofline elsewhere).
+
+        >>> load_hardware("h100-sxm").with_timing("measured").timing
+        'measured'
+        """
+        if timing not in TIMINGS:
+            raise InputError(
+                f"{self.name}: timing: expected one of {', '.join(TIMINGS)}, found {timing!r}"
+            )
+        return dataclasses.replace(self, timing=timing)
 
     def with_overrides(self, **changes: Any) -> Hardware:
         """A copy with SI fields replaced (for sweeps), re-checked for sign.
@@ -503,6 +558,11 @@ def _from_spec(spec: HardwareSpec, source: str, calibrated: bool = False) -> Har
             if spec.scale_out is None or spec.scale_out.all_to_all_latency_us is None
             else spec.scale_out.all_to_all_latency_us * units.US
         ),
+        measured=(
+            None
+            if spec.measured is None
+            else MeasuredSource(spec.measured.system, spec.measured.backend, spec.measured.version)
+        ),
         calibrated=calibrated,
         source_file=source,
         uncertain=tuple(spec.uncertain),
@@ -510,11 +570,15 @@ def _from_spec(spec: HardwareSpec, source: str, calibrated: bool = False) -> Har
     )
 
 
-def load_hardware(name_or_path: str | Path | Hardware, *, calibrated: bool = True) -> Hardware:
+def load_hardware(
+    name_or_path: str | Path | Hardware, *, calibrated: bool = True, timing: str | None = None
+) -> Hardware:
     """Load a shipped device by NAME or a user's YAML by path.
 
     A file with a ``calibration`` section has its fitted values applied unless
     ``calibrated=False`` (then the values written in the sections, the priors, are used).
+    ``timing`` (``roofline`` or ``measured``) sets :attr:`Hardware.timing`; None keeps it
+    (``roofline`` for a file).
 
     Examples
     --------
@@ -527,12 +591,13 @@ def load_hardware(name_or_path: str | Path | Hardware, *, calibrated: bool = Tru
     preserve_cp.errors.InputError: unknown hardware 'no-such-device': expected one of ...
     """
     if isinstance(name_or_path, Hardware):
-        return name_or_path
+        return name_or_path if timing is None else name_or_path.with_timing(timing)
     path = resolve_named_file(str(name_or_path), HARDWARE_DIR, "hardware")
     data = read_yaml_mapping(path)
     # errors name a shipped file by its file name, a user's by its path
     first = str(path.name if path.parent == HARDWARE_DIR else path)
-    return hardware_from_mapping(data, hardware_label(path), calibrated=calibrated, where=first)
+    hw = hardware_from_mapping(data, hardware_label(path), calibrated=calibrated, where=first)
+    return hw if timing is None else hw.with_timing(timing)
 
 
 def hardware_from_mapping(

@@ -22,6 +22,12 @@ Scenario model (per MoE layer and step; ``g.graph["moe"]``):
 * per expert tensor (gate/up, down), one expert's bytes on this rank are the tensor's read
   bytes in the expected graph over its ``experts`` attribute.
 
+Instead of sampling, the scenarios can be the steps of a *predictor trace*, a log of the
+expert ids a predictor named and the router selected per step and MoE layer
+(``predictor_trace.py`` has the format; :func:`load_predictor_trace`, ``solve_router(...,
+trace=...)``); every scenario keeps the ids behind its counts, and
+:func:`write_predictor_trace` writes them in that format.
+
 A speculative chunk of a fraction ``phi`` of the predicted experts' bytes is issued at an op
 before the router; in a scenario ``phi x hits`` experts of it are read (``hits`` = named and
 selected), the rest only take bandwidth and L2 until the layer's experts end. A post-router
@@ -34,6 +40,8 @@ so the simulator credits exactly the bytes that were selected.
 from __future__ import annotations
 
 import math
+import os
+import re
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -48,6 +56,15 @@ from .errors import InputError, input_error
 from .machine import Machine
 from .moe import load_routing_trace, parse_routing
 from .plan import Plan, Prefetch, Schedule
+from .predictor_trace import (
+    PredictorTrace,
+    StepLayer,
+    TraceStep,
+    id_dtype,
+    precision_recall,
+    read_predictor_trace,
+    write_trace_steps,
+)
 from .simulate import simulate, verify
 
 SPEC, REST = ":spec", ":rest"
@@ -78,6 +95,9 @@ class LayerDraw:
 class Scenario:
     index: int
     layers: Mapping[int, LayerDraw]
+    # the expert ids behind the counts, over all the model's experts: what a predictor trace
+    # holds (write_predictor_trace writes them); not part of a scenario's identity
+    step: TraceStep | None = field(default=None, compare=False, repr=False)
 
 
 def expert_tensors(g: nx.DiGraph) -> list[ExpertTensor]:
@@ -144,7 +164,7 @@ def sample_scenarios(g: nx.DiGraph, n: int, *, accuracy: float, seed: int = 0) -
     local = E // ep  # the rank holds experts 0 .. local - 1
     layers = sorted({t.layer for t in expert_tensors(g)})
     log_w = {ly: np.log(_popularity(routing, E, ly, seed)) for ly in layers}
-    out: list[dict[int, LayerDraw]] = []
+    out: list[Scenario] = []
     for i in range(n):
         # one stream per scenario (adding scenarios keeps the first ones), and the routing
         # draws apart from the predictor's: the routings are the same whatever the accuracy
@@ -152,6 +172,7 @@ def sample_scenarios(g: nx.DiGraph, n: int, *, accuracy: float, seed: int = 0) -
         rng = np.random.default_rng([seed, 0, i])
         guess = np.random.default_rng([seed, 2, i])
         draws: dict[int, LayerDraw] = {}
+        ids: dict[int, StepLayer] = {}
         for ly in layers:
             lw = log_w[ly]
             picks = _gumbel_top(np.broadcast_to(lw, (tokens, E)), k, rng)
@@ -164,12 +185,107 @@ def sample_scenarios(g: nx.DiGraph, n: int, *, accuracy: float, seed: int = 0) -
                 free = int((~chosen).sum())
                 if free:
                     named[_gumbel_top(others, min(wrong, free), guess)[0]] = True
-            sel = chosen[:local]
-            draws[ly] = LayerDraw(
-                int(sel.sum()), int(named[:local].sum()), int((named[:local] & sel).sum())
+            ids[ly] = StepLayer(named, chosen, picks.astype(id_dtype(E)))
+            draws[ly] = _draw(ids[ly], local)
+        out.append(Scenario(i, draws, TraceStep(E, k, tokens, ids)))
+    return out
+
+
+def _draw(d: StepLayer, local: int) -> LayerDraw:
+    """What one layer's expert ids fix on the rank holding experts ``0 .. local - 1``."""
+    sel, named = d.actual[:local], d.predicted[:local]
+    return LayerDraw(int(sel.sum()), int(named.sum()), int((named & sel).sum()))
+
+
+# -- predictor traces: logged (predicted, actual) expert sets as scenarios ---------------
+
+
+def _moe_shape(g: nx.DiGraph) -> tuple[int, int, int, int, list[int]]:
+    """(experts, top_k, ep, tokens per step, MoE layers) of ``g``; InputError if not MoE."""
+    moe = g.graph.get("moe")
+    layers = sorted({t.layer for t in expert_tensors(g)}) if moe else []
+    if not moe or not layers:
+        raise InputError(
+            f"{g.graph.get('model', 'graph')}: router-aware prefetch needs an MoE model"
+        )
+    tokens = max(1, int(round(float(moe["tokens"]))))
+    return int(moe["experts"]), int(moe["top_k"]), int(moe.get("ep", 1)), tokens, layers
+
+
+def read_trace_for(
+    g: nx.DiGraph, path: str | os.PathLike[str], max_steps: int | None = None
+) -> PredictorTrace:
+    """A predictor-trace file checked against ``g``'s MoE layers, expert shape and tokens
+    per step (``preserve_cp/predictor_trace.py`` has the format); the first ``max_steps``
+    steps kept."""
+    experts, top_k, _, tokens, layers = _moe_shape(g)
+    return read_predictor_trace(
+        path, experts=experts, top_k=top_k, tokens=tokens, layers=layers, max_steps=max_steps
+    )
+
+
+def trace_scenarios(trace: PredictorTrace, g: nx.DiGraph) -> list[Scenario]:
+    """The steps of ``trace`` as routing scenarios of ``g``, in file order: per MoE layer the
+    rank's experts (``0 .. E/ep - 1``) the step selected, those the predictor named, and
+    those both."""
+    experts, top_k, ep, tokens, layers = _moe_shape(g)
+    if (trace.experts, trace.top_k, trace.tokens) != (experts, top_k, tokens):
+        raise InputError(
+            f"{trace.path}: expected (experts, top_k, tokens) {(experts, top_k, tokens)} of "
+            f"this graph, found {(trace.experts, trace.top_k, trace.tokens)}"
+        )
+    local = experts // ep
+    out = []
+    for i, st in enumerate(trace.steps):
+        if sorted(st.layers) != layers:
+            raise InputError(f"{trace.path}: step {i}: layers do not match this graph's MoE layers")
+        out.append(Scenario(i, {ly: _draw(st.layers[ly], local) for ly in layers}, st))
+    return out
+
+
+def load_predictor_trace(
+    path: str | os.PathLike[str], g: nx.DiGraph, *, max_steps: int | None = None
+) -> list[Scenario]:
+    """The steps of a predictor-trace file as routing scenarios of ``g`` (one per step, in
+    file order, at most ``max_steps``). The graph, not only the model, because the
+    scenarios need the workload's tokens per step and expert-parallel degree as well.
+
+    >>> import os, tempfile
+    >>> from preserve_cp import Workload, build_graph
+    >>> g = build_graph("mixtral-8x7b", Workload("decode", 1, 1024, 8))
+    >>> p = os.path.join(tempfile.mkdtemp(), "t.jsonl")
+    >>> _ = write_predictor_trace(sample_scenarios(g, 3, accuracy=1.0), p)
+    >>> s = load_predictor_trace(p, g)
+    >>> s == sample_scenarios(g, 3, accuracy=1.0), s[0].layers[0]
+    (True, LayerDraw(selected=2, predicted=2, hits=2))
+    """
+    return trace_scenarios(read_trace_for(g, path, max_steps), g)
+
+
+def write_predictor_trace(
+    scenarios: Sequence[Scenario], path: str | os.PathLike[str], *, description: str = ""
+) -> Any:
+    """Write the expert ids behind ``scenarios`` (from :func:`sample_scenarios` or
+    :func:`load_predictor_trace`) as a predictor-trace file; returns its path. The format:
+    ``preserve_cp/predictor_trace.py`` and docs/moe.md."""
+    steps = []
+    for s in scenarios:
+        if s.step is None:
+            raise InputError(
+                f"scenario {s.index}: expected the expert ids behind it (scenarios from "
+                "sample_scenarios or load_predictor_trace carry them), found counts only"
             )
-        out.append(draws)
-    return [Scenario(i, d) for i, d in enumerate(out)]
+        steps.append(s.step)
+    return write_trace_steps(steps, path, description=description)
+
+
+def predictor_quality(scenarios: Sequence[Scenario]) -> tuple[float | None, float | None]:
+    """The predictor's measured (precision, recall) over ``scenarios``: id-weighted, on the
+    batch's unions, over all the model's experts (None when a scenario lacks its ids)."""
+    steps = [s.step for s in scenarios]
+    if any(st is None for st in steps):
+        return None, None
+    return precision_recall(st for st in steps if st is not None)
 
 
 # -- policies and their plans per scenario ---------------------------------------------
@@ -179,11 +295,17 @@ def sample_scenarios(g: nx.DiGraph, n: int, *, accuracy: float, seed: int = 0) -
 class ExpertPolicy:
     """What a plan does with one expert tensor: ``spec`` of the predicted experts' bytes
     prefetched from ``spec_anchor`` on (before the router), ``post`` of the selected bytes not
-    already fetched prefetched from the layer's ``topk`` on."""
+    already fetched prefetched from the layer's ``topk`` on.
+
+    ``spec_parts`` / ``post_parts``, when given, split those bytes into chunks, each
+    ``(fraction, anchor)``: the fractions sum to 1, and the chunks keep the windows of the
+    plan they came from (:func:`project`)."""
 
     spec: float = 0.0
     spec_anchor: Any = None
     post: float = 0.0
+    spec_parts: tuple[tuple[float, Any], ...] = ()
+    post_parts: tuple[tuple[float, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -278,16 +400,41 @@ def realise(ss: ScenarioSet, plan: RouterPlan, i: int) -> tuple[nx.DiGraph, Plan
             reads = dict(a["reads"])
             reads[t.name + SPEC], reads[t.name + REST] = useful, rest
             a["reads"] = reads
-            chunks.append(
-                (ss.pos[t.op], 1, 0, Prefetch(t.name + SPEC, spec_bytes, t.op, pol.spec_anchor))
-            )
+            parts = pol.spec_parts or ((1.0, pol.spec_anchor),)
+            for j, p in enumerate(_split(t.name + SPEC, spec_bytes, t.op, parts)):
+                chunks.append((ss.pos[t.op], 1, j, p))
             spec_moved += spec_bytes
             spec_read += useful
         post = min(pol.post * rest, cap)
         if post > 0:
-            chunks.append((ss.pos[t.op], 2, 0, Prefetch(t.name + REST, post, t.op, t.topk)))
-    chunks.sort(key=lambda c: c[:3])
+            parts = pol.post_parts or ((1.0, t.topk),)
+            for j, p in enumerate(_split(t.name + REST, post, t.op, parts)):
+                chunks.append((ss.pos[t.op], 2, j, p))
+    # the stream runs chunks in plan order: by release (anchor), then by reader, so a chunk
+    # released early (a speculative one in an earlier window) never waits behind one
+    # released later
+    chunks.sort(key=lambda c: (-1 if c[3].anchor is None else ss.pos[c[3].anchor], *c[:3]))
     return h, Plan(plan.name, tuple(c[3] for c in chunks)), spec_moved, spec_read
+
+
+def _split(
+    tensor: str, total: float, consumer: Any, parts: Sequence[tuple[float, Any]]
+) -> list[Prefetch]:
+    """``total`` bytes of ``tensor`` as one chunk per part (fraction, anchor), in order, each
+    starting where the one before ended.
+
+    >>> [(p.bytes, p.anchor, p.offset_bytes) for p in _split("t", 8.0, "op", [(0.75, "a"),
+    ...                                                                      (0.25, "b")])]
+    [(6.0, 'a', 0.0), (2.0, 'b', 6.0)]
+    """
+    out: list[Prefetch] = []
+    at = 0.0
+    for f, anchor in parts:
+        b = total * f
+        if b > 0:
+            out.append(Prefetch(tensor, b, consumer, anchor, offset_bytes=at))
+            at += b
+    return out
 
 
 @dataclass(frozen=True)
@@ -376,8 +523,8 @@ def project(
 ) -> RouterPlan:
     """A plan made for the expected graph (every expert tensor certain at its expected bytes)
     as a policy: its expert chunks issued before ``topk`` become the speculative share of the
-    predicted bytes (anchored where its first one was), those issued later the
-    post-router share; the other chunks stay."""
+    predicted bytes, those issued later the post-router share, each kept as a chunk at its
+    own anchor (``spec_parts`` / ``post_parts``); the other chunks stay."""
     by_name = {t.name: t for t in tensors}
     certain = tuple(p for p in plan.prefetches if p.tensor not in by_name)
     policies: dict[str, ExpertPolicy] = {}
@@ -392,7 +539,13 @@ def project(
         left = size - accuracy * spec * size
         post = min(1.0, after / left) if after > 0 and left > 0 else 0.0
         anchor = before[0].anchor if before else None
-        policies[t.name] = ExpertPolicy(spec, anchor, post)
+        late = [p for p in mine if p not in before]
+
+        def parts(ps: list[Prefetch]) -> tuple[tuple[float, Any], ...]:
+            total = sum(p.bytes for p in ps)
+            return tuple((p.bytes / total, p.anchor) for p in ps) if total > 0 else ()
+
+        policies[t.name] = ExpertPolicy(spec, anchor, post, parts(before), parts(late))
     return RouterPlan("optimised", Plan("certain", certain), policies)
 
 
@@ -438,7 +591,7 @@ class RouterResult:
     """What :func:`solve_router` found: every plan evaluated on the same scenarios."""
 
     model: str
-    predictor_accuracy: float
+    predictor_accuracy: float | None  # None: the scenarios are a predictor trace's steps
     routing: str
     seed: int
     evaluations: dict[str, Evaluation]
@@ -451,10 +604,17 @@ class RouterResult:
     schedule: Schedule | None = None  # the chosen plan on the scenario shown
     shown_scenario: int = 0
     shown_graph: nx.DiGraph | None = None  # that scenario's graph (its expert reads)
+    predictor_trace: str | None = None  # the trace file whose first steps are the scenarios
+    trace_steps: int | None = None  # the steps in that file
 
     @property
     def scenarios(self) -> int:
         return len(self.draws)
+
+    @property
+    def predictor_precision_recall(self) -> tuple[float | None, float | None]:
+        """Measured on the scenarios (:func:`predictor_quality`)."""
+        return predictor_quality(self.draws)
 
     @property
     def best(self) -> Evaluation:
@@ -462,6 +622,7 @@ class RouterResult:
 
     def to_dict(self) -> dict[str, Any]:
         b = self.best
+        precision, recall = self.predictor_precision_recall
         return {
             "expected_makespan_s": b.expected_s,
             "p50_makespan_s": b.percentile_s(50),
@@ -475,6 +636,10 @@ class RouterResult:
             "scenarios": self.scenarios,
             "seed": self.seed,
             "predictor_accuracy": self.predictor_accuracy,
+            "predictor_trace": self.predictor_trace,
+            "trace_steps": self.trace_steps,
+            "predictor_precision": precision,
+            "predictor_recall": recall,
             "routing": self.routing,
             "chosen": self.chosen,
             "vanilla_expected_s": self.vanilla_s,
@@ -515,7 +680,8 @@ def solve_router(
     graph: nx.DiGraph,
     hw: Any,
     *,
-    predictor_accuracy: float,
+    predictor_accuracy: float | None = None,
+    trace: str | os.PathLike[str] | PredictorTrace | None = None,
     scenarios: int = 16,
     seed: int = 0,
     time_limit_s: float = 60.0,
@@ -538,6 +704,12 @@ def solve_router(
     When the chosen plan's expected step has a 95 % confidence half-width above
     ``target_ci`` of it, the search is repeated on more scenarios (the first ones kept, as
     many as the half-width says are needed, at most ``max_scenarios``).
+
+    ``trace`` (a predictor-trace file, or one read by :func:`read_trace_for`) replaces the
+    sampling and ``predictor_accuracy`` (give exactly one of the two): the scenarios are the
+    trace's steps in file order, the first ``scenarios`` of them, more as above but never
+    more than the trace has. The result then reports the file, its step count and the
+    predictor's measured precision and recall (:func:`predictor_quality`).
     """
     from .hardware import load_hardware
     from .machine import machine_for
@@ -555,14 +727,35 @@ def solve_router(
         )
     if not 1 <= scenarios <= max_scenarios:
         raise input_error("options", "scenarios", f"an integer in [1, {max_scenarios}]", scenarios)
+    if (predictor_accuracy is None) == (trace is None):
+        raise InputError(
+            "options: predictor_accuracy, trace: expected exactly one of the two (a stated "
+            "accuracy to sample scenarios with, or a predictor trace), found "
+            + ("both" if trace is not None else "neither")
+        )
+    pool: list[Scenario] | None = None  # the trace's steps (read before the long solves)
+    read: PredictorTrace | None = None
+    if trace is not None:
+        read = (
+            trace
+            if isinstance(trace, PredictorTrace)
+            else read_trace_for(graph, trace, max_scenarios)
+        )
+        pool = trace_scenarios(read, graph)[:max_scenarios]
+        max_scenarios = len(pool)
     share = max(1.0, time_limit_s / 4)
     certain = solve(without_experts(graph, tensors), hardware, time_limit_s=share, seed=seed)
     expected = solve(graph, hardware, time_limit_s=share, seed=seed)
-    n = scenarios
+    n = min(scenarios, max_scenarios)
     while True:
-        draws = sample_scenarios(graph, n, accuracy=predictor_accuracy, seed=seed)
+        if pool is not None:
+            draws = pool[:n]
+            accuracy = _local_precision(draws)  # the search's start only (project)
+        else:
+            accuracy = predictor_accuracy if predictor_accuracy is not None else 0.0
+            draws = sample_scenarios(graph, n, accuracy=accuracy, seed=seed)
         ss = scenario_set(graph, hardware, machine, draws)
-        evals, plans = _search(ss, certain.plan, expected.plan, predictor_accuracy, deadline)
+        evals, plans = _search(ss, certain.plan, expected.plan, accuracy, deadline)
         best = evals["optimised"]
         rel = best.ci95_s / best.expected_s if best.expected_s > 0 else 0.0
         if rel <= target_ci or n >= max_scenarios or time.perf_counter() >= deadline:
@@ -587,7 +780,16 @@ def solve_router(
         shown,
         shown_at,
         shown_graph,
+        None if read is None else read.path,
+        None if read is None else read.total_steps,
     )
+
+
+def _local_precision(draws: Sequence[Scenario]) -> float:
+    """Of the experts the predictor named on this rank, the share selected (0 if none)."""
+    named = sum(d.predicted for s in draws for d in s.layers.values())
+    hits = sum(d.hits for s in draws for d in s.layers.values())
+    return hits / named if named else 0.0
 
 
 def _search(
@@ -652,6 +854,11 @@ def _search(
             if time.perf_counter() < deadline and score(best[0], best[1], post) < score(*best):
                 best = (best[0], best[1], post)
     opt = policy(certs[best[0]], best[1], best[2])
+    # the projection itself keeps each tensor's shares and windows (the grid above gives
+    # every tensor the same ones); from the better of the two, a search per role (an
+    # expert tensor's name without its layer: every layer's gate/up, every layer's down)
+    if time.perf_counter() < deadline:
+        opt = _search_roles(ss, [opt, replace(proj, certain=certs[1])], run, anchors, deadline)
     evals["optimised"] = run(opt)  # the reported plan: simulated and verified per scenario
     plans["optimised"] = opt
     # never worse than a baseline it was compared with
@@ -663,10 +870,87 @@ def _search(
     return evals, plans
 
 
+def _search_roles(
+    ss: ScenarioSet,
+    starts: Sequence[RouterPlan],
+    run: Any,
+    anchors: Mapping[str, Any],
+    deadline: float,
+) -> RouterPlan:
+    """The best of ``starts`` (by expected step over the scenarios), then a coordinate search
+    over the speculative share (0, 1/4 .. 1) and the post-router share (0, 1/2, 1) of each
+    role in turn, keeping each tensor's windows; stops at ``deadline``."""
+    layer = re.compile(r"^L\d+\.")
+    roles: dict[str, list[str]] = {}
+    for t in ss.tensors:
+        roles.setdefault(layer.sub("", t.name), []).append(t.name)
+
+    def score(p: RouterPlan) -> float:
+        e = run(p, check=False)
+        return e.expected_s if not e.dropped else math.inf
+
+    scored = [(score(p), i, p) for i, p in enumerate(starts)]
+    best_s, _, best = min(scored, key=lambda x: (x[0], x[1]))
+
+    def with_role(p: RouterPlan, names: list[str], key: str, v: float) -> RouterPlan:
+        pols = dict(p.experts)
+        for n in names:
+            old = pols.get(n) or ExpertPolicy(0.0, anchors.get(n), 0.0)
+            if old.spec_anchor is None and not old.spec_parts:
+                old = replace(old, spec_anchor=anchors.get(n))
+            pols[n] = replace(old, spec=v) if key == "spec" else replace(old, post=v)
+        return replace(p, experts=pols, name="optimised")
+
+    for _ in range(2):
+        moved = False
+        for names in roles.values():
+            for key, grid in (("spec", (0.0, 0.25, 0.5, 0.75, 1.0)), ("post", (0.0, 0.5, 1.0))):
+                for v in grid:
+                    if time.perf_counter() >= deadline:
+                        return best
+                    cand = with_role(best, names, key, v)
+                    if cand == best:
+                        continue
+                    c = score(cand)
+                    if c < best_s * (1 - 1e-9):
+                        best, best_s, moved = cand, c, True
+        if not moved:
+            break
+    return replace(best, name="optimised")
+
+
 def evaluate_one(ss: ScenarioSet, plan: RouterPlan, i: int) -> tuple[nx.DiGraph, Schedule]:
     """Scenario ``i``'s graph and schedule for ``plan`` (for pictures)."""
     h, p, _, _ = realise(ss, plan, i)
     return h, simulate(h, ss.costs[i], p, ss.machine)
+
+
+def scenario_text(d: Mapping[str, Any]) -> str:
+    """Where the scenarios of a router-aware analysis (``RouterResult.to_dict()``) came from.
+
+    >>> scenario_text({"scenarios": 16, "routing": "uniform", "seed": 0,
+    ...                "predictor_accuracy": 0.9})
+    '16 routing scenarios (uniform, seed 0), predictor accuracy 0.9'
+    >>> scenario_text({"scenarios": 8, "seed": 0, "predictor_accuracy": None,
+    ...                "predictor_trace": "t.jsonl", "trace_steps": 20,
+    ...                "predictor_precision": 0.8, "predictor_recall": 0.75})
+    '8 routing scenarios (steps 1-8 of the 20 in predictor trace t.jsonl), predictor precision 0.800, recall 0.750 (measured on those steps, expert ids)'
+    """  # noqa: E501
+    n = d["scenarios"]
+    if d.get("predictor_trace") is None:
+        return (
+            f"{n} routing scenarios ({d['routing']}, seed {d['seed']}), "
+            f"predictor accuracy {d['predictor_accuracy']:g}"
+        )
+
+    def share(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    return (
+        f"{n} routing scenarios (steps 1-{n} of the {d['trace_steps']} in predictor trace "
+        f"{d['predictor_trace']}), predictor precision {share(d['predictor_precision'])}, "
+        f"recall {share(d['predictor_recall'])} (measured on those steps, expert ids)"
+    )
 
 
 def router_lines(d: Mapping[str, Any] | None) -> list[str]:
@@ -677,8 +961,7 @@ def router_lines(d: Mapping[str, Any] | None) -> list[str]:
     van = d["vanilla_expected_s"]
     out = [
         "",
-        f"router-aware prefetch (MoE decode): {d['scenarios']} routing scenarios "
-        f"({d['routing']}, seed {d['seed']}), predictor accuracy {d['predictor_accuracy']:g}",
+        f"router-aware prefetch (MoE decode): {scenario_text(d)}",
         f"{'plan':20s} {'expected':>12s} {'p50':>10s} {'p95':>10s} {'speedup':>8s} "
         f"{'hit rate':>8s} {'wasted':>10s}",
     ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -260,7 +261,68 @@ def optimize(
         )
         outcome = solve_general(g, costs, m, opts.general, hint=hint, deadline=deadline)
         keep(outcome, "interval-cpsat")
+    if found:
+        top = min(found, key=lambda c: c.makespan_s)
+        if top.plan.prefetches:
+            pruned = prune(problem, top, deadline)
+            if pruned is not None:
+                o = pruned.outcome
+                # the model's prediction was for the plan before pruning
+                o = dataclasses.replace(o, predicted_s=None) if o is not None else None
+                found.append(dataclasses.replace(pruned, name=f"{top.name}+prune", outcome=o))
     return found, outcome
+
+
+_LAYER = re.compile(r"^L\d+\.")
+
+
+def chunk_roles(plan: Plan) -> dict[str, list[int]]:
+    """The plan's chunks grouped by *role*: the tensor's name without its layer prefix and
+    the chunk's place among that tensor's chunks (``w_o#0``: every layer's first chunk of
+    its ``w_o``), in order of first appearance.
+
+    >>> from preserve_cp.plan import Prefetch
+    >>> p = Plan("p", (Prefetch("L0.w", 1, "a"), Prefetch("L0.w", 1, "a", offset_bytes=1),
+    ...                Prefetch("L1.w", 1, "b"), Prefetch("head.w", 1, "c")))
+    >>> chunk_roles(p)
+    {'w#0': [0, 2], 'w#1': [1], 'head.w#0': [3]}
+    """
+    seen: dict[str, int] = {}
+    roles: dict[str, list[int]] = {}
+    for i, pf in enumerate(plan.prefetches):
+        nth = seen.get(pf.tensor, 0)
+        seen[pf.tensor] = nth + 1
+        roles.setdefault(f"{_LAYER.sub('', pf.tensor)}#{nth}", []).append(i)
+    return roles
+
+
+def prune(problem: Problem, best: Candidate, deadline: Deadline) -> Candidate | None:
+    """Stage 4b: drop every chunk of one role at a time while the simulated makespan falls.
+
+    The optimiser's models price a chunk's latency and its stalls only approximately; a
+    small chunk (a KV-cache slice that costs a latency to save a fraction of one) can cost
+    more than it gains in the simulator. Each try is one simulation, so this is cheap and
+    deterministic; it stops at the deadline (noted in ``cut``). Returns the better plan, or
+    None when no role is worth dropping."""
+    cur = best
+    improved = True
+    while improved:
+        improved = False
+        for idx in chunk_roles(cur.plan).values():
+            if deadline.skips("prune"):
+                return cur if cur is not best else None
+            drop = set(idx)
+            kept = tuple(p for i, p in enumerate(cur.plan.prefetches) if i not in drop)
+            c = problem.run(Plan(cur.plan.name, kept, cur.plan.order))
+            if (
+                c.verified
+                and c.schedule is not None
+                and not c.schedule.dropped
+                and c.makespan_s < cur.makespan_s * (1 - 1e-9)
+            ):
+                cur, improved = dataclasses.replace(c, name=cur.name, outcome=cur.outcome), True
+                break  # the roles of the new plan
+    return cur if cur is not best else None
 
 
 #: baselines a plan may be chosen from, in order of preference on ties (fused changes the

@@ -44,6 +44,7 @@ from .errors import InfeasibleError, InputError
 from .graph import build_graph
 from .hardware import Hardware, list_hardware, load_hardware
 from .machine import check_fits, machine_for
+from .measured import check_source
 from .models import list_models
 from .pipeline import pipeline_step_s, stage_workloads
 from .plan import Plan
@@ -248,12 +249,19 @@ def load_points(path: str | Path | None = None) -> list[dict[str, Any]]:
     return pts
 
 
-def compare(points: list[dict[str, Any]], *, calibrated: bool = True) -> list[Comparison]:
+def compare(
+    points: list[dict[str, Any]], *, calibrated: bool = True, timing: str = "roofline"
+) -> list[Comparison]:
+    """Every point's prediction and signed error (``timing``: ``roofline`` or ``measured``,
+    the op timing of every device; :meth:`Hardware.with_timing`)."""
     shipped_hw, shipped_models = set(list_hardware()), set(list_models())
     devices = {  # each device file read once
-        name: load_hardware(name, calibrated=calibrated)
+        name: load_hardware(name, calibrated=calibrated, timing=timing)
         for name in {str(p["hardware"]) for p in points} & shipped_hw
     }
+    if timing == "measured":  # the install hint once, not a skip reason on every point
+        for hw in devices.values():
+            check_source(hw)
     out = []
     for p in points:
         base: dict[str, Any] = dict(

@@ -15,7 +15,7 @@ from typing import Any
 import networkx as nx
 
 from preserve_cp.errors import InputError
-from preserve_cp.graph import build_graph, check_tp
+from preserve_cp.graph import SHAPE_ATTRIBUTES, build_graph, check_tp
 from preserve_cp.models import load_model
 from preserve_cp.workload import Workload
 
@@ -88,10 +88,17 @@ def key(name: str, wl: Workload) -> str:
 
 
 def canonical(g: nx.DiGraph) -> dict[str, Any]:
-    """Every node (in order) with all attributes, every edge (in order), the graph attributes."""
+    """Every node (in order) with all attributes, every edge (in order), the graph attributes.
+
+    The optional shape attributes added later (``graph.SHAPE_ATTRIBUTES``: ``n``, ``k``,
+    ``batch``, ``heads`` ...) are left out, so the pinned hashes keep proving that every
+    attribute the graphs had then is unchanged."""
     return {
         "graph": g.graph,
-        "nodes": [[n, a] for n, a in g.nodes(data=True)],
+        "nodes": [
+            [n, {k: v for k, v in a.items() if k not in SHAPE_ATTRIBUTES}]
+            for n, a in g.nodes(data=True)
+        ],
         "edges": [[u, v] for u, v in g.edges()],
     }
 

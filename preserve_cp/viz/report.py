@@ -556,6 +556,19 @@ def _calibration_status(hw: Hardware | None) -> str:
     )
 
 
+def _trace_text(router: Mapping[str, Any]) -> str:
+    """The predictor trace the router-aware scenarios came from, and what it measured."""
+
+    def share(x: float | None) -> str:
+        return "–" if x is None else f"{x:.3f}"
+
+    return (
+        f"{router['predictor_trace']}: steps 1–{router['scenarios']} of "
+        f"{router['trace_steps']}; precision {share(router.get('predictor_precision'))}, "
+        f"recall {share(router.get('predictor_recall'))} (measured, expert ids)"
+    )
+
+
 def _router_section(router: Mapping[str, Any] | None, dist_svg: str, gantt_svg: str) -> str:
     """The router-aware analysis (``RouterResult.to_dict()``): its plans over the routing
     scenarios, the bound, and the pictures given (empty without an analysis)."""
@@ -607,7 +620,11 @@ def _router_section(router: Mapping[str, Any] | None, dist_svg: str, gantt_svg: 
             "scenarios",
             f"{router['scenarios']} ({router['routing']}, seed {router['seed']})",
         ),
-        ("predictor accuracy", f"{router['predictor_accuracy']:g} (precision = recall)"),
+        (
+            ("predictor accuracy", f"{router['predictor_accuracy']:g} (precision = recall)")
+            if router.get("predictor_trace") is None
+            else ("predictor trace", _trace_text(router))
+        ),
         ("chosen plan", str(router.get("chosen", "optimised"))),
         (
             "expected step",

@@ -65,8 +65,12 @@ def router_title(rr: Any, heading: str = "") -> str:
     lines = [heading] if heading else []
     lines.append(
         f"router-aware plan ({rr.chosen}) on routing scenario {rr.shown_scenario} of "
-        f"{rr.scenarios} ({rr.routing}, seed {rr.seed}), predictor accuracy "
-        f"{rr.predictor_accuracy:g}"
+        f"{rr.scenarios} "
+        + (
+            f"({rr.routing}, seed {rr.seed}), predictor accuracy {rr.predictor_accuracy:g}"
+            if rr.predictor_trace is None
+            else f"(steps of predictor trace {rr.predictor_trace})"
+        )
     )
     text = f"expected step {best.expected_s * ms:.4g} ms"
     if np.isfinite(ci):

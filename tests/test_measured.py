@@ -1,0 +1,260 @@
+"""The measured-kernel timing source (preserve_cp/measured.py, ``--timing measured``).
+
+The expected numbers are rows of aiconfigurator-core 0.12.0's tables, read here with pyarrow
+directly (not through the module under test): h100_sxm, TensorRT-LLM 1.3.0rc20.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pq = pytest.importorskip("pyarrow.parquet")
+pytest.importorskip("aiconfigurator_core")
+
+from preserve_cp import InputError, Workload, build_graph, load_hardware  # noqa: E402
+from preserve_cp.cli import main  # noqa: E402
+from preserve_cp.costs import op_costs  # noqa: E402
+from preserve_cp.describe import solve_inputs  # noqa: E402
+from preserve_cp.estimate import estimate  # noqa: E402
+from preserve_cp.machine import machine_for  # noqa: E402
+from preserve_cp.measured import (  # noqa: E402
+    data_root,
+    decode_attention_time,
+    gemm_time,
+    op_time,
+)
+from preserve_cp.models import load_model  # noqa: E402
+from preserve_cp.simulate import verify  # noqa: E402
+from preserve_cp.solve import solve  # noqa: E402
+
+H100 = load_hardware("h100-sxm")
+SRC = H100.measured
+FP8 = dict(dtype="fp8")
+
+
+def _rows(op: str, name: str) -> dict[str, np.ndarray]:
+    assert SRC is not None
+    path = data_root() / SRC.system / op / SRC.backend / SRC.version / f"{name}.parquet"
+    t = pq.read_table(path)
+    return {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
+
+
+def _gemm_row_ms(m: int, n: int, k: int, dtype: str) -> float:
+    r = _rows("gemm", "gemm_perf")
+    sel = (r["m"] == m) & (r["n"] == n) & (r["k"] == k) & (r["gemm_dtype"] == dtype)
+    assert sel.sum() == 1
+    return float(r["latency"][sel][0])
+
+
+# --- lookups --------------------------------------------------------------------------------
+def test_gemm_lookup_reproduces_table_rows_exactly() -> None:
+    assert SRC is not None
+    for m, n, k, ours, theirs in (
+        (4, 1024, 8192, "fp8", "fp8"),
+        (4096, 4096, 4096, "bf16", "bfloat16"),
+        (1, 65536, 8192, "bf16", "bfloat16"),
+    ):
+        t = gemm_time(SRC, m, n, k, ours, ours)
+        assert t is not None
+        assert t.vanilla_s == _gemm_row_ms(m, n, k, theirs) * 1e-3
+        assert 0 < t.floor_s <= t.vanilla_s
+
+
+def test_decode_attention_lookup_reproduces_a_table_row() -> None:
+    assert SRC is not None
+    r = _rows("attention", "generation_attention_perf")
+    sel = (
+        (r["batch_size"] == 4)
+        & (r["step"] == 16383)
+        & (r["num_heads"] == 8)
+        & (r["num_key_value_heads"] == 1)
+        & (r["head_dim"] == 128)
+        & (r["window_size"] == 0)
+        & (r["kv_cache_dtype"] == "fp8")
+    )
+    assert sel.sum() == 1
+    t = decode_attention_time(SRC, 4, 16383, 8, 1, 128, "fp8")
+    assert t is not None and t.vanilla_s == float(r["latency"][sel][0]) * 1e-3
+
+
+def test_interpolation_is_monotone_between_rows() -> None:
+    assert SRC is not None
+    # in m between two adjacent rows of the table (m = 4353 and 8192; log-linear in log m)
+    lo = _gemm_row_ms(4353, 8192, 8192, "bfloat16") * 1e-3
+    hi = _gemm_row_ms(8192, 8192, 8192, "bfloat16") * 1e-3
+    ms = [4353, *np.geomspace(4353, 8192, 9)[1:-1], 8192]
+    got = [gemm_time(SRC, m, 8192, 8192, "bf16", "bf16").vanilla_s for m in ms]  # type: ignore[union-attr]
+    assert got[0] == lo and got[-1] == hi and lo < hi
+    assert np.all(np.diff(got) > 0)
+    # the midpoint in log m is the geometric mean of the two rows
+    assert got[4] == pytest.approx(math.sqrt(lo * hi), rel=1e-12)
+    # in n (1280 is not a grid value: between 1024 and 1536)
+    a, b = _gemm_row_ms(4, 1024, 8192, "fp8"), _gemm_row_ms(4, 1536, 8192, "fp8")
+    mid = gemm_time(SRC, 4, 1280, 8192, "fp8", "fp8").vanilla_s * 1e3  # type: ignore[union-attr]
+    assert min(a, b) < mid < max(a, b)
+
+
+def test_beyond_the_table_time_grows_with_work_and_below_it_stays_flat() -> None:
+    assert SRC is not None
+    top = _gemm_row_ms(32768, 8192, 8192, "bfloat16") * 1e-3  # m = 32768 is the largest row
+    twice = gemm_time(SRC, 65536, 8192, 8192, "bf16", "bf16")
+    assert twice is not None and twice.vanilla_s == pytest.approx(2 * top, rel=1e-12)
+    small = gemm_time(SRC, 4, 16, 16, "bf16", "bf16")  # n, k below the smallest (32)
+    assert small is not None and small.vanilla_s == _gemm_row_ms(4, 32, 32, "bfloat16") * 1e-3
+
+
+def test_shapes_without_a_table_entry_have_none() -> None:
+    assert SRC is not None
+    assert gemm_time(SRC, 4, 1024, 1024, "int4", "bf16") is None  # no such dtype pair
+    assert decode_attention_time(SRC, 4, 4096, 8, 1, 128, "int8") is None  # int8 KV
+    assert decode_attention_time(SRC, 4, 4096, 8, 3, 128, "fp8") is None  # 3 KV heads
+
+
+# --- the graph's shape attributes -------------------------------------------------------------
+def test_graph_shapes_agree_with_flops() -> None:
+    for name, wl in (
+        ("llama3-70b", Workload("decode", 4, 16384, 8, **FP8)),
+        ("mixtral-8x7b", Workload("prefill", 2, 512, 2)),
+    ):
+        g = build_graph(name, wl)
+        m = load_model(name)
+        for n, a in g.nodes(data=True):
+            if a["kind"] == "gemm" and "n" in a:
+                assert a["flops"] == pytest.approx(
+                    2 * a["rows"] * a.get("experts", 1) * a["n"] * a["k"]
+                ), n
+                assert a["weight_dtype"] == wl.weight_dtype
+            if a["kind"] == "attention":
+                assert a["heads"] * a["head_dim"] == m.q_size // wl.tp
+                assert a["kv_heads"] == m.kv_heads_per_rank(wl.tp)
+                assert a["batch"] == wl.batch
+
+
+# --- op_costs ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def decode_70b():
+    g = build_graph("llama3-70b", Workload("decode", 4, 16384, 8, **FP8))
+    return g, op_costs(g, H100), op_costs(g, H100.with_timing("measured"))
+
+
+def test_duration_with_nothing_in_l2_is_the_measured_time_plus_overhead(decode_70b) -> None:
+    g, roof, meas = decode_70b
+    hwm = H100.with_timing("measured")
+    covered = 0
+    for n, a in g.nodes(data=True):
+        t = op_time(hwm, a, g.graph)
+        if t is None:  # norms, RoPE, collectives: the roofline, untouched
+            assert meas[n] == roof[n], n
+            continue
+        covered += 1
+        c = meas[n]
+        assert c.overhead_s == roof[n].overhead_s  # launch (+ step on the LM head) on top
+        assert c.duration_s(0.0) == pytest.approx(t.vanilla_s + c.overhead_s, rel=1e-12), n
+    assert covered == 401  # 80 layers x (qkv, attention, o_proj, gate_up, down) + lm_head
+
+
+def test_duration_is_convex_and_falls_until_the_l2_term_takes_over(decode_70b) -> None:
+    g, _, meas = decode_70b
+    for n in ("L0.qkv", "L0.attention", "L0.o_proj", "L0.gate_up", "L0.down", "lm_head"):
+        c = meas[n]
+        xs = np.linspace(0.0, c.prefetchable_bytes, 201)
+        d = np.array([c.duration_s(x) for x in xs])
+        tol = 1e-15
+        assert np.all(np.diff(d, 2) >= -tol), n  # convex
+        best = int(np.argmin(d))
+        assert np.all(np.diff(d[: best + 1]) <= tol), n  # non-increasing up to its minimum
+        assert c.min_duration_s() <= d.min() + tol
+        assert d[-1] < d[0], n  # prefetching all of it helps
+
+
+def test_duration_is_non_increasing_under_the_sum_law() -> None:
+    hw = load_hardware("rtx-pro-6000", timing="measured")  # l2_hit_law: sum
+    g = build_graph("llama3-8b", Workload("decode", 4, 4096, 2, **FP8))
+    costs = op_costs(g, hw)
+    checked = 0
+    for n, a in g.nodes(data=True):
+        if op_time(hw, a, g.graph) is None or not costs[n].prefetchable_bytes:
+            continue
+        c = costs[n]
+        d = np.array([c.duration_s(x) for x in np.linspace(0, c.prefetchable_bytes, 51)])
+        assert np.all(np.diff(d) <= 1e-15) and np.all(np.diff(d, 2) >= -1e-15), n
+        checked += 1
+    assert checked == 32 * 5 + 1
+
+
+def test_a_device_without_tables_keeps_the_roofline() -> None:
+    g = build_graph("llama3-70b", Workload("decode", 4, 16384, 8))
+    hw = load_hardware("ascend-910b2")
+    assert hw.measured is None
+    assert op_costs(g, hw.with_timing("measured")) == op_costs(g, hw)
+    assert load_hardware("h100-sxm").timing == "roofline"  # nothing changes unless asked
+
+
+# --- the whole pipeline -----------------------------------------------------------------------
+def test_solve_with_measured_timing_returns_a_verified_plan() -> None:
+    two_layers = load_model("llama3-8b").model_copy(update={"num_layers": 2})
+    g = build_graph(two_layers, Workload("decode", 4, 4096, 8, **FP8))
+    hw = H100.with_timing("measured")
+    r = solve(g, hw, time_limit_s=5.0)
+    assert verify(g, r.schedule, machine_for(hw)) == []
+    assert r.lower_bound_s <= r.makespan_s * (1 + 1e-9)
+    assert r.makespan_s <= r.baseline_makespan_s
+    # the tables did time the step: its vanilla is not the roofline's
+    roofline = estimate(g, H100, plans=["vanilla"]).baseline_makespan_s
+    assert r.baseline_makespan_s != pytest.approx(roofline, rel=1e-3)
+    timing = solve_inputs(g, hw)["hardware"]["timing"]
+    assert timing == {"kind": "measured", "tables": "h100_sxm/trtllm/1.3.0rc20"}
+    assert "timing" not in solve_inputs(g, H100)["hardware"]
+
+
+def test_solve_json_with_measured_timing_matches_the_schema(capsys) -> None:
+    import json
+
+    from test_json_schema import validate
+
+    from preserve_cp.describe import solve_schema
+
+    args = ["solve", "--model", "llama3-8b", "--hardware", "h100-sxm", "--batch", "2"]
+    args += ["--context", "1024", "--tp", "4", "--dtype", "fp8", "--plans", "vanilla"]
+    assert main([*args, "--timing", "measured", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    schema = solve_schema()
+    validate(out, schema, schema)
+    assert out["inputs"]["hardware"]["timing"]["tables"] == "h100_sxm/trtllm/1.3.0rc20"
+    assert main([*args, "--json"]) == 0  # the roofline: no timing key, a different step
+    roof = json.loads(capsys.readouterr().out)
+    assert "timing" not in roof["inputs"]["hardware"]
+    assert roof["baseline_makespan_s"] != pytest.approx(out["baseline_makespan_s"], rel=1e-3)
+
+
+# --- errors -----------------------------------------------------------------------------------
+def test_missing_package_is_one_clear_error(monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "aiconfigurator_core", None)  # import fails
+    g = build_graph("llama3-8b", Workload("decode", 1, 1024, 8))
+    with pytest.raises(InputError, match=r'pip install "preserve-cp\[measured\]"'):
+        op_costs(g, H100.with_timing("measured"))
+    args = ["solve", "--model", "llama3-8b", "--hardware", "h100-sxm", "--timing", "measured"]
+    assert main([*args, "--plans", "vanilla"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "preserve-cp[measured]" in err
+    assert main(["validate", "--timing", "measured"]) == 2
+
+
+def test_a_measured_section_naming_missing_tables_is_an_input_error(tmp_path: Path) -> None:
+    text = (Path(__file__).parent.parent / "hardware" / "h100-sxm.yaml").read_text()
+    bad = tmp_path / "h100-bad.yaml"
+    bad.write_text(text.replace("version: 1.3.0rc20", "version: 9.9.9"))
+    g = build_graph("llama3-8b", Workload("decode", 1, 1024, 8))
+    with pytest.raises(InputError, match=r"measured: .*9\.9\.9.*1\.3\.0rc20"):
+        op_costs(g, load_hardware(bad, timing="measured"))
+    worse = tmp_path / "h100-worse.yaml"
+    worse.write_text(text.replace("system: h100_sxm", "system: ../h100_sxm"))
+    with pytest.raises(InputError, match="measured.system"):
+        load_hardware(worse)
+    with pytest.raises(InputError, match="timing: expected one of roofline, measured"):
+        H100.with_timing("magic")
