@@ -143,6 +143,14 @@ class MemorySpec(_Strict):
         "Blackwell: 28.8 us from device memory, 11 us from L2, 17.3 us with a third from "
         "device memory; docs/fidelity.md). `max` is the optimistic one.",
     )
+    l2_eviction: Literal["none", "random"] = Field(
+        "none",
+        description="Whether the ops' own traffic evicts prefetched lines before their reader "
+        "runs: `none`, they are protected (a persisting-L2 set-aside, or the PRESERVE "
+        "premise); `random`, random replacement over the whole L2: a prefetched line "
+        "survives V bytes of the ops' HBM traffic with probability exp(-V / L2 size). "
+        "See docs/fidelity.md.",
+    )
     prefetch_bandwidth_tb_per_s: Pos | None = Field(
         None,
         description="Own rate limit of the prefetch engine; none: the achievable HBM "
@@ -426,6 +434,7 @@ class Hardware:
     hbm_half_bytes: float = 0.0
     prefetch_share_during_ops: float = 0.0
     l2_hit_law: str = "max"
+    l2_eviction: str = "none"
     rank_latency_s: float = 0.0
     custom_allreduce_latency_s: float | None = None
     custom_one_shot_max_bytes: float = 256 * 1024.0
@@ -533,6 +542,7 @@ def _from_spec(spec: HardwareSpec, source: str, calibrated: bool = False) -> Har
         hbm_half_bytes=mem.hbm_half_mib * units.MIB,
         prefetch_share_during_ops=mem.prefetch_share_during_ops,
         l2_hit_law=mem.l2_hit_law,
+        l2_eviction=mem.l2_eviction,
         rank_latency_s=net.rank_latency_us * units.US,
         custom_allreduce_latency_s=(
             None

@@ -36,6 +36,9 @@ class Machine:
     contention: bool = True
     op_share: float = 1.0
     chunk_latency_s: float = 0.0
+    #: > 0: prefetched lines are evicted by the ops' traffic (random replacement over this
+    #: many bytes of L2; hardware ``l2_eviction: random``); 0: they are protected
+    eviction_bytes: float = 0.0
 
 
 def machine_for(hw: Hardware | None, contention: bool = True) -> Machine:
@@ -56,6 +59,7 @@ def machine_for(hw: Hardware | None, contention: bool = True) -> Machine:
         contention,
         hw.prefetch_share_during_ops,
         hw.hbm_half_bytes / bw if bw > 0 else 0.0,
+        hw.l2_capacity_bytes if hw.l2_eviction == "random" else 0.0,
     )
 
 

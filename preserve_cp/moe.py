@@ -65,7 +65,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import InputError, input_error
@@ -151,7 +151,7 @@ class RoutingTrace:
             )
         found = self.layers.get(layer, self.default)
         if found is None:
-            have = _ranges(sorted(self.layers))
+            have = id_ranges(sorted(self.layers))
             raise InputError(
                 f"{self.path}: layers: expected an entry for MoE layer {layer} "
                 f"(or a 'default' entry), found entries for layers {have or 'none'}"
@@ -164,7 +164,7 @@ class RoutingTrace:
         return sorted((c / self.tokens for c in counts), reverse=True)
 
 
-def _ranges(values: list[int]) -> str:
+def id_ranges(values: Sequence[int]) -> str:
     """``[0, 1, 2, 5, 7, 8]`` -> ``'0-2, 5, 7-8'``."""
     out: list[str] = []
     i = 0

@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, input_error
+from .moe import id_ranges
 from .outputs import write_output
 
 PREDICTOR_FORMAT = "preserve-cp-predictor-trace/1"
@@ -95,19 +96,6 @@ class PredictorTrace:
     description: str
     steps: tuple[TraceStep, ...]
     total_steps: int  # steps in the file (all checked)
-
-
-def _ranges(values: Sequence[int]) -> str:
-    """``[0, 1, 2, 5]`` -> ``'0-2, 5'``."""
-    out: list[str] = []
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
-            j += 1
-        out.append(str(values[i]) if i == j else f"{values[i]}-{values[j]}")
-        i = j + 1
-    return ", ".join(out)
 
 
 def _short(value: Any) -> str:
@@ -258,14 +246,14 @@ def _step(
         if int(key) not in known:
             raise InputError(
                 f"{where}: layers.{key}: expected only the model's MoE layers "
-                f"({_ranges(layers)}), found layer {key}"
+                f"({id_ranges(layers)}), found layer {key}"
             )
         got[int(key)] = _layer(where, f"layers.{key}", entry, experts, top_k, tokens)
     missing = [ly for ly in layers if ly not in got]
     if missing:
         raise InputError(
             f"{where}: layers: expected an entry for every MoE layer of the model "
-            f"({_ranges(layers)}), missing {_ranges(missing)}"
+            f"({id_ranges(layers)}), missing {id_ranges(missing)}"
         )
     return TraceStep(experts, top_k, tokens, {ly: got[ly] for ly in layers}, label)
 

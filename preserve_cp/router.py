@@ -696,8 +696,9 @@ def solve_router(
     (the certain tensors' optimised plan), the same plus every selected expert fetched after
     the router, the same plus every predicted expert prefetched in the collective before the
     router, and the optimised policy (sample-average approximation: the CP-SAT plan of the
-    expected graph, projected onto speculative and post-router shares, then a coordinate
-    search over the certain plan, the speculative share and the post-router share). Reports
+    expected graph, projected onto speculative and post-router shares with each chunk kept
+    at its window, then a coordinate search over the certain plan, the speculative share and
+    the post-router share, and the same per role of expert tensor). Reports
     the expected, median and 95th-percentile step, the hit rate of the speculative bytes,
     and a lower bound on the expected step (:func:`clairvoyant_bound`).
 

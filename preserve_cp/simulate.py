@@ -15,7 +15,11 @@ Machine model (the one every plan, bound and test in this package refers to):
   bandwidth the ops leave (HBM contention), and of what a running kernel leaves only the
   hardware's share;
 * a chunk holds L2 from its start until every op reading its tensor has ended; the L2 it
-  frees is available at that instant (a waiting chunk may start then).
+  frees is available at that instant (a waiting chunk may start then);
+* with ``Machine.eviction_bytes`` E > 0 (hardware ``l2_eviction: random``) prefetched lines
+  are not protected: of a chunk's bytes, a reader finds in L2 the share exp(-V / E) that
+  survived V, the HBM bytes the ops moved between the chunk's end and the reader's start
+  (random replacement; the chunk still holds its L2 budget until released).
 
 If a plan would deadlock (a chunk waits for L2 or for an anchor that waits for a later
 chunk), the chunk at the head of the prefetch queue is dropped and reported.
@@ -191,6 +195,13 @@ class _Sim:
         readers_left = {t_: len(r) for t_, r in self.readers.items()}
 
         waits = self.waits
+        op_bytes = 0.0  # HBM bytes the ops have moved so far (eviction)
+        c_op_bytes: dict[int, float] = {}  # ... when each chunk ended
+
+        def survives(i: int) -> float:
+            if m.eviction_bytes <= 0:
+                return 1.0
+            return math.exp(-(op_bytes - c_op_bytes[i]) / m.eviction_bytes)
 
         def waits_ok(n: Any) -> bool:
             w = waits.get(n)
@@ -229,7 +240,7 @@ class _Sim:
                 if w:
                     for tname in a.get("prefetchable", ()):
                         got = sum(
-                            self.chunks[i].bytes
+                            self.chunks[i].bytes * survives(i)
                             for i in w
                             if chunk_state[i] == "done" and self.chunks[i].tensor == tname
                         )
@@ -320,6 +331,7 @@ class _Sim:
                 raise SolverError(f"simulator stalled at t={t} (plan {self.plan.name!r})")
             if t_next > t:
                 segments.append((t, t_next, pf_rate, main_rate))
+                op_bytes += main_rate * (t_next - t)
             if cur is not None:
                 if latency_left > 0:
                     latency_left -= t_next - t
@@ -335,6 +347,7 @@ class _Sim:
             ):
                 chunk_state[cur] = "done"
                 c_end[cur] = t
+                c_op_bytes[cur] = op_bytes
                 if readers_left.get(self.chunks[cur].tensor, 0) == 0:
                     c_release[cur] = t
                     l2_used -= self.chunks[cur].bytes
