@@ -102,6 +102,7 @@ def test_tiny_time_limit_still_returns_a_verified_plan_and_says_so():
     assert r.lower_bound_s <= r.makespan_s
 
 
+@pytest.mark.slow  # about 20-30 s: runs with the slow checks
 def test_ctrl_c_during_a_sweep_leaves_the_store_consistent(tmp_path):
     spec = {
         "name": "c",

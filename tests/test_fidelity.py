@@ -300,6 +300,7 @@ def test_bad_optional_cost_attributes_of_a_users_graph(attrs, graph_attrs, messa
         solve(g, "h100-sxm")
 
 
+@pytest.mark.slow  # about 20-30 s: runs with the slow checks
 def test_calibrate_skips_a_section_the_file_does_not_have(tmp_path):
     """A device without `scale_out` is fitted without the inter-node latency (no prior)."""
     raw = yaml.safe_load((ROOT / "hardware" / "h200-sxm.yaml").read_text(encoding="utf-8"))

@@ -12,6 +12,7 @@ from preserve_cp.hardware import load_hardware
 from preserve_cp.reproduce import dse_optima, e2e_split, reproduce_paper
 
 
+@pytest.mark.slow  # about 20-30 s: runs with the slow checks
 def test_small_reproduction_and_resume(tmp_path):
     kw = dict(
         models=["llama3-8b", "phi3-medium"],

@@ -295,3 +295,18 @@ def test_a_projected_clairvoyant_plan_keeps_its_speed():
     e = evaluate(ss, project(plan, tensors, ss.pos, g, 1.0))
     assert e.verified and not e.dropped
     assert e.expected_s < own.makespan_s * 1.02
+
+
+def test_stream_order_keeps_the_certain_plan_and_places_experts_by_release():
+    from types import SimpleNamespace
+
+    from preserve_cp.plan import Prefetch
+    from preserve_cp.router import _stream_order
+
+    ss = SimpleNamespace(pos={n: i for i, n in enumerate("abcde")})
+    c0 = Prefetch("w0", 1.0, "d", "c")  # the certain plan's first chunk, released late
+    c1 = Prefetch("w1", 1.0, "e", "a")  # ... its second, released early: order kept
+    spec = Prefetch("x:spec", 1.0, "e", "b")
+    chunks = [(3, 0, 0, c0), (4, 0, 1, c1), (4, 1, 0, spec)]
+    assert _stream_order(ss, chunks, "release") == (spec, c0, c1)  # type: ignore[arg-type]
+    assert _stream_order(ss, chunks, "reader") == (c0, c1, spec)  # type: ignore[arg-type]

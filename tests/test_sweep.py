@@ -89,6 +89,7 @@ def test_sweep_on_an_existing_dask_cluster(tmp_path):
     assert _rows(store) == rows
 
 
+@pytest.mark.slow  # about 20-30 s: runs with the slow checks
 def test_killed_sweep_resumes_without_loss_or_repeat(tmp_path):
     spec = _write_spec(
         tmp_path, overrides={"l2_capacity_mb": [0, 4, 8, 16, 32, 48, 64, 104]}, batch=[2, 8]
