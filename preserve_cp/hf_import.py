@@ -48,7 +48,6 @@ preserve_cp.errors.InputError: c.json: mlp_bias: MLP biases are not supported ye
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -56,7 +55,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from ._yaml import validate
-from .errors import InputError, input_error
+from .errors import InputError, input_error, json_object
 from .models import ModelConfig
 from .models import load_model as _load_named_model
 
@@ -834,13 +833,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read ({exc})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
+    return json_object(str(path), text)
 
 
 def default_name(path: str | Path) -> str:

@@ -62,13 +62,12 @@ a router-trace file (any value containing ``/`` or ending in ``.json``)
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import InputError, input_error
+from .errors import InputError, input_error, json_object
 
 ROUTING_HELP = (
     "'uniform' or 'zipf:S' with S a number >= 0, or the path of a router-trace .json file"
@@ -212,17 +211,10 @@ def _read_trace(path: str) -> RoutingTrace:
     if len(raw) > _MAX_TRACE_BYTES:
         raise InputError(f"{path}: routing trace is over {_MAX_TRACE_BYTES} bytes")
     try:
-        data = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: expected UTF-8 JSON, found a bad byte at {exc.start}") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
-    except RecursionError:
-        raise InputError(f"{path}: not valid JSON (nesting too deep)") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    data = json_object(str(path), text)
     for name in data:
         if name not in _TRACE_FIELDS:
             raise InputError(f"{path}: {name}: unknown field (check the spelling)")

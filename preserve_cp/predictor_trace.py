@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, input_error
+from .errors import InputError, input_error, json_object
 from .moe import id_ranges
 from .outputs import write_output
 
@@ -311,16 +311,7 @@ def read_predictor_trace(
                     ) from None
                 if not text.strip():
                     continue
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise InputError(
-                        f"{where}: not valid JSON (column {exc.colno}: {exc.msg})"
-                    ) from None
-                except RecursionError:
-                    raise InputError(f"{where}: not valid JSON (nesting too deep)") from None
-                if not isinstance(obj, dict):
-                    raise InputError(f"{where}: expected a JSON object, found {_short(obj)}")
+                obj = json_object(where, text, line=False)
                 if header is None:
                     header = _header(where, obj, experts, top_k, tokens)
                     continue
