@@ -35,6 +35,7 @@ from .workload import (
     ALLREDUCE_IMPLS,
     ATTENTION_LAYOUTS,
     DTYPES,
+    KV_READS,
     LM_HEAD_MODES,
     Workload,
 )
@@ -242,6 +243,14 @@ def _parser() -> argparse.ArgumentParser:
         choices=ALL_TO_ALL_KINDS,
         default="low_latency",
         help="MoE dispatch/combine kernels: low_latency (DeepEP's decode kernels) or normal",
+    )
+    s.add_argument(
+        "--kv-reads",
+        choices=KV_READS,
+        default="per_kv_head",
+        help="how decode attention reads a grouped-query KV cache: per_kv_head (once per KV "
+        "head, as today's kernels) or per_query_head (once per query head, as multi-head "
+        "kernels such as TensorRT-LLM's masked MHA before v0.7)",
     )
     s.add_argument(
         "--pp",
@@ -953,6 +962,7 @@ def _solve(args: argparse.Namespace) -> int:
         pp=args.pp,
         microbatches=args.microbatches,
         all_to_all=args.all_to_all,
+        kv_reads=args.kv_reads,
     )
     if wl.pp > 1:
         return _solve_pipeline(args, model, wl, hw)

@@ -17,9 +17,11 @@ Collectives over ``n`` devices with message ``S`` and per-device link bandwidth 
     all_to_all     α + (n-1) * hop + (n-1)/n * S / B
 
 ``steps`` = 2(n-1) on a ring, 2 on a full mesh or switch (one-shot reduce-scatter +
-all-gather), and 2 * sum(side-1) on a torus; α grows by ``rank_latency`` per rank beyond
-the first. A run with ``allreduce: custom`` (one-shot/two-shot kernels such as vLLM's or
-TensorRT-LLM's) costs an allreduce of S <= ``custom_allreduce_max`` as::
+all-gather), and 2 * sum(side-1) on a torus; on a full mesh of ``D`` devices ``B`` is the
+share of the device's links that reach the group, ``B (n-1)/(D-1)`` (one link per peer);
+α grows by ``rank_latency`` per rank beyond the first. A run with ``allreduce: custom``
+(one-shot/two-shot kernels such as vLLM's or TensorRT-LLM's) costs an allreduce of
+S <= ``custom_allreduce_max`` as::
 
     one-shot (S <= custom_one_shot_max)   α_custom + (n-1) * S / B   (each rank reads every peer)
     two-shot                              α_custom + 2 (n-1)/n * S / B
@@ -128,6 +130,29 @@ class OpCost:
         return min(self.duration_s(x) for x in cands)
 
 
+def group_link_bytes_per_s(hw: Hardware, n: int) -> float:
+    """Achieved one-direction bandwidth from a device to the other ``n - 1`` devices of its
+    group inside a node. Through a switch (NVSwitch) or on a ring it is the device's whole
+    ``link_bandwidth x link_efficiency`` whatever ``n``. On a ``full_mesh`` of ``D`` devices
+    that bandwidth is the sum of ``D - 1`` direct links, one per peer (HCCS on Ascend 910B,
+    xGMI on MI300X, 3 RoCE ports per peer on Gaudi 3), and a group of ``n < D`` devices can use
+    only the ``n - 1`` links to its members: ``B (n - 1) / (D - 1)``.
+
+    >>> from preserve_cp.hardware import load_hardware
+    >>> g3 = load_hardware("gaudi3", calibrated=False)  # 21 ports x 25 GB/s over 7 peers, x 0.8
+    >>> [round(group_link_bytes_per_s(g3, n) / 1e9) for n in (2, 4, 8)]
+    [60, 180, 420]
+    >>> h100 = load_hardware("h100-sxm", calibrated=False)  # NVSwitch: the same for any group
+    >>> group_link_bytes_per_s(h100, 2) == group_link_bytes_per_s(h100, 8)
+    True
+    """
+    bw = hw.link_bandwidth_bytes_per_s * hw.link_efficiency
+    d = hw.devices_per_node
+    if hw.topology == "full_mesh" and 1 < n < d:
+        return bw * (n - 1) / (d - 1)
+    return bw
+
+
 def collective_time_s(
     kind: str,
     message_bytes: float,
@@ -170,7 +195,7 @@ def collective_parts(
         return all_to_all_low_latency_parts(message_bytes, n, hw)
     if n > hw.devices_per_node:
         return multi_node_parts(kind, message_bytes, n, hw)
-    bw = hw.link_bandwidth_bytes_per_s * hw.link_efficiency
+    bw = group_link_bytes_per_s(hw, n)
     if impl == "custom" and kind == "allreduce" and message_bytes <= hw.custom_allreduce_max_bytes:
         lat = hw.custom_allreduce_latency_s
         lat = hw.collective_latency_s if lat is None else lat
@@ -215,7 +240,9 @@ def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
     for node, a in g.nodes(data=True):
         reads = a.get("reads", {}) or {}
         pf_bytes = float(sum(reads[t] for t in a.get("prefetchable", [])))
+        # reread_bytes: traffic beyond ``reads`` (a kernel reading a tensor more than once)
         hbm = float(sum(reads.values())) + float(a.get("writes_bytes", 0))
+        hbm += float(a.get("reread_bytes", 0))
         if "duration" in a:
             out[node] = OpCost(
                 node, a["resource"], float(a["duration"]), 0.0, hbm, 0.0, 1.0, 1.0, fixed=True
@@ -423,7 +450,7 @@ def all_to_all_low_latency_parts(message_bytes: float, n: int, hw: Hardware) -> 
     alpha = hw.all_to_all_latency_s
     if alpha is None:
         alpha = hw.scale_out_latency_s if n > k else hw.collective_latency_s
-    link = hw.link_bandwidth_bytes_per_s * hw.link_efficiency
+    link = group_link_bytes_per_s(hw, min(n, k))
     local = message_bytes * min(1.0, k / n)
     remote = message_bytes - local
     if remote > 0:
@@ -449,8 +476,7 @@ def p2p_time_s(message_bytes: float, across_nodes: bool, hw: Hardware) -> float:
 def p2p_parts(message_bytes: float, across_nodes: bool, hw: Hardware) -> tuple[float, float]:
     """(latency, transfer) of :func:`p2p_time_s`."""
     if not across_nodes:
-        link = hw.link_bandwidth_bytes_per_s * hw.link_efficiency
-        return hw.collective_latency_s, message_bytes / link
+        return hw.collective_latency_s, message_bytes / group_link_bytes_per_s(hw, 2)
     if hw.scale_out_bytes_per_s is None:
         raise InputError(
             f"{hw.name}: scale_out: pipeline stages in different nodes need the network "

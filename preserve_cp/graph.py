@@ -12,7 +12,9 @@ prefetchable tensor
 
 Node attributes (contract): ``kind``, ``resource``, ``flops``, ``reads`` (tensor -> bytes),
 ``writes_bytes``, ``prefetchable`` (names in ``reads``), ``layer``; optional ``duration``
-(seconds; bypasses the cost model) and ``dtype`` (compute dtype, default the graph's).
+(seconds; bypasses the cost model), ``dtype`` (compute dtype, default the graph's) and
+``reread_bytes`` (HBM traffic beyond ``reads``: a kernel that reads a tensor more than once,
+e.g. decode attention with ``Workload.kv_reads`` ``per_query_head``; never prefetched).
 Collectives read their message (``reads``) and run over ``graph.graph["tp"]`` devices.
 Grouped expert GEMMs (``L<i>.experts_gate_up``, ``L<i>.experts_down``) also carry
 ``experts``, the expected number of distinct experts read, and ``rows`` per expert.
@@ -493,6 +495,12 @@ class _Builder:
         if b.chunk:
             shape["chunk"] = b.chunk
         if wl.phase == "decode":
+            group = shape["heads"] / b.kv_heads
+            reread: dict[str, int] = {}
+            if wl.kv_reads == "per_query_head" and group > 1:
+                # each query head streams its KV head itself: the group's other heads read the
+                # layer's KV cache again (from HBM: not a tensor the prefetcher can place)
+                reread["reread_bytes"] = int(round((group - 1) * kv_layer))
             self.op(
                 f"L{l}.attention",
                 "attention",
@@ -507,6 +515,7 @@ class _Builder:
                 prefetchable=(f"L{l}.kv_cache",),
                 context=ctx,
                 **shape,
+                **reread,
             )
         else:
             if b.chunk:  # causal within each chunk of the prompt
@@ -940,7 +949,7 @@ def _check_costed(where: str, a: dict[str, Any]) -> None:
     if not isinstance(a.get("kind"), str):
         raise input_error(where, "kind", "an op kind such as 'gemm' (or a duration)", a.get("kind"))
     # rows, context and the shape attributes are optional
-    for field in ("flops", "writes_bytes", "rows", "context", *SHAPE_NUMBERS):
+    for field in ("flops", "writes_bytes", "reread_bytes", "rows", "context", *SHAPE_NUMBERS):
         v = a.get(field, 0)
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
             raise input_error(where, field, "a finite number >= 0", v)

@@ -178,7 +178,9 @@ class InterconnectSpec(_Strict):
         description="How the devices of a node connect; sets the latency steps of a collective."
     )
     link_bandwidth_gb_per_s: Pos = Field(
-        description="Per-device, one-direction bandwidth into the fabric (the β of α-β)."
+        description="Per-device, one-direction bandwidth into the fabric (the β of α-β); on a "
+        "full_mesh, the sum of the device's links to all other devices of the node, of which a "
+        "group of n devices uses the n - 1 links to its members."
     )
     link_efficiency: Frac = Field(0.8, description="Share of the link bandwidth achieved.")
     collective_latency_us: NonNeg = Field(

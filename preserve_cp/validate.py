@@ -15,9 +15,10 @@ value, metric by metric:
   ``tokens x top_k x hidden`` elements (fp8 plus one fp32 scale per 128 for ``dispatch``,
   bf16 for ``combine``), priced by the point's ``all_to_all`` kernels (default low-latency).
 
-Layout fields (``ep``, ``attention``, ``pp``, ``microbatches``, ``all_to_all``) go into the
-workload when a point gives them; a tensor-parallel group larger than a node goes across
-nodes through the hardware's ``scale_out`` section. A pipeline (``pp`` > 1) step is
+Layout fields (``ep``, ``attention``, ``pp``, ``microbatches``, ``all_to_all``) and the
+attention kernel's ``kv_reads`` go into the workload when a point gives them; a
+tensor-parallel group larger than a node goes across nodes through the hardware's
+``scale_out`` section. A pipeline (``pp`` > 1) step is
 :func:`pipeline.pipeline_step_s` of the vanilla stage times for one micro-batch each.
 
 How the stack ran the step comes from the point's ``stack``, ``cuda_graphs``, ``allreduce``
@@ -53,7 +54,14 @@ from .workload import Workload
 
 DEFAULT_SET = data_dir("validation") / "measurements.yaml"
 #: fields of a point that set the parallel layout (Workload fields; defaults when absent)
-LAYOUT_FIELDS = {"ep": int, "attention": str, "pp": int, "microbatches": int, "all_to_all": str}
+LAYOUT_FIELDS = {
+    "ep": int,
+    "attention": str,
+    "pp": int,
+    "microbatches": int,
+    "all_to_all": str,
+    "kv_reads": str,
+}
 #: bytes per element of an MoE all-to-all by phase: fp8 with one fp32 scale per 128 (DeepEP's
 #: dispatch), bf16 (combine)
 ALL_TO_ALL_ELEMENT_BYTES = {"dispatch": 1 + 4 / 128, "combine": 2.0}

@@ -16,6 +16,8 @@ ALLREDUCE_IMPLS = ("nccl", "custom")
 LM_HEAD_MODES = ("sharded", "replicated")
 ATTENTION_LAYOUTS = ("tp", "dp")
 ALL_TO_ALL_KINDS = ("low_latency", "normal")
+#: how a decode attention kernel reads a grouped-query KV cache (see Workload)
+KV_READS = ("per_kv_head", "per_query_head")
 #: fields whose default is left out of to_dict (graphs built before them do not move)
 LAYOUT_DEFAULTS = {
     "routing": "uniform",
@@ -25,6 +27,7 @@ LAYOUT_DEFAULTS = {
     "stage": 0,
     "microbatches": 1,
     "all_to_all": "low_latency",
+    "kv_reads": "per_kv_head",
 }
 
 
@@ -41,7 +44,12 @@ class Workload:
     kernel for small messages), ``lm_head`` (``sharded`` over TP ranks, or ``replicated``
     on every rank as some stacks do), ``stack`` (names the per-step host overhead in the
     hardware file, e.g. ``vllm``). ``routing`` (MoE models only: ``uniform`` or ``zipf:S``)
-    sets how many distinct experts a step reads (:mod:`preserve_cp.moe`).
+    sets how many distinct experts a step reads (:mod:`preserve_cp.moe`). ``kv_reads``: how
+    the decode attention kernel reads a grouped-query KV cache: ``per_kv_head`` (each KV head
+    once for its group of query heads, as FlashAttention, FlashInfer, XQA and today's paged
+    kernels do) or ``per_query_head`` (every query head streams its KV head itself, as a
+    multi-head kernel run on a GQA cache does: TensorRT-LLM's masked MHA before v0.7, whose
+    changelog adds "MMHA optimization for MQA and GQA" in 0.7.0).
 
     Precisions: ``dtype`` sets weights, activations and KV-cache together (as the CLI's
     ``--dtype``; default bf16); ``weight_dtype``, ``act_dtype`` and ``kv_dtype`` override one.
@@ -80,6 +88,7 @@ class Workload:
     stage: int = 0
     microbatches: int = 1
     all_to_all: str = "low_latency"
+    kv_reads: str = "per_kv_head"
     dtype: InitVar[str | None] = None
 
     def __post_init__(self, dtype: str | None) -> None:
@@ -116,6 +125,7 @@ class Workload:
         for field, options in (
             ("attention", ATTENTION_LAYOUTS),
             ("all_to_all", ALL_TO_ALL_KINDS),
+            ("kv_reads", KV_READS),
         ):
             if getattr(self, field) not in options:
                 raise input_error(
