@@ -496,7 +496,7 @@ class _Builder:
             shape["chunk"] = b.chunk
         if wl.phase == "decode":
             group = shape["heads"] / b.kv_heads
-            reread: dict[str, int] = {}
+            reread: dict[str, Any] = {}
             if wl.kv_reads == "per_query_head" and group > 1:
                 # each query head streams its KV head itself: the group's other heads read the
                 # layer's KV cache again (from HBM: not a tensor the prefetcher can place)
