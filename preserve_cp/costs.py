@@ -67,7 +67,7 @@ import networkx as nx
 from .errors import InputError
 from .graph import COLLECTIVE_KINDS, MATMUL_KINDS
 from .hardware import Hardware
-from .measured import OpTime, check_source, op_time
+from .measured import OpTime, check_source, moe_shapes, op_time
 from .units import COMPUTE_FALLBACK
 
 
@@ -234,9 +234,11 @@ def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
     launch = hw.launch_overhead_s(bool(wl.get("graph_capture", True))) if hw else 0.0
     step = hw.step_overhead_for(str(wl.get("stack", ""))) if hw else 0.0
     measured = hw is not None and hw.timing == "measured"
+    moe = {}
     if measured:
         assert hw is not None
         check_source(hw)  # the install hint, or a section naming tables that are not there
+        moe = moe_shapes(g)
     for node, a in g.nodes(data=True):
         reads = a.get("reads", {}) or {}
         pf_bytes = float(sum(reads[t] for t in a.get("prefetchable", [])))
@@ -293,7 +295,7 @@ def op_costs(g: nx.DiGraph, hw: Hardware | None) -> dict[Any, OpCost]:
         # same cost a prefetch chunk pays for its own transfer (machine.py)
         hbm_lat = hw.hbm_half_bytes / hbm_bw if hbm > 0 else 0.0
         compute = float(a.get("flops", 0.0)) / rate
-        timed = op_time(hw, a, g.graph) if measured else None
+        timed = op_time(hw, a, g.graph, moe.get(node)) if measured else None
         if timed is not None:
             compute, hbm_bw, hbm_lat = measured_parts(timed, compute, hbm, hw)
         out[node] = OpCost(

@@ -10,6 +10,18 @@ reads two op families from them, lazily and once per process:
   already in the KV-cache, ``num_heads``, ``num_key_value_heads``, ``head_dim``,
   ``kv_cache_dtype``) and ``context_attention_perf.parquet`` (prefill: ``isl`` = prompt
   tokens, ``attn_dtype`` as well).
+* ``moe/moe_perf.parquet``: one whole mixture-of-experts layer (TensorRT-LLM's fused MoE:
+  the token permutation, the gate/up grouped GEMM, the activation and the down grouped GEMM)
+  by ``num_tokens`` of the step, for one ``(moe_dtype, hidden_size, inter_size, topk,
+  num_experts, moe_tp_size, moe_ep_size, distribution)``. The graph has the two grouped GEMMs
+  as ops of their own (``experts_gate_up``, ``experts_down``), so each takes the share of the
+  layer's time that its expert weights are of the layer's (2/3 and 1/3 for a gated MLP).
+  Its floor is the same share of the layer's time, at the same tokens, with the smallest
+  expert weights (hidden x inter) the file has for the same top-k, experts, layout and dtype
+  (the layer itself when it is the smallest: then only what HBM's peak could move of its
+  bytes is left for a prefetch to shorten, by costs.measured_parts). The graph's own
+  ``experts_act`` op is then counted twice (a few µs, as RoPE in attention). Uniform routing
+  reads the ``balanced`` rows; other routings keep the roofline.
 
 Glossary (used word for word in the code):
 
@@ -233,6 +245,39 @@ ATTENTION_COLUMNS = (
 )
 
 
+MOE_COLUMNS = (
+    "kernel_source",
+    "moe_dtype",
+    "num_tokens",
+    "hidden_size",
+    "inter_size",
+    "topk",
+    "num_experts",
+    "moe_tp_size",
+    "moe_ep_size",
+    "distribution",
+    "latency",
+)
+#: our (weights, activations) dtypes -> the MoE table's moe_dtype, in order of preference
+MOE_DTYPES = {
+    ("bf16", "bf16"): ("bfloat16",),
+    ("fp16", "fp16"): ("bfloat16",),
+    ("fp8", "fp8"): ("fp8", "fp8_block"),  # per-tensor, else block-scaled (DeepSeek's) fp8
+    ("fp4", "bf16"): ("w4a16_mxfp4",),
+}
+
+
+@functools.cache
+def moe_grid(src: MeasuredSource, key: tuple[Any, ...]) -> Grid | None:
+    """The MoE table over ``num_tokens`` for ``key`` = (moe_dtype, hidden_size, inter_size,
+    topk, num_experts, moe_tp_size, moe_ep_size, distribution), or None."""
+    cols = _columns(_file(src, "moe", "moe_perf"), MOE_COLUMNS)
+    if cols is None:
+        return None
+    names = MOE_COLUMNS[1:2] + MOE_COLUMNS[3:10]
+    return _table(cols, dict(zip(names, key, strict=True)), ("num_tokens",), (1.0,))
+
+
 @functools.cache
 def gemm_grid(src: MeasuredSource, gemm_dtype: str) -> Grid | None:
     """The GEMM table of ``gemm_dtype`` over (m, n, k), or None."""
@@ -350,15 +395,109 @@ def prefill_attention_time(
     return _measure(grid, (float(heads), float(batch), float(prompt)), (2,))
 
 
-def op_time(hw: Hardware, a: dict[str, Any], graph: dict[str, Any]) -> OpTime | None:
+@dataclass(frozen=True)
+class MoEShape:
+    """What the MoE table is looked up by, for one expert GEMM of a built graph: the layer's
+    ``hidden`` and per-rank expert width ``inter_rank``, and ``share``, the GEMM's part of the
+    layer's expert weight bytes (:func:`moe_shapes`)."""
+
+    hidden: int
+    inter_rank: int
+    share: float
+
+
+def moe_time(
+    src: MeasuredSource,
+    tokens: float,
+    shape: MoEShape,
+    top_k: int,
+    experts: int,
+    tp: int,
+    ep: int,
+    weight_dtype: str,
+    act_dtype: str,
+    routing: str,
+) -> OpTime | None:
+    """Measured time of one expert GEMM: its ``shape.share`` of the whole MoE layer's time
+    for ``tokens`` tokens (the experts of each rank are 1/(tp/ep) shards on ep ranks), or None.
+
+    >>> from preserve_cp.hardware import load_hardware
+    >>> src = load_hardware("h100-sxm").measured  # Mixtral-8x7B on TP 2, batch 8
+    >>> t = moe_time(src, 8, MoEShape(4096, 7168, 1.0), 2, 8, 2, 1, "bf16", "bf16", "uniform")
+    >>> round(t.vanilla_s * 1e6, 1), round(t.floor_s * 1e6, 1)  # the smallest Mixtral: itself
+    (480.8, 480.8)
+    """
+    if routing != "uniform" or tp % ep:
+        return None
+    moe_tp = tp // ep
+    for dtype in MOE_DTYPES.get((weight_dtype, act_dtype), ()):
+        rest = (top_k, experts, moe_tp, ep, "balanced")
+        grid = moe_grid(src, (dtype, shape.hidden, shape.inter_rank * moe_tp, *rest))
+        t = None if grid is None else grid.time_s(float(tokens))
+        if t is None:
+            continue
+        # the floor: the same layer with the smallest expert weights the file has
+        floors = [
+            f
+            for h, i in moe_sizes(src, dtype, rest)
+            if (g := moe_grid(src, (dtype, h, i, *rest))) is not None
+            and (f := g.time_s(float(tokens))) is not None
+        ]
+        return OpTime(t * shape.share, min([t, *floors]) * shape.share)
+    return None
+
+
+@functools.cache
+def moe_sizes(
+    src: MeasuredSource, dtype: str, rest: tuple[Any, ...]
+) -> tuple[tuple[int, int], ...]:
+    """The (hidden_size, inter_size) pairs of the MoE file with ``dtype`` and ``rest`` =
+    (topk, num_experts, moe_tp_size, moe_ep_size, distribution), smallest weights first."""
+    cols = _columns(_file(src, "moe", "moe_perf"), MOE_COLUMNS)
+    if cols is None:
+        return ()
+    mask = cols["moe_dtype"] == dtype
+    for name, want in zip(MOE_COLUMNS[5:10], rest, strict=True):
+        mask &= cols[name] == want
+    sizes = zip(cols["hidden_size"][mask], cols["inter_size"][mask], strict=True)
+    pairs = {(int(h), int(i)) for h, i in sizes}
+    return tuple(sorted(pairs, key=lambda p: (p[0] * p[1], p)))
+
+
+def moe_shapes(g: Any) -> dict[Any, MoEShape]:
+    """The :class:`MoEShape` of every expert GEMM of a built graph (ops carrying ``experts``
+    named ``L<i>.experts_gate_up`` / ``L<i>.experts_down``, with ``n`` and ``k``); layers
+    without both keep the roofline (absent here)."""
+    layers: dict[Any, dict[str, Any]] = {}
+    for node, a in g.nodes(data=True):
+        if a.get("kind") == "gemm" and "experts" in a and a.get("n") and a.get("k"):
+            tail = str(node).rsplit(".", 1)[-1]
+            if tail in ("experts_gate_up", "experts_down"):
+                layers.setdefault(a.get("layer"), {})[tail] = (node, a)
+    out: dict[Any, MoEShape] = {}
+    for pair in layers.values():
+        if len(pair) != 2:
+            continue
+        (up, au), (down, ad) = pair["experts_gate_up"], pair["experts_down"]
+        wu, wd = float(au["n"]) * float(au["k"]), float(ad["n"]) * float(ad["k"])
+        hidden, inter = int(ad["n"]), int(ad["k"])
+        out[up] = MoEShape(hidden, inter, wu / (wu + wd))
+        out[down] = MoEShape(hidden, inter, wd / (wu + wd))
+    return out
+
+
+def op_time(
+    hw: Hardware, a: dict[str, Any], graph: dict[str, Any], moe: MoEShape | None = None
+) -> OpTime | None:
     """The measured time of one op (node attributes ``a`` of a graph with graph attributes
-    ``graph``), or None when the tables do not cover it: ops other than a dense GEMM or a
-    standard attention, shapes without the attributes it is looked up by
+    ``graph``), or None when the tables do not cover it: ops other than a dense GEMM, an
+    expert GEMM or a standard attention, shapes without the attributes it is looked up by
     (``graph.SHAPE_ATTRIBUTES``), dtypes without a table, grid points the file lacks.
 
-    Grouped expert GEMMs (``experts``) are not dense GEMMs and keep the roofline, as do MLA
-    attention and attention on sliding-window or chunked layers in prefill (the tables' windows
-    are not the models')."""
+    An expert GEMM (``experts``) needs its ``moe`` shape (:func:`moe_shapes`) and the graph's
+    ``moe`` attributes, and tensor-parallel attention (the tables' tokens are the step's on
+    every rank); MLA attention and attention on sliding-window or chunked layers in prefill
+    keep the roofline (the tables' windows are not the models')."""
     src = hw.measured
     if src is None or "duration" in a:
         return None
@@ -366,9 +505,25 @@ def op_time(hw: Hardware, a: dict[str, Any], graph: dict[str, Any]) -> OpTime | 
     act = str(a.get("dtype", graph.get("dtype", "bf16")))
     kind = a.get("kind")
     if kind == "gemm":
-        if "experts" in a or not all(a.get(f) for f in ("rows", "n", "k")):
-            return None
         weight = str(a.get("weight_dtype", wl.get("weight_dtype", act)))
+        if "experts" in a:
+            info = graph.get("moe")
+            if moe is None or not info or wl.get("attention", "tp") != "tp":
+                return None
+            return moe_time(
+                src,
+                float(info["tokens"]),
+                moe,
+                int(info["top_k"]),
+                int(info["experts"]),
+                int(graph.get("tp", 1)),
+                int(info.get("ep", 1)),
+                weight,
+                act,
+                str(info.get("routing", "uniform")),
+            )
+        if not all(a.get(f) for f in ("rows", "n", "k")):
+            return None
         return gemm_time(src, a["rows"], a["n"], a["k"], weight, act)
     if kind != "attention" or not all(
         a.get(f) for f in ("context", "batch", "heads", "kv_heads", "head_dim")
@@ -397,8 +552,9 @@ def tables_label(hw: Hardware) -> str | None:
 
 def coverage(g: Any, hw: Hardware) -> tuple[int, int]:
     """(ops of graph ``g`` the tables time, GEMM and attention ops) on ``hw``."""
-    ops = [a for _, a in g.nodes(data=True) if a.get("kind") in ("gemm", "attention")]
-    return sum(op_time(hw, a, g.graph) is not None for a in ops), len(ops)
+    shapes = moe_shapes(g)
+    ops = [(n, a) for n, a in g.nodes(data=True) if a.get("kind") in ("gemm", "attention")]
+    return sum(op_time(hw, a, g.graph, shapes.get(n)) is not None for n, a in ops), len(ops)
 
 
 def timing_line(g: Any, hw: Hardware) -> str | None:

@@ -23,9 +23,13 @@ from preserve_cp.describe import solve_inputs  # noqa: E402
 from preserve_cp.estimate import estimate  # noqa: E402
 from preserve_cp.machine import machine_for  # noqa: E402
 from preserve_cp.measured import (  # noqa: E402
+    MoEShape,
+    coverage,
     data_root,
     decode_attention_time,
     gemm_time,
+    moe_shapes,
+    moe_time,
     op_time,
 )
 from preserve_cp.models import load_model  # noqa: E402
@@ -258,3 +262,89 @@ def test_a_measured_section_naming_missing_tables_is_an_input_error(tmp_path: Pa
         load_hardware(worse)
     with pytest.raises(InputError, match="timing: expected one of roofline, measured"):
         H100.with_timing("magic")
+
+
+# --- MoE layers (moe/moe_perf) ---------------------------------------------------------------
+def _moe_row_s(
+    tokens: int, hidden: int, inter: int, dtype: str, top_k: int, experts: int, tp: int, ep: int
+) -> float:
+    r = _rows("moe", "moe_perf")
+    sel = (
+        (r["num_tokens"] == tokens)
+        & (r["hidden_size"] == hidden)
+        & (r["inter_size"] == inter)
+        & (r["moe_dtype"] == dtype)
+        & (r["topk"] == top_k)
+        & (r["num_experts"] == experts)
+        & (r["moe_tp_size"] == tp)
+        & (r["moe_ep_size"] == ep)
+        & (r["distribution"] == "balanced")
+    )
+    sources, counts = np.unique(r["kernel_source"][sel].astype(str), return_counts=True)
+    sel &= r["kernel_source"].astype(str) == sources[int(np.argmax(counts))]
+    return float(np.mean(r["latency"][sel])) * 1e-3
+
+
+def test_the_expert_gemms_of_a_layer_share_its_measured_time() -> None:
+    """Mixtral-8x7B bf16, TP 2, batch 8 decode: the two grouped GEMMs of a layer add up to
+    the table's whole MoE layer at 8 tokens, 2/3 for gate/up (twice the weights) and 1/3."""
+    g = build_graph("mixtral-8x7b", Workload("decode", 8, 2048, 2))
+    shapes = moe_shapes(g)
+    up, down = shapes["L0.experts_gate_up"], shapes["L0.experts_down"]
+    assert (up.hidden, up.inter_rank) == (4096, 7168)
+    assert up.share == pytest.approx(2 / 3) and down.share == pytest.approx(1 / 3)
+    layer = _moe_row_s(8, 4096, 14336, "bfloat16", 2, 8, 2, 1)
+    t_up = op_time(H100, g.nodes["L0.experts_gate_up"], g.graph, up)
+    t_down = op_time(H100, g.nodes["L0.experts_down"], g.graph, down)
+    assert t_up is not None and t_down is not None
+    assert t_up.vanilla_s + t_down.vanilla_s == pytest.approx(layer, rel=1e-12)
+    # without its shape (or the graph's moe attributes) an expert GEMM keeps the roofline
+    assert op_time(H100, g.nodes["L0.experts_gate_up"], g.graph) is None
+    hw = H100.with_timing("measured")
+    m, r = op_costs(g, hw), op_costs(g, H100)
+    assert m["L0.experts_down"].duration_s() == pytest.approx(
+        t_down.vanilla_s + r["L0.experts_down"].overhead_s, rel=1e-9
+    )
+    hit, total = coverage(g, hw)
+    assert hit == total  # every GEMM, expert GEMM and attention op of the step
+
+
+def test_moe_floor_is_the_smallest_layer_of_the_same_kind() -> None:
+    """DeepSeek-style fp8-block MoE (top-8 of 256, TP 8): the file also holds smaller layers
+    with the same routing and layout; the floor is the smallest one's time at the same tokens."""
+    assert SRC is not None
+    t = moe_time(SRC, 16, MoEShape(7168, 256, 1.0), 8, 256, 8, 1, "fp8", "fp8", "uniform")
+    assert t is not None
+    assert t.vanilla_s == pytest.approx(_moe_row_s(16, 7168, 2048, "fp8_block", 8, 256, 8, 1))
+    assert t.floor_s == pytest.approx(_moe_row_s(16, 3072, 1024, "fp8_block", 8, 256, 8, 1))
+    assert 0 < t.floor_s < t.vanilla_s
+    # interpolated between token rows, monotone
+    ts = [
+        moe_time(SRC, n, MoEShape(7168, 256, 1.0), 8, 256, 8, 1, "fp8", "fp8", "uniform")
+        for n in (16, 24, 32)
+    ]
+    assert ts[0].vanilla_s <= ts[1].vanilla_s <= ts[2].vanilla_s
+
+
+def test_moe_without_a_table_keeps_the_roofline() -> None:
+    assert SRC is not None
+    shape = MoEShape(4096, 7168, 1.0)
+    # a routing the tables do not hold, a shape they lack, a dtype without a table
+    assert moe_time(SRC, 8, shape, 2, 8, 2, 1, "bf16", "bf16", "zipf:1.2") is None
+    assert (
+        moe_time(SRC, 8, MoEShape(4000, 7168, 1.0), 2, 8, 2, 1, "bf16", "bf16", "uniform") is None
+    )
+    assert moe_time(SRC, 8, shape, 2, 8, 2, 1, "int8", "bf16", "uniform") is None
+    g = build_graph("mixtral-8x7b", Workload("decode", 8, 2048, 2, routing="zipf:1.2"))
+    hw = H100.with_timing("measured")
+    assert op_costs(g, hw)["L0.experts_down"] == op_costs(g, H100)["L0.experts_down"]
+
+
+def test_solve_with_measured_moe_returns_a_verified_plan() -> None:
+    two_layers = load_model("mixtral-8x7b").model_copy(update={"num_layers": 2})
+    g = build_graph(two_layers, Workload("decode", 8, 2048, 2, **FP8))
+    hw = H100.with_timing("measured")
+    r = solve(g, hw, time_limit_s=5.0)
+    assert verify(g, r.schedule, machine_for(hw)) == []
+    assert r.lower_bound_s <= r.makespan_s * (1 + 1e-9)
+    assert r.makespan_s <= r.baseline_makespan_s
