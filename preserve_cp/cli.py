@@ -864,6 +864,8 @@ def _show_hardware(hw: Hardware, prior: Hardware) -> None:
     if hw.measured is not None:
         m = hw.measured
         print(f"measured kernel tables (--timing measured): {m.system}/{m.backend}/{m.version}")
+        for stack, backend, version in m.stacks:
+            print(f"  for --stack {stack}: {m.system}/{backend}/{version}")
     print(f"usable L2 for prefetch: {hw.usable_l2_bytes / units.MB:.1f} MB")
     print("sources:")
     for s in data["sources"]:

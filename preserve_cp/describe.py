@@ -68,9 +68,10 @@ def model_label(model: str | Path | ModelConfig | None) -> str | None:
     return f"graphs/{path.name}" if path.resolve().parent == GRAPHS_DIR.resolve() else str(path)
 
 
-def hardware_inputs(hw: Hardware) -> dict[str, Any]:
+def hardware_inputs(hw: Hardware, stack: str = "") -> dict[str, Any]:
     """The hardware part of ``inputs``: name, file, calibration, L2 capacity and budget, and
-    (only when it is not the roofline) the op timing with the kernel tables it read."""
+    (only when it is not the roofline) the op timing with the kernel tables it read for a
+    step run by ``stack``."""
     out: dict[str, Any] = {
         "name": hw.name,
         "file": hw.source_file or None,
@@ -79,7 +80,7 @@ def hardware_inputs(hw: Hardware) -> dict[str, Any]:
         "usable_l2_bytes": hw.usable_l2_bytes,
     }
     if hw.timing != "roofline":
-        out["timing"] = {"kind": hw.timing, "tables": tables_label(hw)}
+        out["timing"] = {"kind": hw.timing, "tables": tables_label(hw, stack)}
     return out
 
 
@@ -117,7 +118,9 @@ def solve_inputs(
     wl = graph.graph.get("workload")
     return {
         "model": None if name is None else {"name": name, "file": model_label(model)},
-        "hardware": None if hardware is None else hardware_inputs(hardware),
+        "hardware": None
+        if hardware is None
+        else hardware_inputs(hardware, str((wl or {}).get("stack", ""))),
         "workload": dict(wl) if isinstance(wl, dict) else None,
         "options": options_inputs(options or SolveOptions(), plans),
         "versions": versions(),

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from . import units
 from ._yaml import (
@@ -282,6 +290,15 @@ class MeasuredSpec(_Strict):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$",
         description="Version folder of that backend's tables, e.g. `1.3.0rc20`.",
     )
+    stacks: dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")],
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+-]+/[A-Za-z0-9_.+-]+$")],
+    ] = Field(
+        default_factory=dict,
+        description="Workload stack -> `backend/version` of the tables that time its kernels "
+        "instead (e.g. `vllm: vllm/0.24.0`): a step run by that stack is looked up in its own "
+        "backend's tables; any other stack uses `backend`/`version`.",
+    )
 
 
 class CalibrationSpec(_Strict):
@@ -389,11 +406,34 @@ def apply_calibration(data: dict[str, Any], fitted: dict[str, float]) -> dict[st
 @dataclass(frozen=True)
 class MeasuredSource:
     """The measured-kernel tables of a device: aiconfigurator-core's system, backend and
-    version folders (the hardware file's ``measured`` section)."""
+    version folders (the hardware file's ``measured`` section), and per workload stack the
+    (stack, backend, version) of the tables that time that stack's kernels instead."""
 
     system: str
     backend: str
     version: str
+    stacks: tuple[tuple[str, str, str], ...] = ()
+
+    def for_stack(self, stack: str) -> MeasuredSource:
+        """The tables for a step run by ``stack`` (its own backend's, where the file names
+        one; else the default).
+
+        >>> h100 = load_hardware("h100-sxm").measured
+        >>> h100.for_stack("vllm").backend, h100.for_stack("gpt-fast").backend
+        ('vllm', 'trtllm')
+        """
+        for name, backend, version in self.stacks:
+            if name == stack:
+                return MeasuredSource(self.system, backend, version)
+        return MeasuredSource(self.system, self.backend, self.version)
+
+    def sources(self) -> tuple[MeasuredSource, ...]:
+        """The default tables and every stack's, each once."""
+        out = [self.for_stack("")]
+        for name, _, _ in self.stacks:
+            if (src := self.for_stack(name)) not in out:
+                out.append(src)
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -573,7 +613,15 @@ def _from_spec(spec: HardwareSpec, source: str, calibrated: bool = False) -> Har
         measured=(
             None
             if spec.measured is None
-            else MeasuredSource(spec.measured.system, spec.measured.backend, spec.measured.version)
+            else MeasuredSource(
+                spec.measured.system,
+                spec.measured.backend,
+                spec.measured.version,
+                tuple(
+                    (stack, *bv.split("/", 1))  # type: ignore[misc]
+                    for stack, bv in sorted(spec.measured.stacks.items())
+                ),
+            )
         ),
         calibrated=calibrated,
         source_file=source,

@@ -171,12 +171,13 @@ def data_root() -> Path:
 def check_source(hw: Hardware) -> None:
     """Raise InputError when ``hw``'s ``measured`` section names tables that are not there
     (nothing to check without the section: every op keeps the roofline)."""
-    src = hw.measured
-    if src is None:
+    if hw.measured is None:
         return
     root = data_root()
-    gemm = root / src.system / "gemm" / src.backend
-    if not (gemm / src.version).is_dir():
+    for src in hw.measured.sources():
+        gemm = root / src.system / "gemm" / src.backend
+        if (gemm / src.version).is_dir():
+            continue
         found = sorted(p.name for p in gemm.iterdir()) if gemm.is_dir() else []
         systems = sorted(p.name for p in root.iterdir() if p.is_dir())
         expected = (
@@ -498,10 +499,10 @@ def op_time(
     ``moe`` attributes, and tensor-parallel attention (the tables' tokens are the step's on
     every rank); MLA attention and attention on sliding-window or chunked layers in prefill
     keep the roofline (the tables' windows are not the models')."""
-    src = hw.measured
-    if src is None or "duration" in a:
+    if hw.measured is None or "duration" in a:
         return None
     wl = graph.get("workload") or {}
+    src = hw.measured.for_stack(str(wl.get("stack", "")))
     act = str(a.get("dtype", graph.get("dtype", "bf16")))
     kind = a.get("kind")
     if kind == "gemm":
@@ -539,15 +540,20 @@ def op_time(
     return None
 
 
-def tables_label(hw: Hardware) -> str | None:
-    """``system/backend/version`` of ``hw``'s tables (None without a ``measured`` section).
+def tables_label(hw: Hardware, stack: str = "") -> str | None:
+    """``system/backend/version`` of the tables that time a step run by ``stack`` on ``hw``
+    (None without a ``measured`` section).
 
     >>> from preserve_cp.hardware import load_hardware
     >>> tables_label(load_hardware("h100-sxm")), tables_label(load_hardware("ascend-910b2"))
     ('h100_sxm/trtllm/1.3.0rc20', None)
+    >>> tables_label(load_hardware("h100-sxm"), "sglang")
+    'h100_sxm/sglang/0.5.14'
     """
-    src = hw.measured
-    return None if src is None else f"{src.system}/{src.backend}/{src.version}"
+    if hw.measured is None:
+        return None
+    src = hw.measured.for_stack(stack)
+    return f"{src.system}/{src.backend}/{src.version}"
 
 
 def coverage(g: Any, hw: Hardware) -> tuple[int, int]:
@@ -561,7 +567,7 @@ def timing_line(g: Any, hw: Hardware) -> str | None:
     """One line saying where op times come from, for a report (None for the roofline)."""
     if hw.timing != "measured":
         return None
-    label = tables_label(hw)
+    label = tables_label(hw, str((g.graph.get("workload") or {}).get("stack", "")))
     if label is None:
         return f"timing: measured, but {hw.name} has no kernel tables: the roofline for every op"
     hit, total = coverage(g, hw)

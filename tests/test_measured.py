@@ -348,3 +348,33 @@ def test_solve_with_measured_moe_returns_a_verified_plan() -> None:
     assert verify(g, r.schedule, machine_for(hw)) == []
     assert r.lower_bound_s <= r.makespan_s * (1 + 1e-9)
     assert r.makespan_s <= r.baseline_makespan_s
+
+
+def test_a_stack_reads_its_own_backends_tables() -> None:
+    """h100-sxm's ``measured.stacks``: a vLLM step is timed by vLLM 0.24.0's tables, a
+    gpt-fast step (no tables of its own) by the default TensorRT-LLM 1.3.0rc20 ones."""
+    assert SRC is not None
+    vllm, other = SRC.for_stack("vllm"), SRC.for_stack("gpt-fast")
+    assert (vllm.backend, vllm.version) == ("vllm", "0.24.0")
+    assert other == SRC.for_stack("") and other.backend == "trtllm"
+    g_v = build_graph("llama3-8b", Workload("decode", 4, 2048, 1, stack="vllm"))
+    g_t = build_graph("llama3-8b", Workload("decode", 4, 2048, 1))
+    a = g_v.nodes["L0.gate_up"]
+    t_v = op_time(H100, a, g_v.graph)
+    t_t = op_time(H100, a, g_t.graph)
+    assert t_v is not None and t_t is not None
+    assert t_v == gemm_time(vllm, a["rows"], a["n"], a["k"], "bf16", "bf16")
+    assert t_t == gemm_time(other, a["rows"], a["n"], a["k"], "bf16", "bf16")
+    assert t_v.vanilla_s != t_t.vanilla_s
+    hw = H100.with_timing("measured")
+    assert solve_inputs(g_v, hw)["hardware"]["timing"]["tables"] == "h100_sxm/vllm/0.24.0"
+
+
+def test_a_stacks_entry_naming_missing_tables_is_an_input_error(tmp_path: Path) -> None:
+    text = (Path(__file__).parents[1] / "hardware" / "h100-sxm.yaml").read_text()
+    bad = tmp_path / "h100-bad-stack.yaml"
+    bad.write_text(text.replace("vllm: vllm/0.24.0", "vllm: vllm/0.0.1"))
+    hw = load_hardware(str(bad), timing="measured")
+    g = build_graph("llama3-8b", Workload("decode", 1, 2048, 1))
+    with pytest.raises(InputError, match="vllm/0.0.1"):
+        op_costs(g, hw)
