@@ -44,7 +44,8 @@ _UNCAL_HELP = "ignore the hardware file's calibration section (use the written p
 _TIMING_HELP = (
     "op times: roofline (the cost model), or measured: NVIDIA's per-kernel tables for the GEMMs "
     "and attention they cover on devices whose file has a measured section (needs "
-    'pip install "preserve-cp[measured]"; docs/fidelity.md)'
+    'pip install "preserve-cp[measured]"; docs/fidelity.md); default: the hardware file\'s, '
+    "roofline unless its measured section says default: true"
 )
 _DEBUG_HELP = "show tracebacks (accepted before or after the command)"
 _NO_PROGRESS_HELP = "no progress line on stderr"
@@ -271,7 +272,7 @@ def _parser() -> argparse.ArgumentParser:
         "(e.g. vllm; default: the file's default)",
     )
     s.add_argument("--uncalibrated", action="store_true", help=_UNCAL_HELP)
-    s.add_argument("--timing", choices=TIMINGS, default="roofline", help=_TIMING_HELP)
+    s.add_argument("--timing", choices=TIMINGS, default=None, help=_TIMING_HELP)
     s.add_argument(
         "--time-limit",
         type=float,
@@ -352,7 +353,7 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--stack", default="", help="software stack (per-step overhead; see solve)")
     cp.add_argument("--routing", default="uniform", help="MoE expert popularity (see solve)")
     cp.add_argument("--uncalibrated", action="store_true", help=_UNCAL_HELP)
-    cp.add_argument("--timing", choices=TIMINGS, default="roofline", help=_TIMING_HELP)
+    cp.add_argument("--timing", choices=TIMINGS, default=None, help=_TIMING_HELP)
     cp.add_argument(
         "--solve", action="store_true", help="also optimise the decode step at that batch"
     )
@@ -376,7 +377,7 @@ def _parser() -> argparse.ArgumentParser:
         "--time-limit", type=float, default=30.0, help="seconds for the solve behind it"
     )
     ex.add_argument("--uncalibrated", action="store_true", help=_UNCAL_HELP)
-    ex.add_argument("--timing", choices=TIMINGS, default="roofline", help=_TIMING_HELP)
+    ex.add_argument("--timing", choices=TIMINGS, default=None, help=_TIMING_HELP)
     ex.add_argument("--out", metavar="FILE", help="write the JSON there (default: stdout)")
 
     f = sub.add_parser("footprint", help="per-layer footprint per device (paper Fig. 2)")
@@ -406,7 +407,7 @@ def _parser() -> argparse.ArgumentParser:
         help="write the signed-error plot (.svg or .png; -: SVG to stdout; default: no plot)",
     )
     va.add_argument("--uncalibrated", action="store_true", help=_UNCAL_HELP)
-    va.add_argument("--timing", choices=TIMINGS, default="roofline", help=_TIMING_HELP)
+    va.add_argument("--timing", choices=TIMINGS, default=None, help=_TIMING_HELP)
     va.add_argument(
         "--compare",
         action="store_true",

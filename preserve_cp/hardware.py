@@ -299,6 +299,11 @@ class MeasuredSpec(_Strict):
         "instead (e.g. `vllm: vllm/0.24.0`): a step run by that stack is looked up in its own "
         "backend's tables; any other stack uses `backend`/`version`.",
     )
+    default: bool = Field(
+        False,
+        description="Time ops by these tables unless the run asks otherwise (`--timing "
+        "roofline`); false: the roofline unless the run asks for `--timing measured`.",
+    )
 
 
 class CalibrationSpec(_Strict):
@@ -627,6 +632,7 @@ def _from_spec(spec: HardwareSpec, source: str, calibrated: bool = False) -> Har
         source_file=source,
         uncertain=tuple(spec.uncertain),
         spec=spec,
+        timing="measured" if spec.measured is not None and spec.measured.default else "roofline",
     )
 
 
@@ -637,8 +643,8 @@ def load_hardware(
 
     A file with a ``calibration`` section has its fitted values applied unless
     ``calibrated=False`` (then the values written in the sections, the priors, are used).
-    ``timing`` (``roofline`` or ``measured``) sets :attr:`Hardware.timing`; None keeps it
-    (``roofline`` for a file).
+    ``timing`` (``roofline`` or ``measured``) sets :attr:`Hardware.timing`; None keeps the
+    file's (``roofline``, unless its ``measured`` section says ``default: true``).
 
     Examples
     --------

@@ -258,17 +258,17 @@ def load_points(path: str | Path | None = None) -> list[dict[str, Any]]:
 
 
 def compare(
-    points: list[dict[str, Any]], *, calibrated: bool = True, timing: str = "roofline"
+    points: list[dict[str, Any]], *, calibrated: bool = True, timing: str | None = "roofline"
 ) -> list[Comparison]:
     """Every point's prediction and signed error (``timing``: ``roofline`` or ``measured``,
-    the op timing of every device; :meth:`Hardware.with_timing`)."""
+    the op timing of every device, :meth:`Hardware.with_timing`; None: each file's own)."""
     shipped_hw, shipped_models = set(list_hardware()), set(list_models())
     devices = {  # each device file read once
         name: load_hardware(name, calibrated=calibrated, timing=timing)
         for name in {str(p["hardware"]) for p in points} & shipped_hw
     }
-    if timing == "measured":  # the install hint once, not a skip reason on every point
-        for hw in devices.values():
+    for hw in devices.values():  # the install hint once, not a skip reason on every point
+        if hw.timing == "measured":
             check_source(hw)
     out = []
     for p in points:

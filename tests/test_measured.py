@@ -378,3 +378,21 @@ def test_a_stacks_entry_naming_missing_tables_is_an_input_error(tmp_path: Path) 
     g = build_graph("llama3-8b", Workload("decode", 1, 2048, 1))
     with pytest.raises(InputError, match="vllm/0.0.1"):
         op_costs(g, hw)
+
+
+def test_a_hardware_file_can_make_measured_its_default(tmp_path: Path, capsys) -> None:
+    text = (Path(__file__).parents[1] / "hardware" / "h100-sxm.yaml").read_text()
+    path = tmp_path / "h100-measured.yaml"
+    path.write_text(text.replace("  stacks:  #", "  default: true\n  stacks:  #", 1))
+    assert load_hardware(str(path)).timing == "measured"
+    assert load_hardware(str(path), timing="roofline").timing == "roofline"
+    assert load_hardware("h100-sxm").timing == "roofline"
+    args = ["solve", "--model", "llama3-8b", "--hardware", str(path), "--tp", "1"]
+    args += ["--plans", "vanilla", "--json"]
+    assert main(args) == 0
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    assert out["inputs"]["hardware"]["timing"]["kind"] == "measured"
+    assert main([*args, "--timing", "roofline"]) == 0
+    assert "timing" not in json.loads(capsys.readouterr().out)["inputs"]["hardware"]

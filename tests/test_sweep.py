@@ -233,3 +233,28 @@ def test_sweep_cli_plans_option(tmp_path):
         assert rec["inputs.options.plans"] == "vanilla"
     bad = _cli("sweep", str(spec), "--plans", "fast")
     assert bad.returncode == 2 and "--plans: value: expected names from" in bad.stderr
+
+
+def test_a_spec_timing_reaches_every_point():
+    pytest.importorskip("aiconfigurator_core")
+    from preserve_cp.sweep import solve_point
+
+    base = {"models": ["llama3-8b"], "hardware": ["h100-sxm"], "tp": [1], "batch": [4]}
+    base["plans"] = ["vanilla"]
+    roof, meas, file_default = (
+        expand(SweepSpec(**{**base, **extra}))[0]
+        for extra in ({"timing": "roofline"}, {"timing": "measured"}, {})
+    )
+    assert (roof.timing, meas.timing, file_default.timing) == ("roofline", "measured", "roofline")
+    assert roof.key == file_default.key != meas.key
+    assert meas.describe()["timing"] == "measured" and "timing" not in roof.describe()
+    a, b = solve_point(roof), solve_point(meas)
+    assert a["status"] == b["status"] == "baselines"
+    assert b["baseline_makespan_s"] != pytest.approx(a["baseline_makespan_s"], rel=1e-3)
+    assert b["inputs"]["hardware"]["timing"] == {
+        "kind": "measured",
+        "tables": "h100_sxm/trtllm/1.3.0rc20",
+    }
+    assert "timing" not in a["inputs"]["hardware"]
+    with pytest.raises(ValueError, match="timing"):
+        SweepSpec(**{**base, "timing": "tables"})

@@ -82,7 +82,7 @@ def solve_point(point: Point) -> dict[str, Any]:
     opts = dict(point.solve)
     plans = opts.pop("plans", None)
     try:
-        hw = apply_overrides(load_hardware(point.hardware), point.overrides)
+        hw = apply_overrides(load_hardware(point.hardware, timing=point.timing), point.overrides)
         g = build_graph(point.model, point.workload)
         options = SolveOptions(**opts)  # SolveSpec's fields
         if plans:

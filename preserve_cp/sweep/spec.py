@@ -12,7 +12,7 @@ import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -58,7 +58,9 @@ class SweepSpec(BaseModel):
 
     ``plans`` (e.g. ``[vanilla, greedy]``) puts every point on the fast path
     (:func:`preserve_cp.estimate.estimate`, ``solve --plans``): only those baselines, no
-    optimiser. Absent or ``null``: a full solve per point.
+    optimiser. Absent or ``null``: a full solve per point. ``timing`` (``roofline`` or
+    ``measured``, as the CLI's ``--timing``) times every point's ops; absent: each hardware
+    file's own (``roofline`` unless its ``measured`` section says ``default: true``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -74,6 +76,8 @@ class SweepSpec(BaseModel):
     overrides: dict[str, list[float]] = Field(default_factory=dict)
     solve: SolveSpec = Field(default_factory=SolveSpec)
     plans: list[str] | None = Field(default=None, min_length=1)
+    # op timing of every point: roofline or measured (kernel tables); absent: each file's own
+    timing: Literal["roofline", "measured"] | None = None
 
     @field_validator("plans")
     @classmethod
@@ -96,6 +100,7 @@ class Point:
     overrides: dict[str, float] = field(default_factory=dict)
     solve: dict[str, Any] = field(default_factory=dict)
     fingerprint: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    timing: str = "roofline"  # the op timing of the point's hardware (Hardware.timing)
 
     @property
     def key(self) -> str:
@@ -113,6 +118,7 @@ class Point:
             "tp": wl.tp,
             "dtype": wl.weight_dtype,
             **({"plans": ",".join(self.solve["plans"])} if self.solve.get("plans") else {}),
+            **({"timing": self.timing} if self.timing != "roofline" else {}),
             **{f"override.{k}": v for k, v in sorted(self.overrides.items())},
         }
 
@@ -171,7 +177,7 @@ def expand(spec: SweepSpec, where: str = "spec", *, plans: list[str] | None = No
         if d not in DTYPES:
             raise InputError(f"{where}: dtype: expected one of {', '.join(DTYPES)}, found {d!r}")
     models = {m: load_model(m) for m in spec.models}
-    hws = {h: load_hardware(h) for h in spec.hardware}
+    hws = {h: load_hardware(h, timing=spec.timing) for h in spec.hardware}
     keys = sorted(spec.overrides)
     grids = [spec.overrides[k] for k in keys]
     out: list[Point] = []
@@ -208,4 +214,4 @@ def make_point(
         "workload": workload.to_dict(),
         "solve": solve,
     }
-    return Point(model, hardware, workload, dict(overrides), dict(solve), fp)
+    return Point(model, hardware, workload, dict(overrides), dict(solve), fp, base.timing)
