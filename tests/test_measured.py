@@ -200,9 +200,13 @@ def test_a_device_without_tables_keeps_the_roofline() -> None:
 
 
 # --- the whole pipeline -----------------------------------------------------------------------
-def test_solve_with_measured_timing_returns_a_verified_plan() -> None:
-    two_layers = load_model("llama3-8b").model_copy(update={"num_layers": 2})
-    g = build_graph(two_layers, Workload("decode", 4, 4096, 8, **FP8))
+@pytest.mark.parametrize(
+    ("model", "batch", "tp"),
+    [("llama3-8b", 4, 8), ("mixtral-8x7b", 8, 2)],  # dense, MoE
+)
+def test_solve_with_measured_timing_returns_a_verified_plan(model: str, batch: int, tp: int):
+    two_layers = load_model(model).model_copy(update={"num_layers": 2})
+    g = build_graph(two_layers, Workload("decode", batch, 4096, tp, **FP8))
     hw = H100.with_timing("measured")
     r = solve(g, hw, time_limit_s=5.0)
     assert verify(g, r.schedule, machine_for(hw)) == []
@@ -338,16 +342,6 @@ def test_moe_without_a_table_keeps_the_roofline() -> None:
     g = build_graph("mixtral-8x7b", Workload("decode", 8, 2048, 2, routing="zipf:1.2"))
     hw = H100.with_timing("measured")
     assert op_costs(g, hw)["L0.experts_down"] == op_costs(g, H100)["L0.experts_down"]
-
-
-def test_solve_with_measured_moe_returns_a_verified_plan() -> None:
-    two_layers = load_model("mixtral-8x7b").model_copy(update={"num_layers": 2})
-    g = build_graph(two_layers, Workload("decode", 8, 2048, 2, **FP8))
-    hw = H100.with_timing("measured")
-    r = solve(g, hw, time_limit_s=5.0)
-    assert verify(g, r.schedule, machine_for(hw)) == []
-    assert r.lower_bound_s <= r.makespan_s * (1 + 1e-9)
-    assert r.makespan_s <= r.baseline_makespan_s
 
 
 def test_a_stack_reads_its_own_backends_tables() -> None:
