@@ -25,7 +25,7 @@ import networkx as nx
 from ..costs import OpCost
 from ..machine import Machine
 from ..plan import Plan, Prefetch
-from .chain import ChainOptions, PeriodicSpec, solve_chain
+from .chain import ChainOptions, PeriodicSpec, lookahead_ops, solve_chain
 from .common import CpOutcome, Deadline, eager, early_first
 
 
@@ -108,7 +108,7 @@ def solve_periodic(
     if st is None:
         return None
     opl, p, L = st.ops_per_layer, st.period, len(st.layers)
-    back = math.ceil(opts.lookahead_ops / opl)
+    back = math.ceil(lookahead_ops(opts, chain, g) / opl)
     s = back + 1
     E = back + 1
     W = s + repeats * p + E
