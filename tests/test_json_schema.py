@@ -168,3 +168,17 @@ def test_uncalibrated_and_a_model_path_are_named(tmp_path, capsys):
     validate(out, schema, schema)
     assert out["inputs"]["model"]["file"] == str(mine)
     assert out["inputs"]["hardware"]["calibrated"] is False
+
+
+def test_a_non_default_kv_reads_is_named_and_matches_the_schema(capsys):
+    schema = solve_schema()
+    args = [a for a in ARGS if a != "--json"] + ["--plans", "vanilla", "--json"]
+    assert main([*args, "--kv-reads", "per_query_head"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    validate(out, schema, schema)
+    assert out["inputs"]["workload"]["kv_reads"] == "per_query_head"
+    assert main(args) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert "kv_reads" not in default["inputs"]["workload"]
+    # llama3-8b has 4 query heads per KV head: the re-reads make the step longer
+    assert out["baseline_makespan_s"] > default["baseline_makespan_s"]
