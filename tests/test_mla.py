@@ -112,6 +112,7 @@ def test_deepseek_v3_decode_grows_with_batch() -> None:
     assert step(64) / step(1) >= 3.0
 
 
+@pytest.mark.slow  # about 20 s (a 61-layer MoE/MLA solve): with the slow checks
 def test_deepseek_v3_solve_verified() -> None:
     """The issue's command: decode, batch 8, context 4096, tp 8, fp8 on h200-sxm (~4 s)."""
     g = pc.build_graph("deepseek-v3", pc.Workload("decode", 8, 4096, 8, *FP8))

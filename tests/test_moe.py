@@ -418,6 +418,7 @@ def test_example_trace_is_synthetic_reproducible_and_loads(tmp_path: Path) -> No
     assert max(experts) < expected_distinct_experts(8, 2, 8) and len(set(experts)) == 32
 
 
+@pytest.mark.slow  # about 17 s (three CLI solves of a MoE model): with the slow checks
 def test_cli_routing_file(tmp_path: Path, capsys) -> None:
     shipped = str(EXAMPLES / "mixtral-8x7b-skewed.json")
     args = [
