@@ -133,12 +133,19 @@ def test_solve_json_names_its_inputs_and_matches_the_schema(capsys):
     assert serving["request"] is None
 
 
+def _fast_json(capsys, plans: str, *extra: str) -> dict[str, Any]:
+    """``solve --plans PLANS --json`` of ARGS with ``extra``, checked against the schema."""
+    schema = solve_schema()
+    assert main([a for a in ARGS if a != "--json"] + ["--plans", plans, "--json", *extra]) == 0
+    out = json.loads(capsys.readouterr().out)
+    validate(out, schema, schema)
+    return out
+
+
 def test_serving_fields_of_the_fast_path_and_a_request_match_the_schema(capsys):
     schema = solve_schema()
     fast = [a for a in ARGS if a != "--json"] + ["--plans", "vanilla,fused", "--json"]
-    assert main([*fast, "--output-len", "32"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    validate(out, schema, schema)
+    out = _fast_json(capsys, "vanilla,fused", "--output-len", "32")
     q = out["serving"]["request"]
     assert q["output_len"] == 32 and q["prompt_len"] == 1024 and q["method"].startswith("fast")
     assert set(q["plans"]) == {"vanilla", "fused"}
@@ -171,14 +178,9 @@ def test_uncalibrated_and_a_model_path_are_named(tmp_path, capsys):
 
 
 def test_a_non_default_kv_reads_is_named_and_matches_the_schema(capsys):
-    schema = solve_schema()
-    args = [a for a in ARGS if a != "--json"] + ["--plans", "vanilla", "--json"]
-    assert main([*args, "--kv-reads", "per_query_head"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    validate(out, schema, schema)
+    out = _fast_json(capsys, "vanilla", "--kv-reads", "per_query_head")
     assert out["inputs"]["workload"]["kv_reads"] == "per_query_head"
-    assert main(args) == 0
-    default = json.loads(capsys.readouterr().out)
+    default = _fast_json(capsys, "vanilla")
     assert "kv_reads" not in default["inputs"]["workload"]
     # llama3-8b has 4 query heads per KV head: the re-reads make the step longer
     assert out["baseline_makespan_s"] > default["baseline_makespan_s"]
