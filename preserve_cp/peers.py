@@ -24,7 +24,9 @@ on its own. What each peer is given:
   shapes (Llama and Mixtral architectures).
 * **GenZ** (``genz-llm``, analytical roofline): ``decode_moddeling`` (beam 1) and
   ``prefill_moddeling`` on its predefined system of the same GPU, with its own model
-  description; one ``bits`` for weights, activations and the KV cache (the weights').
+  description; one ``bits`` for weights, activations and the KV cache (the weights'). It
+  runs in a worker process of its own (:class:`_Worker`): GenZ prints as it models and
+  keeps global state, and our package imports none of its modules.
 * **llm-analysis** (analytical): ``infer`` with its GPU file of the same GPU, the model's
   shapes as a model file (its MLP has two matrices: a gated MLP gets 1.5 x the width, so
   the weights weigh what they do), the weight/activation dtype file and the KV bytes;
@@ -36,6 +38,7 @@ not express the point.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import io
@@ -43,6 +46,8 @@ import json
 import logging
 import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import warnings
 from collections import Counter
@@ -74,6 +79,101 @@ SPLITS = ("all", "train", "holdout")
 
 class Unsupported(Exception):
     """The peer cannot express the point; the message says why."""
+
+
+class PeerError(Exception):
+    """A peer's own error, raised in its worker process; ``kind`` is the error's type name."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+#: The GenZ worker: imports GenZ in its own interpreter, then answers one JSON request per
+#: line on stdin (``{"fn": ..., "kwargs": {...}}``) with one JSON line (``{"latency": ms}`` or
+#: ``{"error": type, "message": text}``). GenZ prints while it models, so the worker's own
+#: stdout goes to the null device and the answers to a duplicate of the pipe.
+_GENZ_WORKER = """
+import json, os, sys, warnings
+warnings.simplefilter("ignore")
+answers = os.fdopen(os.dup(1), "w")
+null = os.open(os.devnull, os.O_WRONLY)
+os.dup2(null, 1)
+os.dup2(null, 2)
+def say(obj):
+    answers.write(json.dumps(obj) + "\\n")
+    answers.flush()
+try:
+    from GenZ import decode_moddeling, prefill_moddeling
+except ModuleNotFoundError as exc:
+    say({"missing": exc.name or "", "message": str(exc)})
+    raise SystemExit(0)
+except Exception as exc:
+    say({"error": type(exc).__name__, "message": str(exc)})
+    raise SystemExit(0)
+FUNCTIONS = {"decode_moddeling": decode_moddeling, "prefill_moddeling": prefill_moddeling}
+say({"ready": True})
+for line in sys.stdin:
+    request = json.loads(line)
+    try:
+        out = FUNCTIONS[request["fn"]](**request["kwargs"])
+        say({"latency": float(out["Latency"])})
+    except Exception as exc:
+        say({"error": type(exc).__name__, "message": str(exc)})
+"""
+
+
+class _Worker:
+    """A peer run in its own Python process (``python -c`` with fixed code, no user input in
+    it): the peer's imports, prints and global state stay out of ours, and the package
+    itself imports no peer module. Stopped when the Python process that started it exits."""
+
+    def __init__(self, code: str, module: str) -> None:
+        self._proc = subprocess.Popen(  # noqa: S603  (our interpreter, fixed code)
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        atexit.register(self.close)
+        hello = self._read()
+        if "missing" in hello:
+            self.close()
+            raise ModuleNotFoundError(hello["message"], name=hello["missing"])
+        if "error" in hello:
+            self.close()
+            raise PeerError(hello["error"], hello["message"])
+
+    def _read(self) -> dict[str, Any]:
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            status = self._proc.poll()
+            raise PeerError("WorkerExited", f"the peer's process ended (status {status})")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def call(self, fn: str, kwargs: dict[str, Any]) -> float:
+        """The latency (ms) ``fn(**kwargs)`` returns in the worker."""
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps({"fn": fn, "kwargs": kwargs}) + "\n")
+        self._proc.stdin.flush()
+        answer = self._read()
+        if "error" in answer:
+            raise PeerError(answer["error"], answer["message"])
+        return float(answer["latency"])
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            with contextlib.suppress(OSError):
+                assert self._proc.stdin is not None
+                self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
 
 
 # --------------------------------------------------------------------------- the mapping
@@ -211,6 +311,8 @@ class Peer:
                     self._status = f"not installed (pip install {self.dist})"
                 else:
                     self._status = f"not usable: {type(exc).__name__}: {_first_line(exc)}"
+            except PeerError as exc:  # it failed to import in its own process
+                self._status = f"not usable: {exc.kind}: {_first_line(exc)}"
             except Exception as exc:  # an installed peer that does not import here
                 self._status = f"not usable: {type(exc).__name__}: {_first_line(exc)}"
         return self._status
@@ -238,6 +340,8 @@ class Peer:
             return metric_value(p, step, pre), note
         except Unsupported as exc:
             return None, str(exc)
+        except PeerError as exc:  # raised in the peer's own process
+            return None, f"{self.name} failed: {exc.kind}: {_first_line(exc)}"
         except Exception as exc:  # the peer's own error on this point
             return None, f"{self.name} failed: {type(exc).__name__}: {_first_line(exc)}"
 
@@ -476,8 +580,12 @@ class GenZ(Peer):
     stand_ins = {"deepseek-r1"}
     bits = {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "int8": "int8"}
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._worker: _Worker | None = None
+
     def _load(self) -> None:
-        import GenZ  # noqa: F401
+        self._worker = _Worker(_GENZ_WORKER, self.module)
 
     def _setup(self, p: dict[str, Any], device: str) -> tuple[dict[str, Any], str]:
         model = self.models.get(str(p["model"]))
@@ -500,15 +608,13 @@ class GenZ(Peer):
         return kwargs, f"{device}, bits {self.bits[w]}{stand_in}"
 
     def _step_s(self, p: dict[str, Any], setup: dict[str, Any], context: int) -> float:
-        from GenZ import decode_moddeling
-
-        out = decode_moddeling(input_tokens=context, output_tokens=0, Bb=1, **setup)
-        return float(out["Latency"]) / 1e3
+        assert self._worker is not None
+        kwargs = dict(setup, input_tokens=context, output_tokens=0, Bb=1)
+        return self._worker.call("decode_moddeling", kwargs) / 1e3
 
     def _prefill_s(self, p: dict[str, Any], setup: dict[str, Any], tokens: int) -> float:
-        from GenZ import prefill_moddeling
-
-        return float(prefill_moddeling(input_tokens=tokens, **setup)["Latency"]) / 1e3
+        assert self._worker is not None
+        return self._worker.call("prefill_moddeling", dict(setup, input_tokens=tokens)) / 1e3
 
 
 class LLMAnalysis(Peer):

@@ -3,6 +3,7 @@ peers themselves where they are installed (``pip install "preserve-cp[peers]"``)
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import json
 from pathlib import Path
@@ -220,6 +221,34 @@ def test_a_missing_module_is_reported_not_raised():
         None,
         "not installed (pip install no-such-dist)",
     )
+
+
+def test_a_peer_in_its_own_process(monkeypatch):
+    """GenZ runs in a worker process: a missing package there is "not installed", a failed
+    import "not usable", and the package never imports the peer itself."""
+    code = peers._GENZ_WORKER
+    missing = code.replace("from GenZ import", "from no_such_module_preserve_cp import")
+    monkeypatch.setattr(peers, "_GENZ_WORKER", missing)
+    peer = peers.GenZ()
+    peer.module = "no_such_module_preserve_cp"
+    assert peer.available() == "not installed (pip install genz-llm)"
+    assert peer.predict(POINTS[TTFT_A100]) == (None, "not installed (pip install genz-llm)")
+    broken = code.replace("from GenZ import", "from json.no_such_submodule import")
+    monkeypatch.setattr(peers, "_GENZ_WORKER", broken)
+    assert peers.GenZ().available().startswith("not usable: ModuleNotFoundError")
+    raising = code.replace(
+        "from GenZ import decode_moddeling, prefill_moddeling",
+        "def decode_moddeling(**kw):\n"
+        "        raise ValueError('All params would not fit on chip')\n"
+        "    prefill_moddeling = decode_moddeling",
+    )
+    monkeypatch.setattr(peers, "_GENZ_WORKER", raising)
+    value, note = peers.GenZ().predict(POINTS[TTFT_A100])
+    assert value is None and note == "GenZ failed: ValueError: All params would not fit on chip"
+    tree = ast.parse(Path(peers.__file__).read_text(encoding="utf-8"))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "GenZ" not in imported and "json" in imported
 
 
 def test_cli_compare_without_peers(monkeypatch, tmp_path: Path, capsys):
