@@ -309,7 +309,15 @@ class _Builder:
         self.g = nx.DiGraph()
         self.last: str | None = None
         tp = wl.tp
-        self.wb, self.ab, self.kb = wl.bytes_of("weight"), wl.bytes_of("act"), wl.bytes_of("kv")
+        self.wb, self.kb = wl.bytes_of("weight"), wl.bytes_of("kv")
+        # 8-bit activations exist only as GEMM inputs (``qb``), quantized by the kernel that
+        # makes them; the GEMMs write 16-bit, and the residual stream, norms, attention's
+        # inputs and outputs and the collectives stay 16-bit (``ab``): vLLM's fp8 W8A8 and
+        # w8a8 int8 linear methods quantize the input per call and return the model dtype,
+        # TensorRT-LLM's fp8 GEMMs output fp16/bf16 before the allreduce, Intel Neural
+        # Compressor's fp8 on Gaudi quantizes Linear/matmul inputs only (docs/fidelity.md)
+        self.qb = wl.bytes_of("act")
+        self.ab = max(self.qb, 2.0)
         # the checkpoint's narrower groups keep their precision (ModelConfig.weight_dtype)
         chosen = {g: model.weight_dtype(g, str(wl.weight_dtype)) for g in model.weight_dtypes}
         self.group_dtype: dict[str, str] = {g: d for g, d in chosen.items() if d != wl.weight_dtype}
@@ -383,7 +391,7 @@ class _Builder:
             "gemm",
             layer,
             flops=2.0 * self.T * k * n,
-            reads={weight: w, f"{name}.in": self.T * k * self.ab},
+            reads={weight: w, f"{name}.in": self.T * k * self.qb},
             writes=self.T * n * self.ab,
             prefetchable=(weight,),
             after=after,
@@ -549,7 +557,7 @@ class _Builder:
             "gemm",
             l,
             flops=2.0 * T * heads * k * n,
-            reads={weight: w, f"{name}.in": T * heads * k * ab},
+            reads={weight: w, f"{name}.in": T * heads * k * self.qb},
             writes=T * heads * n * ab,
             prefetchable=(weight,),
             rows=T,
@@ -684,8 +692,9 @@ class _Builder:
         n_up = 2 * b.width if b.gated else b.width
         rows = b.tokens * b.top_k  # token-expert pairs this rank's experts serve
         per_expert = rows / b.distinct
-        if b.ep > 1:  # each rank sends its tokens / ep to the experts' ranks
-            self.all_to_all(f"L{l}.moe_dispatch", l, b, "dispatch", ab)
+        if b.ep > 1:  # each rank sends its tokens / ep to the experts' ranks, quantized as
+            # the expert GEMMs read them (DeepEP's low-latency dispatch sends fp8)
+            self.all_to_all(f"L{l}.moe_dispatch", l, b, "dispatch", self.qb)
         ew = self.wbytes("experts")
         for name, k, n in (("experts_gate_up", h, n_up), ("experts_down", b.width, h)):
             w = f"L{l}.w_{name}"
@@ -704,7 +713,7 @@ class _Builder:
                 "gemm",
                 l,
                 flops=2.0 * rows * k * n,
-                reads={w: b.distinct * k * n * ew, f"L{l}.{name}.in": rows * k * ab},
+                reads={w: b.distinct * k * n * ew, f"L{l}.{name}.in": rows * k * self.qb},
                 writes=rows * n * ab,
                 prefetchable=(w,),
                 rows=per_expert,
@@ -714,7 +723,7 @@ class _Builder:
                 weight_dtype=self.group_dtype.get("experts", str(self.wl.weight_dtype)),
             )
         if b.ep > 1:  # and takes its tokens' results back, combined in bf16 (or wider)
-            self.all_to_all(f"L{l}.moe_combine", l, b, "combine", max(ab, 2.0))
+            self.all_to_all(f"L{l}.moe_combine", l, b, "combine", ab)
         if b.shared_width:
             return self.dense_mlp(l, "shared_", b.shared_width, b.gated)
         return self.last or ""

@@ -47,7 +47,7 @@ def machine_for(hw: Hardware | None, contention: bool = True) -> Machine:
     >>> from preserve_cp.hardware import load_hardware
     >>> m = machine_for(load_hardware("h100-sxm"))
     >>> round(m.chunk_latency_s * 1e6, 3), m.op_share
-    (1.117, 0.0)
+    (1.216, 0.0)
     """
     if hw is None:
         return Machine(contention=contention)
