@@ -332,7 +332,14 @@ def chain_lp_bound(
         return None
     if math.isfinite(stop_at):
         solver.SetTimeLimit(max(1, int((stop_at - time.perf_counter()) * 1000)))
-    if solver.Solve() != pywraplp.Solver.OPTIMAL:
+    status = solver.Solve()
+    if status == pywraplp.Solver.ABNORMAL and not late():
+        # GLOP's presolve gives up on some instances that solve without it (chain.py)
+        solver.SetSolverSpecificParametersAsString("use_preprocessing: false")
+        if math.isfinite(stop_at):
+            solver.SetTimeLimit(max(1, int((stop_at - time.perf_counter()) * 1000)))
+        status = solver.Solve()
+    if status != pywraplp.Solver.OPTIMAL:
         return None
     # GLOP's primal objective carries ~1e-9 relative noise; shave it so the bound stays valid
     return solver.Objective().Value() / us * (1 - 1e-7)
