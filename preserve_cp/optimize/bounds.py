@@ -78,6 +78,16 @@ def resource_load_bound(g: nx.DiGraph, costs: Mapping[Any, OpCost]) -> float:
     return best
 
 
+def _role(tensor: str) -> str:
+    """A tensor's role: its name without the layer (``L12.w_down`` -> ``w_down``).
+
+    >>> _role("L12.w_down"), _role("lm_head.w")
+    ('w_down', 'lm_head.w')
+    """
+    head, _, rest = tensor.partition(".")
+    return rest if rest and head[:1] == "L" and head[1:].isdigit() else tensor
+
+
 def useful_bytes(c: OpCost) -> float:
     """The fewest L2 bytes at which op ``c`` reaches its best duration: its duration is
     convex in the L2 bytes, so more than this never makes it faster (bisection on the
@@ -184,17 +194,27 @@ def chain_lp_bound(
         near = range(max(-1, first[t] - near_ops), first[t])
         solver.Add(v == sum(y[t, k] for k in near) + far.get(t, 0.0))
         x[t] = v
-    far_last = max((first[t] - near_ops - 1 for t in far), default=-2)
-    pool = {k: solver.NumVar(0.0, inf, f"F{k}") for k in range(-1, far_last + 1)}
-    u_max = max(per_chunk.values(), default=0.0) * mb
+    # pooled bytes per role (a layer's tensor without its layer: "w_down", "kv_cache"), so a
+    # pooled chunk is charged against the largest tensor of its own role, not of the graph
+    roles: dict[str, list[str]] = {}
+    for t in far:
+        roles.setdefault(_role(t), []).append(t)
+    pool: dict[tuple[str, int], Any] = {}
+    u_role: dict[str, float] = {}
+    for role, ts in roles.items():
+        u_role[role] = max(per_chunk[t] for t in ts) * mb
+        for k in range(-1, max(first[t] - near_ops - 1 for t in ts) + 1):
+            pool[role, k] = solver.NumVar(0.0, inf, f"F{len(pool)}")
+    pooled_at: dict[int, list[tuple[str, Any]]] = {}
+    for (role, k), v in pool.items():
+        pooled_at.setdefault(k, []).append((role, v))
 
     def chunks(k: int) -> Any:
         """Chunks that move bytes in window k, at least (a chunk carries <= useful bytes)."""
         terms: list[Any] = [
             v * (1.0 / (per_chunk[t] * mb)) for t, v in by_window.get(k, []) if per_chunk[t] > 0
         ]
-        if k in pool and u_max > 0:
-            terms.append(pool[k] * (1.0 / u_max))
+        terms += [v * (1.0 / u_role[r]) for r, v in pooled_at.get(k, []) if u_role[r] > 0]
         return sum(terms) if terms else 0.0
 
     def window(k: int, run_rate_free: bool) -> tuple[Any, Any]:
@@ -216,7 +236,7 @@ def chain_lp_bound(
         return solver.NumVar(0.0, inf, f"s{k}"), solver.NumVar(0.0, inf, f"zs{k}")
 
     def bytes_in(k: int) -> Any:
-        return sum(v for _, v in by_window.get(k, [])) + pool.get(k, 0.0)
+        return sum(v for _, v in by_window.get(k, [])) + sum(v for _, v in pooled_at.get(k, []))
 
     def stall_rows(s: Any, z: Any, ls: Any) -> None:
         """At most min(P, B) per us of the stall that no chunk latency takes."""
@@ -283,25 +303,28 @@ def chain_lp_bound(
         times += [r, s]
         z_run.append(zr)
         z_stall.append(zs)
-    # pooled bytes are moved before their tensors' windows start
-    if far:
-        by_first_far: dict[int, list[str]] = {}
-        for t in far:
-            by_first_far.setdefault(first[t] - near_ops - 1, []).append(t)
+    # pooled bytes of a role are moved before the near windows of its tensors start: by the
+    # end of window k, at least the far bytes of the role's tensors whose near windows begin
+    # after k (checked where that amount grows), and in all exactly those bytes
+    for role, ts in roles.items():
+        last = max(first[t] - near_ops - 1 for t in ts)
+        due_at: dict[int, list[str]] = {}
+        for t in ts:
+            due_at.setdefault(first[t] - near_ops - 1, []).append(t)
         due: Any = 0.0
         done: Any = 0.0
-        for k in range(-1, far_last + 1):
-            done = done + pool[k]
-            mine = by_first_far.get(k, [])
-            if mine:
-                d = solver.NumVar(0.0, inf, f"due{k}")
-                solver.Add(d == due + sum(far[t] for t in mine))
-                due = d
-            c_ = solver.NumVar(0.0, inf, f"done{k}")
-            solver.Add(c_ == done)
-            done = c_
-            solver.Add(due <= done)
-        solver.Add(due == done)
+        pending: list[Any] = []
+        for k in range(-1, last + 1):
+            pending.append(pool[role, k])
+            if k in due_at:
+                d = solver.NumVar(0.0, inf, "")
+                solver.Add(d == done + sum(pending))
+                done, pending = d, []
+                e = solver.NumVar(0.0, inf, "")
+                solver.Add(e == due + sum(far[t] for t in due_at[k]))
+                due = e
+                solver.Add(due <= done)
+        solver.Add(due == done + sum(pending))
     by_first: dict[int, list[str]] = {}
     for t, f in first.items():
         by_first.setdefault(f, []).append(t)
