@@ -756,6 +756,9 @@ def solve_router(
         )
     if not 1 <= scenarios <= max_scenarios:
         raise input_error("options", "scenarios", f"an integer in [1, {max_scenarios}]", scenarios)
+    if not (isinstance(target_ci, (int, float)) and math.isfinite(target_ci) and target_ci > 0):
+        # the number of scenarios needed grows as (half-width / target_ci)^2
+        raise input_error("options", "target_ci", "a positive fraction (0.005: 0.5 %)", target_ci)
     if (predictor_accuracy is None) == (trace is None):
         raise InputError(
             "options: predictor_accuracy, trace: expected exactly one of the two (a stated "

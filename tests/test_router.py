@@ -102,6 +102,10 @@ def test_bad_scenario_inputs_are_one_line_errors() -> None:
     dense = pc.build_graph("llama3-8b", pc.Workload("decode", 1, 1024, 8))
     with pytest.raises(pc.InputError, match="needs an MoE model"):
         sample_scenarios(dense, 4, accuracy=0.5)
+    # the scenarios needed grow as (half-width / target_ci)^2: 0 divided by zero before
+    for bad in (0, -0.01, float("nan")):
+        with pytest.raises(pc.InputError, match="target_ci: expected a positive fraction"):
+            solve_router(g, "h200-sxm", predictor_accuracy=0.9, target_ci=bad)
 
 
 # -- plans per scenario -------------------------------------------------------------------
