@@ -128,7 +128,7 @@ class _Worker:
     it): the peer's imports, prints and global state stay out of ours, and the package
     itself imports no peer module. Stopped when the Python process that started it exits."""
 
-    def __init__(self, code: str, module: str) -> None:
+    def __init__(self, code: str) -> None:
         self._proc = subprocess.Popen(  # noqa: S603  (our interpreter, fixed code)
             [sys.executable, "-c", code],
             stdin=subprocess.PIPE,
@@ -311,10 +311,8 @@ class Peer:
                     self._status = f"not installed (pip install {self.dist})"
                 else:
                     self._status = f"not usable: {type(exc).__name__}: {_first_line(exc)}"
-            except PeerError as exc:  # it failed to import in its own process
-                self._status = f"not usable: {exc.kind}: {_first_line(exc)}"
             except Exception as exc:  # an installed peer that does not import here
-                self._status = f"not usable: {type(exc).__name__}: {_first_line(exc)}"
+                self._status = f"not usable: {_kind(exc)}: {_first_line(exc)}"
         return self._status
 
     def version(self) -> str | None:
@@ -340,10 +338,8 @@ class Peer:
             return metric_value(p, step, pre), note
         except Unsupported as exc:
             return None, str(exc)
-        except PeerError as exc:  # raised in the peer's own process
-            return None, f"{self.name} failed: {exc.kind}: {_first_line(exc)}"
         except Exception as exc:  # the peer's own error on this point
-            return None, f"{self.name} failed: {type(exc).__name__}: {_first_line(exc)}"
+            return None, f"{self.name} failed: {_kind(exc)}: {_first_line(exc)}"
 
     # what a peer implements
     def _load(self) -> None:
@@ -357,6 +353,12 @@ class Peer:
 
     def _prefill_s(self, p: dict[str, Any], setup: Any, tokens: int) -> float:
         raise NotImplementedError
+
+
+def _kind(exc: BaseException) -> str:
+    """The error's type name; for one raised in a peer's worker process, the type it had
+    there (``ValueError``, not ``PeerError``)."""
+    return exc.kind if isinstance(exc, PeerError) else type(exc).__name__
 
 
 def _first_line(exc: BaseException) -> str:
@@ -585,7 +587,7 @@ class GenZ(Peer):
         self._worker: _Worker | None = None
 
     def _load(self) -> None:
-        self._worker = _Worker(_GENZ_WORKER, self.module)
+        self._worker = _Worker(_GENZ_WORKER)
 
     def _setup(self, p: dict[str, Any], device: str) -> tuple[dict[str, Any], str]:
         model = self.models.get(str(p["model"]))

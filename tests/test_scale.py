@@ -49,8 +49,7 @@ def test_periodic_plan_is_tiled_verified_and_near_the_bound():
     ch = chain_order(g)
     out = solve_periodic(ch, g, c, m, ChainOptions(work_limit=2.0))
     # its warm start is an LP that GLOP's presolve calls ABNORMAL (solved again without it)
-    assert out is not None and out.stats["warm_start"]
-    assert out is not None and out.stats["periods"] == 72
+    assert out is not None and out.stats["warm_start"] and out.stats["periods"] == 72
     # every layer gets its consumers' chunks: all 80 layers' qkv weights are prefetched
     qkv = {p.tensor for p in out.plan.prefetches if p.tensor.endswith(".w_qkv")}
     assert qkv == {f"L{i}.w_qkv" for i in range(80)}
