@@ -111,6 +111,35 @@ def useful_bytes(c: OpCost) -> float:
     return hi
 
 
+def tensor_table(
+    chain: list[Any], g: nx.DiGraph, costs: Mapping[Any, OpCost]
+) -> tuple[dict[str, int], dict[str, float], dict[str, float]]:
+    """Per prefetchable tensor: the chain index of its first reader, its size and its
+    *useful* bytes. With one reader that prefetches only it, a tensor is useful up to the
+    bytes at which that reader is fastest (a schedule moving more maps to one moving less
+    that is no slower: the extra bytes only take bandwidth and L2); else its size."""
+    first: dict[str, int] = {}
+    readers: dict[str, set[int]] = {}
+    size: dict[str, float] = {}
+    for k, n in enumerate(chain):
+        a = g.nodes[n]
+        for t in a.get("reads", {}) or {}:
+            first.setdefault(t, k)
+            readers.setdefault(t, set()).add(k)
+        for t in a.get("prefetchable", []):
+            b = float(a["reads"][t])
+            if b > 0 and t not in size:
+                size[t] = b
+    first = {t: first[t] for t in size}
+    useful: dict[str, float] = {}
+    for t, b in size.items():
+        node = chain[first[t]]
+        names = [u for u in g.nodes[node].get("prefetchable", []) if u in size]
+        one = readers[t] == {first[t]} and names == [t]
+        useful[t] = max(min(b, useful_bytes(costs[node]) if one else b), 0.0)
+    return first, size, useful
+
+
 def chain_lp_bound(
     chain: list[Any],
     g: nx.DiGraph,
@@ -142,29 +171,9 @@ def chain_lp_bound(
     if solver is None:
         return None
     us, mb = 1e6, 1e-6  # LP in microseconds and megabytes for conditioning
-    first: dict[str, int] = {}
-    readers: dict[str, set[int]] = {}
-    size: dict[str, float] = {}
-    for k, n in enumerate(chain):
-        a = g.nodes[n]
-        for t in a.get("reads", {}) or {}:
-            first.setdefault(t, k)
-            readers.setdefault(t, set()).add(k)
-        for t in a.get("prefetchable", []):
-            b = float(a["reads"][t])
-            if b > 0 and t not in size:
-                size[t] = b
-    first = {t: first[t] for t in size}
-    # a tensor's useful bytes: with one reader that prefetches only it, no more than the
-    # bytes at which that reader is fastest (a schedule moving more maps to one moving
-    # less that is no slower: the extra bytes only take bandwidth and L2)
-    useful: dict[str, float] = {}
-    for t, b in size.items():
-        only = readers[t] == {first[t]}
-        node = chain[first[t]]
-        names = [u for u in g.nodes[node].get("prefetchable", []) if u in size]
-        u = useful_bytes(costs[node]) if only and names == [t] else b
-        useful[t] = b if chunk_cap and t in chunk_cap else max(min(b, u), 0.0)
+    first, size, useful = tensor_table(chain, g, costs)
+    if chunk_cap:
+        useful = {t: size[t] if t in chunk_cap else u for t, u in useful.items()}
     per_chunk = {t: (chunk_cap or {}).get(t, u) for t, u in useful.items()}
     inf = solver.infinity()
     P = machine.prefetch_bytes_per_s * mb / us
