@@ -269,6 +269,8 @@ def optimize(
     for top in sorted(tops.values(), key=lambda c: c.makespan_s):
         cur, steps = top, []
         for stage, fn in (("prune", prune), ("tune", tune)):
+            if stage == "tune" and cur.makespan_s - bound_s <= opts.target_gap * cur.makespan_s:
+                continue  # close enough to the bound: tuning would add bytes for crumbs
             better = fn(problem, cur, deadline)
             if better is not None:
                 cur = better
@@ -337,6 +339,9 @@ def prune(problem: Problem, best: Candidate, deadline: Deadline) -> Candidate | 
 
 #: tuning: the relative steps by which a role's chunks are scaled, coarse to fine
 TUNE_STEPS = (0.25, 0.1, 0.04, 0.015)
+#: tuning (on plans more than ``target_gap`` above the lower bound) keeps a change that
+#: shortens the step by more than this (relative)
+TUNE_MIN_GAIN = 1e-6
 
 
 def scale_role(plan: Plan, idx: list[int], factor: float, size: Mapping[str, float]) -> Plan:
@@ -393,7 +398,7 @@ def tune(problem: Problem, best: Candidate, deadline: Deadline) -> Candidate | N
                         c.verified
                         and c.schedule is not None
                         and not c.schedule.dropped
-                        and c.makespan_s < cur.makespan_s * (1 - 1e-7)
+                        and c.makespan_s < cur.makespan_s * (1 - TUNE_MIN_GAIN)
                     ):
                         cur = dataclasses.replace(c, name=cur.name, outcome=cur.outcome)
                         improved = True
