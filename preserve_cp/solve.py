@@ -52,7 +52,7 @@ from .optimize import (
     solve_general,
     solve_periodic,
 )
-from .plan import Plan, Result, Schedule
+from .plan import Plan, Prefetch, Result, Schedule
 from .serving import step_serving
 from .simulate import priorities, verify
 from .simulate import simulate as run_plan
@@ -289,9 +289,7 @@ def optimize(
             o = cur.outcome
             # the model's prediction was for the plan before these stages
             o = dataclasses.replace(o, predicted_s=None) if o is not None else None
-            found.append(
-                dataclasses.replace(cur, name=f"{top.name}+{'+'.join(steps)}", outcome=o)
-            )
+            found.append(dataclasses.replace(cur, name=f"{top.name}+{'+'.join(steps)}", outcome=o))
     return found, outcome
 
 
@@ -374,7 +372,8 @@ def scale_role(plan: Plan, idx: list[int], factor: float, size: Mapping[str, flo
     for i, pf in enumerate(plan.prefetches):
         if i not in chosen:
             total[pf.tensor] = total.get(pf.tensor, 0.0) + pf.bytes
-    out, offset = [], {}
+    out: list[Prefetch] = []
+    offset: dict[str, float] = {}
     for i, pf in enumerate(plan.prefetches):
         b = pf.bytes
         if i in chosen:

@@ -93,7 +93,9 @@ def _llama3b(layers: int):
 
 
 def _sizes(g) -> dict[str, float]:
-    return {t: float(a["reads"][t]) for _, a in g.nodes(data=True) for t in a.get("prefetchable", [])}
+    return {
+        t: float(a["reads"][t]) for _, a in g.nodes(data=True) for t in a.get("prefetchable", [])
+    }
 
 
 def test_scale_role_keeps_tensors_whole_and_chunks_contiguous():
