@@ -1180,6 +1180,13 @@ def _solve_pipeline(args: argparse.Namespace, model: Any, wl: Workload, hw: Hard
         f"{r.vanilla_step_s * ms:.4f} ms, optimised {r.optimised_step_s * ms:.4f} ms, "
         f"{r.speedup:.3f}x",
     ]
+    cut = [str(i) for i, res in enumerate(r.stages) if res.status == "time_limit"]
+    if cut:
+        lines.append(
+            f"time limit: stage{'s' if len(cut) > 1 else ''} {', '.join(cut)} stopped by "
+            "--time-limit before the "
+            "deterministic end (its plan may differ between runs; give more time)"
+        )
     print("\n".join(lines))
     return 0
 

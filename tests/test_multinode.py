@@ -196,6 +196,11 @@ def test_cli_pipeline_and_layout_errors(capsys) -> None:
     assert main([*base, "--tp", "4", "--pp", "2", "--microbatches", "2", "--time-limit", "6"]) == 0
     text = capsys.readouterr().out
     assert "0-15" in text and "16-31" in text and "pipeline step" in text
+    # a limit too short for the search: the output says which stages it cut
+    assert (
+        main([*base, "--tp", "4", "--pp", "2", "--microbatches", "2", "--time-limit", "0.01"]) == 0
+    )
+    assert "time limit: stages 0, 1 stopped by --time-limit" in capsys.readouterr().out
     for extra, message in (
         (["--tp", "8", "--ep", "3"], "workload: ep: expected a divisor of tp 8"),
         (["--tp", "4", "--pp", "2", "--microbatches", "3"], "microbatches: expected a divisor"),
