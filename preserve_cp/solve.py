@@ -277,14 +277,15 @@ def optimize(
     ):
         tops[stream.name] = stream  # the best simple rule won: refine it too
     for top in sorted(tops.values(), key=lambda c: c.makespan_s):
-        cur, steps = top, []
-        for stage, fn in (("prune", prune), ("tune", tune)):
-            if stage == "tune" and cur.makespan_s - bound_s <= opts.target_gap * cur.makespan_s:
-                continue  # close enough to the bound: tuning would add bytes for crumbs
-            better = fn(problem, cur, deadline)
-            if better is not None:
-                cur = better
-                steps.append(stage)
+        cur, steps = top, list[str]()
+        pruned = prune(problem, cur, deadline)
+        if pruned is not None:
+            cur, steps = pruned, [*steps, "prune"]
+        # close enough to the bound, tuning would only add bytes for crumbs
+        if cur.makespan_s - bound_s > opts.target_gap * cur.makespan_s:
+            tuned = tune(problem, cur, deadline)
+            if tuned is not None:
+                cur, steps = tuned, [*steps, "tune"]
         if steps:
             o = cur.outcome
             # the model's prediction was for the plan before these stages
@@ -316,6 +317,19 @@ def chunk_roles(plan: Plan) -> dict[str, list[int]]:
     return roles
 
 
+def _improves(c: Candidate, cur: Candidate, gain: float) -> Candidate | None:
+    """``c`` under ``cur``'s name and outcome when it is verified, dropped no chunk and is
+    shorter than ``cur`` by more than ``gain`` (relative); else None."""
+    if (
+        c.verified
+        and c.schedule is not None
+        and not c.schedule.dropped
+        and c.makespan_s < cur.makespan_s * (1 - gain)
+    ):
+        return dataclasses.replace(c, name=cur.name, outcome=cur.outcome)
+    return None
+
+
 def prune(problem: Problem, best: Candidate, deadline: Deadline) -> Candidate | None:
     """Stage 4b: drop every chunk of one role at a time while the simulated makespan falls.
 
@@ -333,14 +347,9 @@ def prune(problem: Problem, best: Candidate, deadline: Deadline) -> Candidate | 
                 return cur if cur is not best else None
             drop = set(idx)
             kept = tuple(p for i, p in enumerate(cur.plan.prefetches) if i not in drop)
-            c = problem.run(Plan(cur.plan.name, kept, cur.plan.order))
-            if (
-                c.verified
-                and c.schedule is not None
-                and not c.schedule.dropped
-                and c.makespan_s < cur.makespan_s * (1 - 1e-9)
-            ):
-                cur, improved = dataclasses.replace(c, name=cur.name, outcome=cur.outcome), True
+            c = _improves(problem.run(Plan(cur.plan.name, kept, cur.plan.order)), cur, 1e-9)
+            if c is not None:
+                cur, improved = c, True
                 break  # the roles of the new plan
     return cur if cur is not best else None
 
@@ -353,6 +362,7 @@ TUNE_STEPS = (0.25, 0.1, 0.04, 0.015)
 #: unbounded tuning took 825 simulations of 42 ms, 35 s, for 0.22 %)
 TUNE_SWEEPS = 3
 TUNE_OPS = 75_000
+TUNE_TRIES = (24, 240)  # the fewest and the most simulations, whatever the graph's size
 #: tuning (on plans more than ``target_gap`` above the lower bound) keeps a change that
 #: shortens the step by more than this (relative)
 TUNE_MIN_GAIN = 1e-6
@@ -401,27 +411,26 @@ def tune(problem: Problem, best: Candidate, deadline: Deadline) -> Candidate | N
         for t in a.get("prefetchable", []):
             size.setdefault(t, float(a["reads"][t]))
     cur = best
-    tries, most = 0, min(240, max(24, TUNE_OPS // max(1, problem.graph.number_of_nodes())))
+    fewest, most = TUNE_TRIES
+    tries, most = 0, min(most, max(fewest, TUNE_OPS // max(1, problem.graph.number_of_nodes())))
     for step in TUNE_STEPS:
         for _ in range(TUNE_SWEEPS):
             improved = False
-            for name in list(chunk_roles(cur.plan)):
-                idx = chunk_roles(cur.plan).get(name)
+            roles = chunk_roles(cur.plan)
+            for name in list(roles):
+                idx = roles.get(name)
                 if not idx:
                     continue  # the role went (a scaled chunk had no room left)
                 for factor in (1 + step, 1 - step):
                     if tries >= most or deadline.skips("tune"):
                         return cur if cur is not best else None
                     tries += 1
-                    c = problem.run(scale_role(cur.plan, idx, factor, size))
-                    if (
-                        c.verified
-                        and c.schedule is not None
-                        and not c.schedule.dropped
-                        and c.makespan_s < cur.makespan_s * (1 - TUNE_MIN_GAIN)
-                    ):
-                        cur = dataclasses.replace(c, name=cur.name, outcome=cur.outcome)
-                        improved = True
+                    c = _improves(
+                        problem.run(scale_role(cur.plan, idx, factor, size)), cur, TUNE_MIN_GAIN
+                    )
+                    if c is not None:
+                        cur, improved = c, True
+                        roles = chunk_roles(cur.plan)  # chunk places may have shifted
                         break
             if not improved:
                 break
