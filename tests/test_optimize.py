@@ -297,13 +297,16 @@ def test_pooled_bytes_are_charged_per_role():
     of every layer), not of the whole graph: charged against the 33.6 MB KV cache, a 5.8 MB
     ``w_down`` moved two layers early cost a sixth of a latency, and the bound of Llama-3.2-3B
     decode on the calibrated H100 was 1.9937 ms. Per role, pooling loses nothing on these
-    uniform layers: the bound equals the one that tracks every tensor in every window."""
+    uniform layers: the bound equals the one that tracks every tensor in every window, with
+    the window rows and without them (2.0031 ms; they raise it to 2.0120 ms: the KV cache's
+    33.6 MB useful bytes are more than one allreduce moves)."""
     g = build_graph("llama3.2-3b", Workload("decode", 8, 8192, 4, "fp8", "fp8", "fp8"))
     hw = load_hardware("h100-sxm")
     m, c, ch = machine_for(hw), op_costs(g, hw), chain_order(g)
-    pooled = chain_lp_bound(ch, g, c, m)
-    whole = chain_lp_bound(ch, g, c, m, near_ops=len(ch))
-    assert pooled == pytest.approx(whole, rel=1e-7)
-    assert pooled == pytest.approx(2.00305e-3, rel=1e-5)
+    for rows, value in ((False, 2.00307e-3), (True, 2.01199e-3)):
+        pooled = chain_lp_bound(ch, g, c, m, window_rows=rows)
+        whole = chain_lp_bound(ch, g, c, m, near_ops=len(ch), window_rows=rows)
+        assert pooled == pytest.approx(whole, rel=1e-7)
+        assert pooled == pytest.approx(value, rel=1e-5)
     r = solve(g, hw)
     assert r.verified and pooled <= r.lower_bound_s <= r.makespan_s

@@ -20,7 +20,11 @@
   only if the run leaves a prefetch bandwidth); only the first (``c[k]``) may have waited
   before. A chunk carries at most ``u[t]`` useful bytes, so ``Σ y/u`` never exceeds the
   number of chunks. ``u[t]``: with one reader that prefetches only t, the fewest bytes at
-  which that reader is fastest (more bytes only take bandwidth and L2).
+  which that reader is fastest (more bytes only take bandwidth and L2), and at most the
+  usable L2 (a chunk reserves all its bytes when it starts). The window rows: a chunk
+  moves at most ``C[k]`` in op k's run (the op's best prefetch rate over its longest run),
+  so where ``C[k] < u[t]`` t's chunks in window k number ``n >= y/u`` with the bytes
+  ``y - n C[k]`` beyond what they carry in the run counted in the stall's bytes.
 
   Every schedule the simulator can produce, with bytes beyond ``u[t]`` dropped, maps to a
   feasible point with no larger makespan (bytes assigned in reader order; L2 released at
@@ -150,6 +154,7 @@ def chain_lp_bound(
     time_limit_s: float | None = None,
     near_ops: int = 24,
     chunk_cap: Mapping[str, float] | None = None,
+    window_rows: bool = True,
 ) -> float | None:
     """The fluid LP bound for a chain (see the module docstring); None if GLOP fails or
     runs out of time (the LP's value is a bound only at its optimum).
@@ -161,7 +166,10 @@ def chain_lp_bound(
     (instead of the useful bytes of this graph), and ``x`` capped only by the size: the LP's
     matrix is then the same for every graph that differs only in these tensors' sizes and
     their readers' costs (which enter only right-hand sides), so its value is convex in them
-    and the LP of the mean graph bounds the mean of the graphs' bounds (router.py)."""
+    and the LP of the mean graph bounds the mean of the graphs' bounds (router.py).
+
+    ``window_rows``: False leaves out the window rows (for comparison; the bound is valid
+    either way). They are left out with ``chunk_cap`` too: their coefficients are costs."""
     stop_at = time.perf_counter() + (time_limit_s if time_limit_s is not None else math.inf)
 
     def late() -> bool:  # building the LP is Python work no solver limit stops
@@ -174,12 +182,27 @@ def chain_lp_bound(
     first, size, useful = tensor_table(chain, g, costs)
     if chunk_cap:
         useful = {t: size[t] if t in chunk_cap else u for t, u in useful.items()}
-    per_chunk = {t: (chunk_cap or {}).get(t, u) for t, u in useful.items()}
+    # a chunk reserves all its bytes of L2 when it starts, so it carries at most the usable L2
+    per_chunk = {
+        t: min((chunk_cap or {}).get(t, u), machine.l2_capacity_bytes) for t, u in useful.items()
+    }
     inf = solver.infinity()
     P = machine.prefetch_bytes_per_s * mb / us
     B = machine.hbm_bytes_per_s * mb / us
     contention = hbm_contention and math.isfinite(B)
     lat = machine.chunk_latency_s * us
+    window_rows = window_rows and not chunk_cap
+
+    def run_capacity(c: OpCost, share: float) -> float:
+        """The most op c's run lets the prefetch move, in MB: its best rate over its
+        longest run (an op's time is convex in its L2 bytes, so longest at an end)."""
+        longest = max(c.duration_s(0.0), c.duration_s(max(0.0, c.prefetchable_bytes))) * us
+        rate = P
+        if contention:
+            free = B - c.hbm_bytes * mb / longest if c.fixed and longest > 0 else B
+            rate = min(rate, share * max(0.0, free))
+        return rate * longest
+
     K = len(chain)
 
     # -- bytes per (tensor, window) near the first reader, pooled before that ----------
@@ -218,15 +241,32 @@ def chain_lp_bound(
     for (role, k), v in pool.items():
         pooled_at.setdefault(k, []).append((role, v))
 
-    def chunks(k: int) -> Any:
-        """Chunks that move bytes in window k, at least (a chunk carries <= useful bytes)."""
-        terms: list[Any] = [
-            v * (1.0 / (per_chunk[t] * mb)) for t, v in by_window.get(k, []) if per_chunk[t] > 0
-        ]
-        terms += [v * (1.0 / u_role[r]) for r, v in pooled_at.get(k, []) if u_role[r] > 0]
+    def chunks(k: int, zs: Any, run_cap: float) -> Any:
+        """Chunks that move bytes in window k, at least: a chunk carries at most its
+        tensor's useful bytes, and in op k's run at most ``run_cap``, so what a tensor's
+        chunks cannot carry in the run was moved in the stall (``zs`` bytes in all; the
+        window rows, where ``run_cap`` is below the useful bytes)."""
+        items = [(v, per_chunk[t] * mb) for t, v in by_window.get(k, [])]
+        items += [(v, u_role[r]) for r, v in pooled_at.get(k, [])]
+        terms: list[Any] = []
+        beyond: list[Any] = []
+        for v, u in items:
+            if u <= 0:
+                continue
+            if not (window_rows and 0 < run_cap < u):
+                terms.append(v * (1.0 / u))
+                continue
+            n = solver.NumVar(0.0, inf, "")
+            e = solver.NumVar(0.0, inf, "")
+            solver.Add(n >= v * (1.0 / u))
+            solver.Add(e >= v - n * run_cap)
+            terms.append(n)
+            beyond.append(e)
+        if beyond:
+            solver.Add(sum(beyond) <= zs)
         return sum(terms) if terms else 0.0
 
-    def window(k: int, run_rate_free: bool) -> tuple[Any, Any]:
+    def window(k: int, run_rate_free: bool, zs: Any, run_cap: float) -> tuple[Any, Any]:
         """Latency variables of window k: (in its run, in its stall), tied to its chunks.
 
         The chunks that move bytes in a window run one after another: all but the first
@@ -237,7 +277,7 @@ def chain_lp_bound(
         ls = solver.NumVar(0.0, inf, f"ls{k}")
         if lat > 0:
             credit = solver.NumVar(0.0, lat, f"cr{k}")
-            solver.Add(lr + ls + credit >= lat * chunks(k))
+            solver.Add(lr + ls + credit >= lat * chunks(k, zs, run_cap))
         return lr, ls
 
     def stall(k: int) -> tuple[Any, Any]:
@@ -256,7 +296,7 @@ def chain_lp_bound(
             solver.Add(z <= B * (s - ls))
 
     s0, z0 = stall(-1)
-    _, ls0 = window(-1, False)
+    _, ls0 = window(-1, False, z0, 0.0)
     stall_rows(s0, z0, ls0)
     solver.Add(bytes_in(-1) == z0)
     times: list[Any] = [s0]
@@ -274,7 +314,7 @@ def chain_lp_bound(
         else:
             s, zs = 0.0, 0.0  # the makespan ends with the last op
         run_free = share > 0 and contention or not contention
-        lr, ls = window(k, run_free)
+        lr, ls = window(k, run_free, zs, run_capacity(c, share))
         if k < K - 1:
             stall_rows(s, zs, ls)
         else:
