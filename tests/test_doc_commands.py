@@ -111,8 +111,8 @@ SLOW = {
     (
         "docs/multinode.md",
         "preserve-cp solve --model deepseek-v3 --hardware h200-sxm --phase decode --batch 64 "
-        "--context 2048 --tp 8 --ep 8 --dtype fp8",
-    ): 10,
+        "--context 2048 --tp 8 --ep 8 --dtype fp8 --time-limit 120",
+    ): 25,
     (
         "docs/multinode.md",
         "preserve-cp solve --model llama3.1-405b --hardware h100-sxm --phase decode --batch 16 "
