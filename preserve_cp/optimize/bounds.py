@@ -191,7 +191,7 @@ def chain_lp_bound(
     B = machine.hbm_bytes_per_s * mb / us
     contention = hbm_contention and math.isfinite(B)
     lat = machine.chunk_latency_s * us
-    window_rows = window_rows and not chunk_cap
+    window_rows = window_rows and not chunk_cap and lat > 0  # rows on the latency row
 
     def run_capacity(c: OpCost, share: float) -> float:
         """The most op c's run lets the prefetch move, in MB: its best rate over its
@@ -314,7 +314,7 @@ def chain_lp_bound(
         else:
             s, zs = 0.0, 0.0  # the makespan ends with the last op
         run_free = share > 0 and contention or not contention
-        lr, ls = window(k, run_free, zs, run_capacity(c, share))
+        lr, ls = window(k, run_free, zs, run_capacity(c, share) if window_rows else 0.0)
         if k < K - 1:
             stall_rows(s, zs, ls)
         else:
